@@ -1,0 +1,117 @@
+"""Node perturbation and its INP / ANP formulations (NPD paper).
+
+All three compare the per-sample loss of a clean pass with that of passes where
+noise is added to the pre-activations, and turn the difference `δℒ` into a
+stand-in `δ_l` for `∂ℓ/∂a_l`; the weight update is then `δ_l x̂_{l-1}ᵀ`, with
+`x̂` the clean pass's decorrelated input, averaged over the batch:
+
+    NP:   one noisy pass, noise ε_l ~ N(0, σ²I) at every layer:    δ_l = δℒ ε_l / σ²
+    INP:  one noisy pass per layer, noise v_l at layer l only:     δ_l = N_l δℒ v_l / ‖v_l‖²
+    ANP:  one noisy pass, noise at every layer; δa_l = ã_l − a_l:  δ_l = N δℒ δa_l / ‖δa‖²
+
+(N_l: units in layer l; N = Σ N_l; ‖δa‖² over all layers.) `samples` noisy
+draws are averaged per step. With `noisy_baseline` there is no clean pass: a
+second noisy pass stands in for it (NPD §3.4).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from corrgd.losses import LossFn
+from corrgd.nn.network import Net, Trace
+from corrgd.rules.base import LearningRule, Step
+
+
+def _expand(values: Tensor, like: Tensor) -> Tensor:
+    """Per-sample values (n,) shaped (n, 1, ...) to scale a batch like `like`."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _sq_norms(t: Tensor) -> Tensor:
+    return t.flatten(1).pow(2).sum(1)
+
+
+class NodePerturbation(LearningRule):
+    """Shared machinery; subclasses define `estimate` for one noise draw."""
+
+    name = "np"
+    supports_noisy_baseline = True
+
+    def __init__(self, sigma2: float = 1e-6, samples: int = 1, noisy_baseline: bool = False,
+                 seed: int = 0) -> None:
+        super().__init__(seed)
+        if sigma2 <= 0:
+            raise ValueError(f"noise variance sigma2 must be > 0, got {sigma2}")
+        if samples < 1:
+            raise ValueError(f"noise samples must be >= 1, got {samples}")
+        if noisy_baseline and not self.supports_noisy_baseline:
+            raise ValueError(f"{self.name}: the noisy baseline needs noise at every layer")
+        self.sigma2, self.samples, self.noisy_baseline = sigma2, samples, noisy_baseline
+
+    def noise(self, like: Tensor) -> Tensor:
+        return torch.randn_like(like) * self.sigma2**0.5
+
+    def gradients(self, net: Net, x: Tensor, y: Tensor, loss: LossFn) -> Step:
+        baseline_noise = [self.noise(a) for a in self._shapes(net, x)] if self.noisy_baseline \
+            else None
+        base = net.trace(x, baseline_noise, detach=True)  # graph only from a_l to layer l
+        with torch.no_grad():
+            base_loss = loss(base.output, y)
+            deltas = [torch.zeros_like(a) for a in base.preacts]
+            for _ in range(self.samples):
+                for d, e in zip(deltas, self.estimate(net, x, y, loss, base, base_loss),
+                                strict=True):
+                    d.add_(e, alpha=1 / self.samples)
+        n = x.shape[0]
+        torch.autograd.backward(base.preacts, [d / n for d in deltas])
+        return Step(base_loss.mean(), base)
+
+    def _shapes(self, net: Net, x: Tensor) -> list[Tensor]:
+        with torch.no_grad():
+            return net.trace(x).preacts
+
+    def estimate(self, net: Net, x: Tensor, y: Tensor, loss: LossFn, base: Trace,
+                 base_loss: Tensor) -> list[Tensor]:
+        """One draw of every layer's δ_l, per sample."""
+        raise NotImplementedError
+
+
+class NP(NodePerturbation):
+    name = "np"
+
+    def estimate(self, net: Net, x: Tensor, y: Tensor, loss: LossFn, base: Trace,
+                 base_loss: Tensor) -> list[Tensor]:
+        eps = [self.noise(a) for a in base.preacts]
+        dL = loss(net.trace(x, eps).output, y) - base_loss
+        return [_expand(dL, e) * e / self.sigma2 for e in eps]
+
+
+class INP(NodePerturbation):
+    name = "inp"
+    supports_noisy_baseline = False
+
+    def estimate(self, net: Net, x: Tensor, y: Tensor, loss: LossFn, base: Trace,
+                 base_loss: Tensor) -> list[Tensor]:
+        deltas = []
+        for layer, a in enumerate(base.preacts):
+            v = self.noise(a)
+            noise: list[Tensor | None] = [None] * len(base.preacts)
+            noise[layer] = v
+            dL = loss(net.trace(x, noise).output, y) - base_loss
+            deltas.append(a[0].numel() * _expand(dL / _sq_norms(v), v) * v)
+        return deltas
+
+
+class ANP(NodePerturbation):
+    name = "anp"
+
+    def estimate(self, net: Net, x: Tensor, y: Tensor, loss: LossFn, base: Trace,
+                 base_loss: Tensor) -> list[Tensor]:
+        noisy = net.trace(x, [self.noise(a) for a in base.preacts])
+        dL = loss(noisy.output, y) - base_loss
+        da = [an - a for an, a in zip(noisy.preacts, base.preacts, strict=True)]
+        units = sum(a[0].numel() for a in da)
+        scale = units * dL / sum(_sq_norms(d) for d in da)
+        return [_expand(scale, d) * d for d in da]
