@@ -1,0 +1,115 @@
+"""From a loader's raw official splits to ``DataSplits``: validation hold-out, scaling,
+per-channel standardisation and flattening, shared by every data set."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from corrgd.data.splits import DataSplits, Split
+from corrgd.data.transforms import BatchTransform
+
+CHUNK_ROWS = 1024
+"""Rows converted at a time, to bound the float64/float32 temporaries on large sets."""
+
+
+@dataclass(frozen=True)
+class RawData:
+    """What a loader returns: the official splits, before any hold-out or scaling.
+
+    pixel_max: ``None`` for float32 vector data ``(N, D)``, used as it is; otherwise the
+        inputs are pixels ``(N, C, H, W)`` with values in ``[0, pixel_max]``.
+    store_uint8: keep the pixels as uint8 in ``Split.x`` and scale them in the transforms
+        (for sets too large to hold as float32).
+    crop: square crop applied by the transforms (random in training, centre in eval);
+        needs ``store_uint8``, since training crops are drawn batch by batch.
+    """
+
+    train: Split
+    test: Split | None
+    num_classes: int
+    pixel_max: float | None = None
+    store_uint8: bool = False
+    crop: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.crop is not None and not self.store_uint8:
+            raise ValueError("crop needs store_uint8=True")
+        if self.store_uint8 and self.pixel_max is None:
+            raise ValueError("store_uint8 needs pixel data (pixel_max)")
+
+
+def prepare(
+    name: str, raw: RawData, *, val_size: int, seed: int, normalize: bool, flatten: bool
+) -> DataSplits:
+    """Hold out ``val_size`` training rows (seeded by ``seed``), then scale and standardise
+    pixel data with per-channel statistics of the remaining training rows."""
+    train, val = hold_out(raw.train, val_size, seed)
+    test = raw.test
+
+    if raw.pixel_max is None:  # vector data: nothing to scale or flatten
+        return DataSplits(name, train, val, test, raw.num_classes, tuple(train.x.shape[1:]))
+
+    mean, std = channel_stats(train.x, raw.pixel_max) if normalize else ((), ())
+    pixels = BatchTransform(
+        crop=raw.crop, pixel_max=raw.pixel_max, mean=mean, std=std, flatten=flatten
+    )
+    input_shape = tuple(pixels.eval(train.x[:1]).shape[1:])
+    if raw.store_uint8:
+        return DataSplits(name, train, val, test, raw.num_classes, input_shape, pixels)
+
+    def convert(split: Split) -> Split:
+        return Split(_in_chunks(pixels.eval, split.x), split.y)
+
+    return DataSplits(
+        name,
+        convert(train),
+        None if val is None else convert(val),
+        None if test is None else convert(test),
+        raw.num_classes,
+        input_shape,
+    )
+
+
+def hold_out(train: Split, val_size: int, seed: int) -> tuple[Split, Split | None]:
+    """Split ``val_size`` rows off ``train`` by a permutation seeded with ``seed``.
+
+    Both parts keep the original row order, so the result depends only on (N, val_size, seed).
+    """
+    if val_size == 0:
+        return train, None
+    if not 0 < val_size < len(train):
+        raise ValueError(f"val_size must be in [0, {len(train)}), got {val_size}")
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    val_rows = order[:val_size].sort().values
+    train_rows = order[val_size:].sort().values
+    return (
+        Split(train.x[train_rows], train.y[train_rows]),
+        Split(train.x[val_rows], train.y[val_rows]),
+    )
+
+
+def channel_stats(pixels: Tensor, pixel_max: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of ``pixels / pixel_max`` over ``(N, C, H, W)``.
+
+    A constant channel gets std 1, so standardising it leaves it at zero.
+    """
+    channels = pixels.shape[1]
+    total = torch.zeros(channels, dtype=torch.float64)
+    squares = torch.zeros(channels, dtype=torch.float64)
+    for chunk in pixels.split(CHUNK_ROWS):
+        values = chunk.to(torch.float64) / pixel_max
+        total += values.sum((0, 2, 3))
+        squares += values.square().sum((0, 2, 3))
+    count = pixels.numel() // channels
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(0).sqrt()
+    std[std == 0] = 1.0
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def _in_chunks(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    return torch.cat([fn(chunk) for chunk in x.split(CHUNK_ROWS)])

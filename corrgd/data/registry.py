@@ -1,0 +1,71 @@
+"""The data-set registry: names -> loaders, and ``load_dataset``, the one entry point."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from corrgd.data.cifar import load_cifar10, load_cifar100
+from corrgd.data.digits import load_digits
+from corrgd.data.mnist import load_fashion_mnist, load_mnist
+from corrgd.data.prepare import RawData, prepare
+from corrgd.data.splits import DataSplits
+from corrgd.data.synthetic import load_synthetic_correlated
+from corrgd.data.tiny_imagenet import load_tiny_imagenet
+
+Loader = Callable[..., RawData]
+"""``loader(root: Path, *, download: bool, **options) -> RawData``; options are its own."""
+
+DATASETS: dict[str, Loader] = {
+    "digits": load_digits,
+    "synthetic-correlated": load_synthetic_correlated,
+    "mnist": load_mnist,
+    "fashion-mnist": load_fashion_mnist,
+    "cifar10": load_cifar10,
+    "cifar100": load_cifar100,
+    "tiny-imagenet": load_tiny_imagenet,
+}
+
+DEFAULT_DATA_DIR = "~/.cache/corrgd/data"
+
+
+def dataset_names() -> list[str]:
+    return sorted(DATASETS)
+
+
+def default_data_dir() -> Path:
+    """``$CORRGD_DATA`` if set, else ``~/.cache/corrgd/data``."""
+    return Path(os.environ.get("CORRGD_DATA") or DEFAULT_DATA_DIR).expanduser()
+
+
+def load_dataset(
+    name: str,
+    *,
+    data_dir: str | Path | None = None,
+    val_size: int = 0,
+    seed: int = 0,
+    download: bool = True,
+    flatten: bool = False,
+    normalize: bool = True,
+    **options: Any,
+) -> DataSplits:
+    """Load data set ``name`` (see ``dataset_names()``).
+
+    data_dir: where the files live (default ``default_data_dir()``).
+    val_size: rows held out of the official training split as ``val``, chosen by a
+        permutation seeded with ``seed``; ``train`` excludes them. ``test`` is the official
+        test split (a fixed hold-out for digits).
+    download: fetch missing files; if that fails or is off, raise ``DataNotFoundError``.
+    flatten: give ``(N, D)`` model inputs, for dense networks.
+    normalize: for pixel data, standardise each channel with the mean and std of ``train``
+        (after the hold-out) on top of scaling to [0, 1]; vector data is used as it is.
+    options: passed to the loader, e.g. ``crop`` for tiny-imagenet or ``correlation``
+        for synthetic-correlated; unknown options raise ``TypeError``.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; known: {', '.join(dataset_names())}")
+    root = default_data_dir() if data_dir is None else Path(data_dir).expanduser()
+    raw = DATASETS[name](root, download=download, **options)
+    return prepare(name, raw, val_size=val_size, seed=seed, normalize=normalize, flatten=flatten)
