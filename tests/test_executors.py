@@ -15,11 +15,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
+import cloudpickle
 import pytest
 
 from corrgd.executors import (
@@ -178,6 +180,25 @@ def test_worker_job_calls_hook_then_resubmits_itself() -> None:
 
     WorkerJob(Worker(), on_preempt=lambda: released.append("hook")).checkpoint({"x": 3})
     assert released == ["attribute", "hook"]  # an explicit hook wins over `release`
+
+
+class StatefulWorker:
+    """Like corrgd.worker.WorkerTask: holds live, unpicklable state while it runs."""
+
+    def __init__(self) -> None:
+        self.connection: threading.Lock | None = None
+
+    def __call__(self) -> int:
+        self.connection = threading.Lock()
+        return 1
+
+
+def test_worker_job_requeues_the_function_as_submitted() -> None:
+    job = WorkerJob(StatefulWorker())
+    assert job({}) == 1 and job.fn.connection is not None  # type: ignore[attr-defined]
+    requeued = cloudpickle.loads(cloudpickle.dumps(job.checkpoint({})))
+    assert isinstance(requeued.function, WorkerJob)
+    assert requeued.function.fn.connection is None  # starts afresh
 
 
 # --- local executor -------------------------------------------------------------------

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 import submitit
 from submitit.core.utils import FailedJobError
 
@@ -32,11 +33,23 @@ class WorkerJob(submitit.helpers.Checkpointable):
     The hook is `on_preempt` if given, else ``fn.release`` if the function has one. It runs
     inside a signal handler in the worker's main thread: keep it short and self-contained.
     `fn` and the hook must be picklable (module-level functions, functools.partial, ...).
+    A WorkerJob always pickles `fn` as it was when submitted, never its live state (a
+    stateful callable's database connection, its run in flight), so requeueing works for
+    callables holding unpicklable things.
     """
 
     def __init__(self, fn: WorkerFn, on_preempt: PreemptHook | None = None) -> None:
         self.fn = fn
         self.on_preempt = on_preempt
+        self._fn_as_submitted = cloudpickle.dumps(fn)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"fn": self._fn_as_submitted, "on_preempt": self.on_preempt}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.fn = cloudpickle.loads(state["fn"])
+        self.on_preempt = state["on_preempt"]
+        self._fn_as_submitted = state["fn"]
 
     def __call__(self, kwargs: Mapping[str, Any]) -> int:
         return self.fn(**kwargs)
