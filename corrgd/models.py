@@ -76,6 +76,12 @@ def network_names() -> list[str]:
     return sorted(ARCHITECTURES)
 
 
+def takes_flat_input(name: str) -> bool:
+    """Whether architecture `name` starts with a dense layer (inputs flattened)."""
+    first = ARCHITECTURES[name].hidden()[:1] or [("dense",)]
+    return first[0][0] == "dense"
+
+
 def build_network(
     name: str,
     input_shape: tuple[int, ...],

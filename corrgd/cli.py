@@ -1,0 +1,233 @@
+"""The `corrgd` command line: a thin layer over sweeps, storage, workers and reports.
+
+    corrgd sweep sweeps/quickstart.yaml      enqueue a spec and work through it
+    corrgd status                            runs per sweep and state
+    corrgd worker                            drain whatever is queued
+    corrgd train --dataset digits ...        one run from flags, printed
+    corrgd best-params / corrgd report       tables and figures from the database
+
+Bad input is one line on stderr naming the file, field and allowed values, and
+exit code 2, with nothing written.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from corrgd.sweeps import SpecError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Decorrelated learning: sweeps, workers and reports.")
+console = Console()
+err_console = Console(stderr=True)
+
+DbOption = Annotated[str | None, typer.Option(
+    "--db", envvar="CORRGD_DB", help="SQLAlchemy URL of the results database "
+    "[default: sqlite:///results/corrgd.sqlite]")]
+DataDirOption = Annotated[str | None, typer.Option(
+    "--data-dir", envvar="CORRGD_DATA", help="Where data sets live (or are downloaded to).")]
+
+
+def fail(message: str) -> typer.Exit:
+    """Print one line on stderr and exit with code 2."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+def _open_db(url: str | None) -> Any:
+    from corrgd.storage import StorageError, open_db
+
+    try:
+        return open_db(url)
+    except (StorageError, ValueError, OSError) as e:
+        raise fail(f"--db {url or '(default)'}: {e}") from None
+    except Exception as e:  # driver errors: unreachable server, bad URL
+        raise fail(f"--db {url or '(default)'}: {type(e).__name__}: "
+                   f"{str(e).splitlines()[0]}") from None
+
+
+@app.command()
+def sweep(
+    spec: Annotated[Path, typer.Argument(help="YAML sweep spec, e.g. sweeps/quickstart.yaml")],
+    db: DbOption = None,
+    workers: Annotated[int | None, typer.Option(
+        help="Local worker processes [default: one per GPU, else 1]")] = None,
+    devices: Annotated[str | None, typer.Option(
+        help="Comma-separated devices for local workers, e.g. cpu or cuda:0,cuda:1")] = None,
+    executor: Annotated[str, typer.Option(help="Where workers run: local or slurm")] = "local",
+    partition: Annotated[str | None, typer.Option(help="SLURM partition")] = None,
+    gpus_per_job: Annotated[int, typer.Option(help="SLURM GPUs per array task")] = 0,
+    cpus_per_job: Annotated[int, typer.Option(help="SLURM CPUs per array task")] = 1,
+    time: Annotated[str, typer.Option(help="SLURM time limit per task (minutes or HH:MM:SS)")]
+    = "60",
+    array_parallelism: Annotated[int, typer.Option(
+        help="SLURM array tasks running at once")] = 16,
+    slurm_folder: Annotated[str, typer.Option(help="Where submitit keeps SLURM job files")]
+    = "results/slurm",
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the number of runs and their cost; write nothing")] = False,
+    enqueue_only: Annotated[bool, typer.Option(
+        "--enqueue-only", help="Add the runs to the queue and stop")] = False,
+    wait: Annotated[bool, typer.Option(help="Wait for SLURM workers and show progress")] = True,
+    data_dir: DataDirOption = None,
+    checkpoint_dir: Annotated[str, typer.Option(help="Checkpoints, on storage all workers "
+                                                     "can read")] = "results/checkpoints",
+    lease: Annotated[float, typer.Option(help="Seconds without heartbeat before a run is "
+                                              "handed to another worker")] = 120.0,
+) -> None:
+    """Enqueue the runs of a sweep spec (only those missing) and work through them."""
+    from corrgd import sweeps
+
+    if executor not in ("local", "slurm"):
+        raise fail(f"--executor: {executor!r} is not one of: local, slurm")
+    try:
+        parsed = sweeps.load_spec(spec)
+        database = _open_db(db) if (parsed.select or not dry_run) else None
+        runs = sweeps.expand(parsed, _best_params_lookup(database) if database else None)
+    except SpecError as e:
+        raise fail(str(e)) from None
+    if dry_run:
+        from corrgd.estimate import print_estimate
+
+        print_estimate(console, parsed, runs)
+        return
+    from corrgd.storage import RunSpec
+
+    specs = [RunSpec(config=r.model_dump(mode="json"), axes=_axes(parsed, r)) for r in runs]
+    _, added = database.add_sweep(parsed.name, parsed.text, specs)
+    console.print(f"sweep [bold]{parsed.name}[/]: {len(runs)} runs, {added} new, "
+                  f"{len(runs) - added} already in the database")
+    if enqueue_only:
+        return
+    from corrgd.launch import launch_workers
+
+    code = launch_workers(
+        database, parsed.name, executor=executor, workers=workers, devices=devices,
+        slurm={"partition": partition, "gpus_per_job": gpus_per_job,
+               "cpus_per_task": cpus_per_job, "time": time,
+               "array_parallelism": array_parallelism, "folder": slurm_folder},
+        wait=wait, data_dir=data_dir, checkpoint_dir=checkpoint_dir, lease=lease,
+        console=console)
+    raise typer.Exit(code)
+
+
+def _axes(parsed: Any, run: Any) -> dict[str, Any]:
+    values = run.model_dump(mode="json")
+    return {k: values[k] for k in parsed.axes if k in values}
+
+
+def _best_params_lookup(database: Any) -> Any:
+    from corrgd import analysis
+    from corrgd.storage import UnknownSweep
+
+    def lookup(source: str, metric: str) -> dict:
+        try:
+            runs = database.runs_frame(source)
+        except UnknownSweep:
+            return {}
+        best = analysis.best_params(runs, database.epochs_frame(source, diagnostics=False),
+                                    metric)
+        return analysis.lookup(best)
+
+    return lookup
+
+
+@app.command()
+def worker(
+    db: DbOption = None,
+    sweep: Annotated[str | None, typer.Option(help="Only runs of this sweep")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
+    max_runs: Annotated[int | None, typer.Option(help="Stop after this many runs")] = None,
+    data_dir: DataDirOption = None,
+    checkpoint_dir: Annotated[str, typer.Option()] = "results/checkpoints",
+    lease: Annotated[float, typer.Option()] = 120.0,
+) -> None:
+    """Drain the queue in this process: claim, train, log, repeat."""
+    from corrgd.worker import Worker
+
+    w = Worker(_open_db(db), sweep=sweep, device=device, lease_seconds=lease,
+               data_dir=data_dir, checkpoint_dir=checkpoint_dir)
+    try:
+        n = w.run(max_runs)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    console.print(f"worker {w.id}: {n} runs finished; queue empty" if max_runs is None
+                  else f"worker {w.id}: {n} runs finished")
+
+
+@app.command()
+def status(
+    db: DbOption = None,
+    sweep: Annotated[str | None, typer.Option(help="Show this sweep's runs")] = None,
+) -> None:
+    """Runs per sweep and state (and SLURM job states where workers ran there)."""
+    from corrgd.launch import status_tables
+
+    database = _open_db(db)
+    for table in status_tables(database, sweep):
+        console.print(table)
+
+
+@app.command()
+def train(
+    dataset: Annotated[str, typer.Option(help="Data set name")] = "digits",
+    network: Annotated[str, typer.Option(help="Network name")] = "mlp",
+    algorithm: Annotated[str, typer.Option(help="bp, fa, dfa, np, inp, anp or copi")] = "bp",
+    decor_lr: Annotated[float, typer.Option(help="Decorrelation LR; 0 = no decorrelation")]
+    = 0.0,
+    lr: Annotated[float, typer.Option(help="Forward learning rate")] = 1e-3,
+    epochs: Annotated[int, typer.Option()] = 5,
+    batch_size: Annotated[int, typer.Option()] = 64,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str, typer.Option()] = "cpu",
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Any other run setting, KEY=VALUE (YAML value), repeatable")] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Train one configuration given by flags and print its metrics per epoch."""
+    import yaml
+
+    from corrgd.sweeps import parse_spec, validate
+
+    settings: dict[str, Any] = {"dataset": dataset, "network": network,
+                                "algorithm": algorithm, "decor": decor_lr > 0,
+                                "decor_lr": decor_lr, "lr": lr, "epochs": epochs,
+                                "batch_size": batch_size, "seed": seed}
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise fail(f"--set {item!r}: expected KEY=VALUE")
+        settings[key.strip()] = yaml.safe_load(value)
+    try:
+        parsed = parse_spec(yaml.safe_dump(settings), source="corrgd train")
+        config = validate(parsed.settings, parsed.source)
+    except SpecError as e:
+        raise fail(str(e)) from None
+    from corrgd.launch import train_one
+
+    status_ = train_one(config, device=device, data_dir=data_dir, console=console)
+    raise typer.Exit(0 if status_ == "done" else 1)
+
+
+def _register_reports() -> None:
+    """Report commands live in corrgd.reports; they are optional while it is built."""
+    try:
+        from corrgd.reports.cli import register
+    except ImportError:
+        return
+    register(app, fail, DbOption)
+
+
+_register_reports()
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app(prog_name="corrgd")
+    sys.exit(0)

@@ -1,0 +1,122 @@
+"""The resolved configuration of one training run: plain, validated, hashable data.
+
+Every field is a scalar (or a short list such as `betas`), so that a sweep spec
+can name any of them as an axis. `decor: false` means no decorrelation layer;
+`decor_lr` is then 0 whatever the spec said, so such runs are not duplicated
+across decor LRs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from corrgd.data import dataset_names
+from corrgd.models import network_names
+from corrgd.rules import RULES
+
+# The columns a run's axes are stored under, in the order reports group by.
+CURVE_KEYS = ("dataset", "network", "algorithm", "decor")
+AXIS_COLUMNS = (*CURVE_KEYS, "decor_lr", "lr", "seed")
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # data
+    dataset: str
+    data: dict[str, Any] = Field(default_factory=dict)  # dataset options, e.g. correlation
+    val_size: int = Field(0, ge=0)  # samples held out of training for validation
+    # network
+    network: str
+    width: int | None = Field(None, gt=0)
+    depth: int | None = Field(None, ge=0)
+    hidden: list[int] | None = None
+    padding: int | None = Field(None, ge=0)  # paper 0; CRGD reference code 1
+    bias: bool | None = None
+    last_hidden_activation: bool = True  # CRGD reference dense net: False
+    # learning rule
+    algorithm: str
+    loss: Literal["ce", "mse"] = "ce"
+    sigma2: float = Field(1e-6, gt=0)  # NP family noise variance (reference code: 1e-12)
+    np_samples: int = Field(1, ge=1)
+    noisy_baseline: bool = False
+    copi_feedback: Literal["bp", "fa"] = "bp"
+    # decorrelation
+    decor: bool = False
+    decor_lr: float = Field(0.0, ge=0)
+    decor_rule: Literal["crgd", "copi"] = "crgd"
+    decor_sample_frac: float = Field(0.1, gt=0, le=1)
+    decor_demean: bool | None = None
+    decor_update_order: Literal["CM", "MC"] = "CM"  # paper CM; reference code MC
+    # optimisation
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(1e-4, gt=0)
+    first_epoch_lr: float | None = Field(None, gt=0)  # COPI: a different LR in epoch 1
+    betas: tuple[float, float] = (0.9, 0.999)  # reference code: (0.9, 0.9999)
+    eps: float = Field(1e-8, gt=0)
+    momentum: float = Field(0.0, ge=0)
+    epochs: int = Field(10, ge=0)
+    batch_size: int = Field(256, gt=0)
+    seed: int = 0
+    # bookkeeping
+    eval_batch_size: int = Field(1000, gt=0)
+    diagnostics: bool = True  # log decorrelation stats and update/BP angles per epoch
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        return _one_of(v, dataset_names())
+
+    @field_validator("network")
+    @classmethod
+    def _known_network(cls, v: str) -> str:
+        return _one_of(v, network_names())
+
+    @field_validator("algorithm")
+    @classmethod
+    def _known_algorithm(cls, v: str) -> str:
+        return _one_of(v, list(RULES))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _decor_off_means_lr_zero(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("decor", False):
+            data = {**data, "decor_lr": 0.0}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        if self.decor and self.decor_lr <= 0:
+            raise ValueError("decor_lr must be > 0 when decor is true")
+        if self.noisy_baseline and self.algorithm not in ("np", "anp"):
+            raise ValueError("noisy_baseline applies to algorithm np or anp")
+        return self
+
+    def canonical(self) -> str:
+        """Canonical JSON: sorted keys, no spaces; the run's identity."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def hash(self) -> str:
+        return hashlib.sha256(self.canonical().encode()).hexdigest()
+
+    def axes(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in AXIS_COLUMNS}
+
+    @property
+    def label(self) -> str:
+        """Short curve name, e.g. 'BP+decor'."""
+        return self.algorithm.upper() + ("+decor" if self.decor else "")
+
+
+def _one_of(value: str, allowed: list[str]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{value!r} is not one of: {', '.join(allowed)}")
+    return value
+
+
+def field_names() -> list[str]:
+    return list(RunConfig.model_fields)

@@ -1,0 +1,256 @@
+"""Putting workers to work on a sweep and watching them: what `corrgd sweep` does after
+enqueueing, plus the tables of `corrgd status` and the one-off `corrgd train`.
+
+Progress is read from the results database, so it looks the same whether the
+workers are local processes or SLURM array tasks on other machines.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from corrgd.config import RunConfig
+from corrgd.storage import LostLease, ResultsDB
+from corrgd.worker import WorkerTask
+
+ACTIVE = ("queued", "running")
+SLURM_DEAD = ("BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
+              "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT")
+
+
+def default_devices() -> list[str]:
+    import torch
+
+    if torch.cuda.is_available():
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return ["cpu"]
+
+
+def reclaim_orphans(db: ResultsDB, sweep: str) -> int:
+    """Give back runs whose worker is known dead: a process of this host that no longer
+    exists, or a SLURM job that has ended. Others wait for their lease to expire."""
+    runs = db.runs_frame(sweep)
+    running = runs[runs["status"] == "running"]
+    if running.empty:
+        return 0
+    slurm_states: dict[str, str] = {}
+    job_ids = [j for j in running["slurm_job_id"].dropna() if j]
+    if job_ids:
+        from corrgd.executors import slurm_job_states
+
+        try:
+            slurm_states = slurm_job_states(job_ids)
+        except Exception:  # no SLURM client here: leave it to the lease
+            slurm_states = {}
+    host = socket.gethostname()
+    released = 0
+    for row in running.itertuples():
+        dead = False
+        if row.slurm_job_id and row.slurm_job_id in slurm_states:
+            dead = slurm_states[row.slurm_job_id].split()[0] in SLURM_DEAD
+        elif isinstance(row.worker, str) and row.worker.rpartition(":")[0] == host:
+            dead = not _pid_alive(int(row.worker.rpartition(":")[2]))
+        if dead:
+            try:
+                db.release_run(int(row.run_id), row.worker)
+                released += 1
+            except LostLease:
+                pass
+    return released
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def launch_workers(db: ResultsDB, sweep: str, *, executor: str, workers: int | None,
+                   devices: str | None, slurm: dict[str, Any], wait: bool,
+                   data_dir: str | None, checkpoint_dir: str, lease: float,
+                   console: Console) -> int:
+    """Start workers for `sweep`, show progress until it is finished; exit code."""
+    from corrgd.executors import LocalExecutor, SlurmExecutor
+
+    released = reclaim_orphans(db, sweep)
+    if released:
+        console.print(f"{released} runs of dead workers given back to the queue")
+    pending = _counts(db, sweep)
+    if pending["queued"] + pending["running"] == 0:
+        console.print("nothing to do: every run of this sweep has finished")
+        return _summary(db, sweep, console)
+    kwargs = {"db_url": db.url, "sweep": sweep, "lease_seconds": lease, "data_dir": data_dir,
+              "checkpoint_dir": checkpoint_dir}
+    if executor == "local":
+        device_list = devices.split(",") if devices else default_devices()
+        n = workers or len(device_list)
+        n = min(n, pending["queued"] + pending["running"])
+        ex: Any = LocalExecutor(device_list)
+        cpu_workers = sum(device_list[i % len(device_list)] == "cpu" for i in range(n))
+        threads = max(1, (os.cpu_count() or 1) // cpu_workers) if cpu_workers else None
+        handles = ex.launch(WorkerTask(), [{**kwargs, "threads": threads}] * n)
+        console.print(f"{n} local workers on {', '.join(device_list)}")
+    else:
+        n = workers or min(pending["queued"] + pending["running"],
+                           slurm.get("array_parallelism") or 16)
+        ex = SlurmExecutor(**{k: v for k, v in slurm.items() if v is not None})
+        task = WorkerTask()
+        handles = ex.launch(task, [{**kwargs, "device": "cuda" if slurm.get("gpus_per_job")
+                                    else "cpu"}] * n)
+        console.print(f"submitted SLURM array of {n} workers: "
+                      f"{', '.join(h.job_id for h in handles[:3])}{' ...' if n > 3 else ''}")
+        if not wait:
+            return 0
+    try:
+        watch(db, sweep, handles, console)
+    except KeyboardInterrupt:
+        console.print("interrupted: stopping workers; rerun the sweep to resume")
+        if executor == "local":
+            ex.stop(handles)
+        return 130
+    return _summary(db, sweep, console)
+
+
+def _counts(db: ResultsDB, sweep: str) -> dict[str, int]:
+    counts = db.sweep_counts()
+    row = counts[counts["sweep"] == sweep]
+    return {k: int(row[k].iloc[0]) if not row.empty else 0
+            for k in ("queued", "running", "done", "failed", "diverged", "total")}
+
+
+def watch(db: ResultsDB, sweep: str, handles: list[Any], console: Console,
+          interval: float = 1.0) -> None:
+    """Rich progress of a sweep from the database until its workers have all ended."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[info]}"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        overall = progress.add_task(f"[bold]{sweep}[/] epochs", total=None, info="")
+        per_run: dict[int, Any] = {}
+        while True:
+            runs = db.runs_frame(sweep)
+            epochs_total = int(sum(c["epochs"] + 1 for c in runs["config"]))
+            finished = runs["status"].isin(("done", "failed", "diverged"))
+            epochs_done = int(sum(
+                c["epochs"] + 1 if f else max(0, int(le) + 1)
+                for c, le, f in zip(runs["config"], runs["last_epoch"], finished, strict=True)))
+            counts = runs["status"].value_counts().to_dict()
+            info = (f"runs {int(finished.sum())}/{len(runs)} done"
+                    + "".join(f", {counts[s]} {s}" for s in ("running", "failed", "diverged")
+                              if counts.get(s)))
+            progress.update(overall, total=epochs_total, completed=epochs_done, info=info)
+            _update_run_lines(db, progress, per_run, runs)
+            if all(h.done() for h in handles):
+                break
+            time.sleep(interval)
+
+
+def _update_run_lines(db: ResultsDB, progress: Progress, per_run: dict[int, Any],
+                      runs: pd.DataFrame) -> None:
+    running = runs[runs["status"] == "running"]
+    latest: dict[int, pd.Series] = {}
+    if not running.empty:
+        epochs = db.epochs_frame(run_ids=[int(r) for r in running["run_id"]], diagnostics=False)
+        train = epochs[epochs["split"] == "train"].sort_values("epoch")
+        latest = {int(r): g.iloc[-1] for r, g in train.groupby("run_id")}
+    for row in runs.itertuples():
+        rid = int(row.run_id)
+        if row.status == "running" and rid not in per_run:
+            label = (f"  run {rid} {row.algorithm.upper()}{'+decor' if row.decor else ''} "
+                     f"lr={row.lr:g} seed={row.seed}")
+            per_run[rid] = progress.add_task(label, total=row.config["epochs"], info="")
+        if rid in per_run:
+            last = latest.get(rid)
+            info = "" if last is None else \
+                f"loss {last['loss']:.4f} acc {last['accuracy']:.3f}"
+            progress.update(per_run[rid], completed=max(0, int(row.last_epoch)), info=info)
+            if row.status != "running":
+                progress.remove_task(per_run.pop(rid))
+
+
+def _summary(db: ResultsDB, sweep: str, console: Console) -> int:
+    c = _counts(db, sweep)
+    console.print(f"sweep [bold]{sweep}[/]: {c['done']} done, {c['diverged']} diverged, "
+                  f"{c['failed']} failed, {c['queued'] + c['running']} unfinished "
+                  f"of {c['total']}")
+    if c["failed"]:
+        runs = db.runs_frame(sweep)
+        for row in runs[runs["status"] == "failed"].head(3).itertuples():
+            first = (row.error or "").splitlines()[:1]
+            console.print(f"  run {row.run_id} failed: {first[0] if first else '?'}")
+    return 0 if c["failed"] == 0 and c["queued"] + c["running"] == 0 else 1
+
+
+def status_tables(db: ResultsDB, sweep: str | None) -> list[Table]:
+    counts = db.sweep_counts()
+    overview = Table(title="sweeps")
+    for col in ("sweep", "queued", "running", "done", "diverged", "failed", "total"):
+        overview.add_column(col, justify="left" if col == "sweep" else "right")
+    for row in counts.itertuples():
+        overview.add_row(row.sweep, *(str(getattr(row, c)) for c in
+                                      ("queued", "running", "done", "diverged", "failed",
+                                       "total")))
+    tables = [overview]
+    runs = db.runs_frame(sweep) if sweep else db.runs_frame()
+    active = runs if sweep else runs[runs["status"] == "running"]
+    if not active.empty:
+        tables.append(_runs_table(active, "runs" if sweep else "running runs"))
+    return tables
+
+
+def _runs_table(runs: pd.DataFrame, title: str) -> Table:
+    job_ids = [j for j in runs["slurm_job_id"].dropna() if j]
+    states: dict[str, str] = {}
+    if job_ids:
+        from corrgd.executors import slurm_job_states
+
+        try:
+            states = slurm_job_states(job_ids)
+        except Exception:
+            states = {}
+    table = Table(title=title)
+    for col in ("run", "sweep", "curve", "lr", "decor_lr", "seed", "status", "epoch",
+                "device", "slurm job"):
+        table.add_column(col)
+    for row in runs.itertuples():
+        job = row.slurm_job_id or ""
+        table.add_row(str(row.run_id), row.sweep,
+                      f"{row.dataset}/{row.network}/{row.algorithm}{'+decor' if row.decor else ''}",
+                      f"{row.lr:g}", f"{row.decor_lr:g}", str(row.seed), row.status,
+                      f"{max(row.last_epoch, 0)}/{row.config['epochs']}", row.device or "",
+                      f"{job} {states.get(job, '')}".strip())
+    return table
+
+
+def train_one(config: RunConfig, *, device: str, data_dir: str | None, console: Console) -> str:
+    """Train one config in this process, printing a row per epoch."""
+    from corrgd.runner import run
+
+
+    class Printer:
+        def epoch_end(self, epoch: int, rows: list[dict[str, Any]], checkpoint: str | None
+                      ) -> None:
+            parts = [f"epoch {epoch:3d}"]
+            for r in rows:
+                parts.append(f"{r['split']} loss {r['loss']:.4f} acc {r['accuracy']:.3f}")
+            console.print("  ".join(parts))
+
+        def progress(self, epoch: int, step: int, steps: int, loss: float) -> None:
+            pass
+
+    console.print(f"[bold]{config.label}[/] on {config.dataset}/{config.network}, "
+                  f"lr {config.lr:g}" + (f", decor lr {config.decor_lr:g}" if config.decor else ""))
+    result = run(config, device=device, data_dir=data_dir, reporter=Printer())
+    console.print(f"{result.status} after {result.epochs} epochs")
+    return result.status
