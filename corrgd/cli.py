@@ -206,7 +206,7 @@ def train(
         settings[key.strip()] = yaml.safe_load(value)
     try:
         parsed = parse_spec(yaml.safe_dump(settings), source="corrgd train")
-        config = validate(parsed.settings, parsed.source)
+        config = validate(parsed.grids[0].settings, parsed.source)
     except SpecError as e:
         raise fail(str(e)) from None
     from corrgd.launch import train_one

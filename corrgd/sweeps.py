@@ -13,18 +13,21 @@
     epochs: 10
     select: {from: grid, metric: val_acc}   # optional: take lr / decor_lr from another
                                             # sweep's best runs, per curve
+    grids:                                  # optional: a union of grids; each entry's
+      - {network: mlp, algorithm: [bp, np]} # settings override the ones above
+      - {network: convnet, algorithm: bp}
 
-Every key other than name, description and select is a field of `RunConfig`.
-Expansion is the cartesian product of the axes; duplicates (same config hash)
-are dropped. Errors are `SpecError`s naming the file, the field and what is
-allowed, raised before anything is written anywhere.
+Every key other than name, description, select and grids is a field of
+`RunConfig`. Expansion is the cartesian product of the axes (per grid);
+duplicates (same config hash) are dropped. Errors are `SpecError`s naming the
+file, the field and what is allowed, raised before anything is written anywhere.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
@@ -33,7 +36,7 @@ from pydantic import ValidationError
 
 from corrgd.config import CURVE_KEYS, RunConfig, field_names
 
-RESERVED = ("name", "description", "select")
+RESERVED = ("name", "description", "select", "grids")
 SELECT_METRICS = ("val_acc", "val_loss", "test_acc", "test_loss", "train_acc", "train_loss")
 SELECTED_PARAMS = ("lr", "decor_lr")
 
@@ -51,14 +54,24 @@ class SpecError(ValueError):
 
 
 @dataclass
+class Grid:
+    settings: dict[str, Any]  # every setting; the axes among them are lists
+    axes: list[str]
+
+
+@dataclass
 class Sweep:
     name: str
     text: str
     source: str
-    settings: dict[str, Any]
+    grids: list[Grid]
     select: dict[str, Any] | None = None
     description: str = ""
-    axes: list[str] = field(default_factory=list)
+
+    @property
+    def axes(self) -> list[str]:
+        """Every setting swept in some grid, in order of first appearance."""
+        return list(dict.fromkeys(a for g in self.grids for a in g.axes))
 
 
 def load_spec(path: str | Path) -> Sweep:
@@ -80,27 +93,45 @@ def parse_spec(text: str, *, source: str = "<spec>", default_name: str = "sweep"
         raise SpecError(source, where, f"invalid YAML: {problem}") from None
     if not isinstance(doc, dict):
         raise SpecError(source, "spec", "must be a mapping of settings (key: value)")
-    allowed = field_names()
-    for key in doc:
-        if key not in allowed and key not in RESERVED:
-            raise SpecError(source, str(key),
-                            f"unknown field; allowed: {', '.join([*RESERVED, *allowed])}")
+    _check_keys(doc, source, "", RESERVED)
     name = doc.get("name", default_name)
     if not isinstance(name, str) or not name.strip():
         raise SpecError(source, "name", "must be a non-empty string")
-    settings = {k: v for k, v in doc.items() if k not in RESERVED}
-    for key in ("dataset", "network", "algorithm"):
-        if key not in settings:
-            raise SpecError(source, key, "required")
-    axes = [k for k, v in settings.items() if _is_axis(k, v)]
-    for k in axes:
-        if not settings[k]:
-            raise SpecError(source, k, "empty grid: an axis needs at least one value")
+    base = {k: v for k, v in doc.items() if k not in RESERVED}
+    entries = doc.get("grids", [{}])
+    if not isinstance(entries, list) or not entries:
+        raise SpecError(source, "grids", "must be a non-empty list of mappings of settings")
+    grids = []
+    for i, entry in enumerate(entries):
+        where = f"grids[{i}]." if "grids" in doc else ""
+        if not isinstance(entry, dict):
+            raise SpecError(source, f"grids[{i}]", "must be a mapping of settings")
+        _check_keys(entry, source, where, ())
+        grids.append(_grid({**base, **entry}, source, where))
     select = doc.get("select")
     if select is not None:
         _check_select(select, source)
-    return Sweep(name=name, text=text, source=source, settings=settings, select=select,
-                 description=str(doc.get("description", "")), axes=axes)
+    return Sweep(name=name, text=text, source=source, grids=grids, select=select,
+                 description=str(doc.get("description", "")))
+
+
+def _check_keys(doc: dict, source: str, where: str, reserved: tuple[str, ...]) -> None:
+    allowed = field_names()
+    for key in doc:
+        if key not in allowed and key not in reserved:
+            raise SpecError(source, f"{where}{key}",
+                            f"unknown field; allowed: {', '.join([*reserved, *allowed])}")
+
+
+def _grid(settings: dict[str, Any], source: str, where: str) -> Grid:
+    for key in ("dataset", "network", "algorithm"):
+        if key not in settings:
+            raise SpecError(source, f"{where}{key}", "required")
+    axes = [k for k, v in settings.items() if _is_axis(k, v)]
+    for k in axes:
+        if not settings[k]:
+            raise SpecError(source, f"{where}{k}", "empty grid: an axis needs at least one value")
+    return Grid(settings, axes)
 
 
 def _check_select(select: Any, source: str) -> None:
@@ -136,15 +167,15 @@ def _is_axis(name: str, value: Any) -> bool:
 
 def expand(sweep: Sweep, best_params: BestParamsLookup | None = None) -> list[RunConfig]:
     """All runs of a sweep, validated, without duplicates, in grid order."""
-    values = [sweep.settings[k] for k in sweep.axes]
     chosen = _selection(sweep, best_params) if sweep.select else None
     runs: dict[str, RunConfig] = {}
-    for combo in itertools.product(*values):
-        settings = {**sweep.settings, **dict(zip(sweep.axes, combo, strict=True))}
-        if chosen is not None:
-            settings = _apply_selection(sweep, settings, chosen)
-        config = validate(settings, sweep.source)
-        runs.setdefault(config.hash(), config)
+    for grid in sweep.grids:
+        for combo in itertools.product(*(grid.settings[k] for k in grid.axes)):
+            settings = {**grid.settings, **dict(zip(grid.axes, combo, strict=True))}
+            if chosen is not None:
+                settings = _apply_selection(sweep, settings, chosen)
+            config = validate(settings, sweep.source)
+            runs.setdefault(config.hash(), config)
     return list(runs.values())
 
 
