@@ -86,10 +86,10 @@ def sweep(
 
     if executor not in ("local", "slurm"):
         raise fail(f"--executor: {executor!r} is not one of: local, slurm")
-    try:
+    try:  # validate everything before the database is opened (or created)
         parsed = sweeps.load_spec(spec)
-        database = _open_db(db) if (parsed.select or not dry_run) else None
-        runs = sweeps.expand(parsed, _best_params_lookup(database) if database else None)
+        database = _open_db(db) if parsed.select and _db_exists(db) else None
+        runs = sweeps.expand(parsed, _best_params_lookup(database))
     except SpecError as e:
         raise fail(str(e)) from None
     if dry_run:
@@ -98,6 +98,8 @@ def sweep(
         print_estimate(console, parsed, runs)
         return
     from corrgd.storage import RunSpec
+
+    database = database or _open_db(db)
 
     specs = [RunSpec(config=r.model_dump(mode="json"), axes=_axes(parsed, r)) for r in runs]
     _, added = database.add_sweep(parsed.name, parsed.text, specs)
@@ -122,11 +124,22 @@ def _axes(parsed: Any, run: Any) -> dict[str, Any]:
     return {k: values[k] for k in parsed.axes if k in values}
 
 
+def _db_exists(url: str | None) -> bool:
+    """False for an SQLite file that is not there yet (nothing to read, nothing to create)."""
+    from corrgd.storage.engine import resolve_url
+
+    resolved = resolve_url(url)
+    return not resolved.drivername.startswith("sqlite") or not resolved.database or \
+        Path(resolved.database).exists()
+
+
 def _best_params_lookup(database: Any) -> Any:
     from corrgd import analysis
     from corrgd.storage import UnknownSweep
 
     def lookup(source: str, metric: str) -> dict:
+        if database is None:
+            return {}
         try:
             runs = database.runs_frame(source)
         except UnknownSweep:

@@ -1,0 +1,3 @@
+from corrgd.cli import app
+
+app(prog_name="corrgd")

@@ -1,0 +1,78 @@
+"""The runner: epochs, checkpoints, deterministic resume, divergence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from corrgd.config import RunConfig
+from corrgd.runner import run
+
+CONFIG = dict(dataset="digits", network="mlp", hidden=[32], algorithm="bp", decor=True,
+              decor_lr=1e-3, lr=1e-3, epochs=4, batch_size=64, val_size=200, seed=3)
+
+
+class Recorder:
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.epochs: list[tuple[int, list[dict[str, Any]]]] = []
+        self.stop_after = stop_after
+
+    def epoch_end(self, epoch: int, rows: list[dict[str, Any]], checkpoint: str | None) -> None:
+        self.epochs.append((epoch, rows))
+        if self.stop_after is not None and epoch == self.stop_after:
+            raise KeyboardInterrupt  # as if the process died right after this epoch
+
+    def progress(self, epoch: int, step: int, steps: int, loss: float) -> None:
+        pass
+
+
+def test_epoch_zero_then_every_epoch_with_all_splits() -> None:
+    rec = Recorder()
+    result = run(RunConfig(**CONFIG), reporter=rec)
+    assert result.status == "done"
+    assert [e for e, _ in rec.epochs] == [0, 1, 2, 3, 4]
+    for epoch, rows in rec.epochs:
+        assert [r["split"] for r in rows] == ["train", "val", "test"]
+        assert (rows[0]["seconds"] > 0) == (epoch > 0)
+        layers = rows[0]["diagnostics"]["layers"]
+        assert len(layers) == 2 and {"offdiag_corr", "gain", "norm_ratio"} <= set(layers[0])
+    first, last = rec.epochs[0][1][0], rec.epochs[-1][1][0]
+    assert last["loss"] < first["loss"]
+
+
+def test_resume_after_kill_continues_where_it_stopped_and_matches(tmp_path: Path) -> None:
+    config = RunConfig(**CONFIG)
+    straight = Recorder()
+    run(config, reporter=straight)
+
+    ckpt = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt):
+        run(config, reporter=Recorder(stop_after=2), checkpoint=ckpt)
+    resumed = Recorder()
+    result = run(config, reporter=resumed, checkpoint=ckpt)
+    assert result.status == "done"
+    # the last finished epoch is reported again (reporters upsert), then training goes on
+    assert [e for e, _ in resumed.epochs] == [2, 3, 4]
+    for (e1, rows1), (e2, rows2) in zip(straight.epochs[2:], resumed.epochs, strict=True):
+        assert e1 == e2
+        for r1, r2 in zip(rows1, rows2, strict=True):
+            assert r1["loss"] == pytest.approx(r2["loss"], rel=1e-5)
+            assert r1["accuracy"] == r2["accuracy"]
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path: Path) -> None:
+    ckpt = tmp_path / "run.pt"
+    run(RunConfig(**{**CONFIG, "epochs": 1}), checkpoint=ckpt)
+    with pytest.raises(ValueError, match="another config"):
+        run(RunConfig(**{**CONFIG, "epochs": 2}), checkpoint=ckpt)
+
+
+def test_nan_loss_marks_run_diverged_and_stops() -> None:
+    rec = Recorder()
+    result = run(RunConfig(**{**CONFIG, "decor": False, "lr": 1e6, "epochs": 30,
+                              "optimizer": "sgd"}), reporter=rec)
+    assert result.status == "diverged"
+    assert result.epochs < 30
+    assert rec.epochs[-1][0] == result.epochs

@@ -1,0 +1,83 @@
+"""Sweep specs: expansion, validation errors (one line, file + field + allowed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from corrgd.config import RunConfig
+from corrgd.sweeps import SpecError, expand, parse_spec
+
+BASE = "dataset: digits\nnetwork: mlp\nepochs: 1\n"
+
+
+def runs(text: str) -> list[RunConfig]:
+    return expand(parse_spec(BASE + text, source="s.yaml"))
+
+
+def error(text: str, best=None) -> SpecError:
+    with pytest.raises(SpecError) as e:
+        expand(parse_spec(text, source="s.yaml"), best)
+    assert "\n" not in str(e.value)
+    assert str(e.value).startswith("s.yaml: ")
+    return e.value
+
+
+def test_lists_are_axes_scalars_fixed_and_decor_off_collapses_decor_lr() -> None:
+    out = runs("algorithm: [bp, fa]\ndecor: [false, true]\ndecor_lr: [1.0e-3, 1.0e-4]\n"
+               "lr: [1.0e-2, 1.0e-3]\nseed: [0, 1, 2]\n")
+    # per algorithm: (1 plain + 2 decor LRs) x 2 LRs x 3 seeds
+    assert len(out) == 2 * 3 * 2 * 3
+    plain = [r for r in out if not r.decor]
+    assert {r.decor_lr for r in plain} == {0.0}
+    assert {r.epochs for r in out} == {1}
+    assert len({r.hash() for r in out}) == len(out)
+
+
+def test_list_valued_setting_is_fixed_unless_list_of_lists() -> None:
+    assert len(runs("algorithm: bp\nhidden: [64, 32]\n")) == 1
+    assert [r.hidden for r in runs("algorithm: bp\nhidden: [[64], [64, 32]]\n")] == [
+        [64], [64, 32]]
+
+
+def test_grids_union_and_hash_is_stable() -> None:
+    text = ("lr: 1.0e-3\ngrids:\n  - {algorithm: [bp, fa]}\n  - {algorithm: np, "
+            "np_samples: [1, 10]}\n  - {algorithm: bp}\n")
+    out = runs(text)
+    assert [(r.algorithm, r.np_samples) for r in out] == [("bp", 1), ("fa", 1), ("np", 1),
+                                                          ("np", 10)]
+    assert [r.hash() for r in out] == [r.hash() for r in runs(text)]
+
+
+@pytest.mark.parametrize(("text", "field", "allowed"), [
+    ("dataset: digits\nnetwork: mlp\nalgorithm: bp\nfoo: 1\n", "foo", "allowed: "),
+    ("dataset: digits\nnetwork: mlp\nalgorithm: xyz\n", "algorithm", "bp, fa, dfa"),
+    ("dataset: nope\nnetwork: mlp\nalgorithm: bp\n", "dataset", "digits"),
+    ("dataset: digits\nnetwork: nope\nalgorithm: bp\n", "network", "crgd-dense"),
+    ("dataset: digits\nnetwork: mlp\nalgorithm: bp\nlr: -1\n", "lr", "greater than 0"),
+    ("dataset: digits\nnetwork: mlp\nalgorithm: bp\nlr: fast\n", "lr", "valid number"),
+    ("dataset: digits\nnetwork: mlp\nalgorithm: bp\nseed: []\n", "seed", "empty grid"),
+    ("dataset: digits\nnetwork: mlp\nalgorithm: bp\ndecor: true\n", "spec", "decor_lr"),
+    ("dataset: digits\nnetwork: mlp\nalgorithm: [bp\n", "line", "invalid YAML"),
+    ("network: mlp\nalgorithm: bp\n", "dataset", "required"),
+    ("dataset: digits\nnetwork: mlp\nalgorithm: bp\nselect: {from: g, metric: acc}\n",
+     "select.metric", "val_acc"),
+])
+def test_invalid_specs_name_file_field_and_allowed(text: str, field: str, allowed: str) -> None:
+    e = error(text)
+    assert e.field.startswith(field)
+    assert allowed in str(e)
+
+
+def test_select_takes_lrs_per_curve_and_fails_without_finished_runs() -> None:
+    text = ("dataset: digits\nnetwork: mlp\nalgorithm: [bp, fa]\ndecor: [false, true]\n"
+            "decor_lr: 1.0e-3\nseed: [0, 1]\nselect: {from: grid, metric: val_acc}\n")
+    chosen = {("digits", "mlp", a, d): {"lr": lr, "decor_lr": 1e-4 if d else 0.0}
+              for a, lr in (("bp", 1e-2), ("fa", 1e-3)) for d in (False, True)}
+    out = expand(parse_spec(text, source="s.yaml"), lambda sweep, metric: chosen)
+    assert len(out) == 8
+    assert {(r.algorithm, r.decor, r.lr, r.decor_lr) for r in out} == {
+        ("bp", False, 1e-2, 0.0), ("bp", True, 1e-2, 1e-4),
+        ("fa", False, 1e-3, 0.0), ("fa", True, 1e-3, 1e-4)}
+    assert "no finished runs" in str(error(text, lambda sweep, metric: {}))
+    partial = {k: v for k, v in chosen.items() if k[2] == "bp"}
+    assert "algorithm=fa" in str(error(text, lambda sweep, metric: partial))
