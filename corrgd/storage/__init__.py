@@ -1,0 +1,48 @@
+"""Results storage: the sweep/run queue and every epoch's metrics, in SQL.
+
+The only package of corrgd that knows SQLAlchemy. Typical use::
+
+    from corrgd.storage import RunSpec, open_db
+
+    db = open_db()  # $CORRGD_DB, else sqlite:///results/corrgd.sqlite
+    db.add_sweep("mnist-copi", spec_yaml, [RunSpec(config=c, axes=a) for c, a in runs])
+
+    # in each worker process
+    run = db.claim_run(worker, device, sweep="mnist-copi", lease_seconds=600)
+    db.log_epoch(run.run_id, epoch, [{"split": "val", "loss": ..., ...}], worker)
+    db.finish_run(run.run_id, "done", worker=worker)
+
+    # in reports
+    db.epochs_frame("mnist-copi")
+"""
+
+from corrgd.storage.db import ResultsDB, open_db
+from corrgd.storage.engine import DEFAULT_URL, ENV_VAR
+from corrgd.storage.errors import LostLease, SchemaTooNew, StorageError, UnknownRun, UnknownSweep
+from corrgd.storage.models import FINAL_STATUSES, SPLITS, RunStatus
+from corrgd.storage.queue import AXIS_COLUMNS, ClaimedRun, default_worker_id
+from corrgd.storage.retry import is_transient, retry_transient
+from corrgd.storage.runspec import RunSpec, canonical_json, config_hash
+
+__all__ = [
+    "AXIS_COLUMNS",
+    "DEFAULT_URL",
+    "ENV_VAR",
+    "FINAL_STATUSES",
+    "SPLITS",
+    "ClaimedRun",
+    "LostLease",
+    "ResultsDB",
+    "RunSpec",
+    "RunStatus",
+    "SchemaTooNew",
+    "StorageError",
+    "UnknownRun",
+    "UnknownSweep",
+    "canonical_json",
+    "config_hash",
+    "default_worker_id",
+    "is_transient",
+    "open_db",
+    "retry_transient",
+]

@@ -1,0 +1,206 @@
+"""``ResultsDB``: one results database, and the transactions run against it.
+
+The queue operations live in :mod:`corrgd.storage.queue` and the report queries
+in :mod:`corrgd.storage.queries`; ``ResultsDB`` exposes both as methods so that
+callers need only ``db = open_db(); db.claim_run(...)``.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import URL, ColumnElement, Connection, Engine, func
+from sqlalchemy.dialects import postgresql, sqlite
+
+from corrgd.storage import queries, queue
+from corrgd.storage.engine import WRITE_OPTIONS, make_engine, resolve_url
+from corrgd.storage.migrate import upgrade
+from corrgd.storage.retry import retry_transient
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from corrgd.storage.queue import ClaimedRun
+    from corrgd.storage.runspec import RunSpec
+
+R = TypeVar("R")
+
+
+def open_db(url: str | URL | None = None) -> ResultsDB:
+    """Open (creating or upgrading its schema as needed) the results database.
+
+    ``url`` defaults to ``$CORRGD_DB``, else ``sqlite:///results/corrgd.sqlite``
+    (the folder is created). Use ``postgresql+psycopg://USER:PW@HOST:PORT/DB``
+    for a shared server. Each process must open its own ``ResultsDB`` (pickling
+    one re-opens it from its URL in the receiving process).
+    """
+    resolved = resolve_url(url)
+    engine = make_engine(resolved)
+    try:
+        upgrade(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return ResultsDB(engine, resolved.render_as_string(hide_password=False))
+
+
+@retry_transient()
+def _in_transaction(engine: Engine, fn: Callable[[Connection], R]) -> R:
+    with engine.begin() as connection:
+        return fn(connection)
+
+
+class ResultsDB:
+    """A handle on the results database. Thread-safe; not to be shared across processes."""
+
+    def __init__(self, engine: Engine, url: str) -> None:
+        self.engine = engine
+        self.url = url
+        self.backend = engine.dialect.name  # "sqlite" or "postgresql"
+        self._write_engine = engine.execution_options(**WRITE_OPTIONS)
+        # Reads that span several queries (e.g. epochs_frame) see one snapshot.
+        self._read_engine = (
+            engine.execution_options(isolation_level="REPEATABLE READ")
+            if self.backend == "postgresql"
+            else engine
+        )
+        _dispose_pool_in_forked_children(engine)
+
+    # -- plumbing used by queue.py and queries.py ---------------------------------
+    def write(self, fn: Callable[[Connection], R]) -> R:
+        """Run ``fn(connection)`` in one write transaction, retried if it fails transiently."""
+        return _in_transaction(self._write_engine, fn)
+
+    def read(self, fn: Callable[[Connection], R]) -> R:
+        """Run ``fn(connection)`` in one read-only snapshot, retried if it fails transiently."""
+        return _in_transaction(self._read_engine, fn)
+
+    def now(self) -> datetime | ColumnElement[datetime]:
+        """The current time for timestamps: the server's clock on PostgreSQL.
+
+        Workers on different hosts then agree on when a heartbeat went stale.
+        """
+        if self.backend == "postgresql":
+            return func.now()
+        return datetime.now(UTC)
+
+    def seconds_ago(self, seconds: float) -> datetime | ColumnElement[datetime]:
+        return self.now() - timedelta(seconds=seconds)
+
+    def insert(self, table: Any) -> Any:
+        """A dialect-specific INSERT supporting ``on_conflict_do_*``."""
+        return (postgresql.insert if self.backend == "postgresql" else sqlite.insert)(table)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> ResultsDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open_db, (self.url,))
+
+    def __repr__(self) -> str:
+        return f"ResultsDB({self.engine.url!r})"
+
+    # -- queue: enqueueing and running (documented in corrgd.storage.queue) ---------
+    def add_sweep(self, name: str, spec_text: str, runs: Sequence[RunSpec]) -> tuple[int, int]:
+        """Create/update a sweep and enqueue its new runs -> ``(sweep_id, n_added)``."""
+        return queue.add_sweep(self, name, spec_text, runs)
+
+    def claim_run(
+        self,
+        worker: str,
+        device: str,
+        *,
+        sweep: str | None = None,
+        lease_seconds: float,
+        slurm_job_id: str | None = None,
+    ) -> ClaimedRun | None:
+        """Atomically take the next stale or queued run, or ``None`` if there is none."""
+        return queue.claim_run(
+            self,
+            worker,
+            device,
+            sweep=sweep,
+            lease_seconds=lease_seconds,
+            slurm_job_id=slurm_job_id,
+        )
+
+    def heartbeat(self, run_id: int, worker: str) -> None:
+        """Refresh the lease of ``worker`` on the run (:class:`LostLease` if not its)."""
+        queue.heartbeat(self, run_id, worker)
+
+    def log_epoch(
+        self,
+        run_id: int,
+        epoch: int,
+        rows: Sequence[dict[str, Any]],
+        worker: str,
+        checkpoint_path: str | None = None,
+    ) -> None:
+        """Write one epoch's rows, progress and heartbeat in one transaction (idempotent)."""
+        queue.log_epoch(self, run_id, epoch, rows, worker, checkpoint_path)
+
+    def set_checkpoint(self, run_id: int, path: str | None, *, worker: str | None = None) -> None:
+        """Record the run's latest checkpoint path."""
+        queue.set_checkpoint(self, run_id, path, worker=worker)
+
+    def release_run(self, run_id: int, worker: str) -> None:
+        """Give an owned run back to the queue, keeping its progress."""
+        queue.release_run(self, run_id, worker)
+
+    def finish_run(
+        self, run_id: int, status: str, error: str | None = None, *, worker: str | None = None
+    ) -> None:
+        """Mark a run done / failed / diverged."""
+        queue.finish_run(self, run_id, status, error, worker=worker)
+
+    def requeue_failed(self, sweep: str, *, statuses: Iterable[str] = ("failed",)) -> int:
+        """Queue a sweep's failed (or other finished) runs again -> how many."""
+        return queue.requeue_failed(self, sweep, statuses=statuses)
+
+    def reset_stale(self, lease_seconds: float, *, sweep: str | None = None) -> int:
+        """Requeue running runs whose heartbeat is older than the lease -> how many."""
+        return queue.reset_stale(self, lease_seconds, sweep=sweep)
+
+    # -- queries for reports and notebooks (see corrgd.storage.queries) -------------
+    def list_sweeps(self) -> pd.DataFrame:
+        """``sweep_id, sweep, created_at, n_runs, spec_text`` per sweep."""
+        return queries.list_sweeps(self)
+
+    def sweep_counts(self) -> pd.DataFrame:
+        """``sweep``, one count column per status, ``total``, per sweep."""
+        return queries.sweep_counts(self)
+
+    def runs_frame(self, sweep: str | None = None) -> pd.DataFrame:
+        """One row per run: axes, status, bookkeeping, ``config`` and ``axes`` dicts."""
+        return queries.runs_frame(self, sweep)
+
+    def epochs_frame(
+        self,
+        sweep: str | None = None,
+        run_ids: Iterable[int] | None = None,
+        *,
+        diagnostics: bool = True,
+    ) -> pd.DataFrame:
+        """One row per (run, epoch, split), with the run's axes and status."""
+        return queries.epochs_frame(self, sweep, run_ids, diagnostics=diagnostics)
+
+
+def _dispose_pool_in_forked_children(engine: Engine) -> None:
+    """A forked child must not reuse the parent's pooled connections."""
+    ref = weakref.ref(engine)
+
+    def after_fork() -> None:
+        if (alive := ref()) is not None:
+            alive.dispose(close=False)
+
+    os.register_at_fork(after_in_child=after_fork)

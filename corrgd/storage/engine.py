@@ -1,0 +1,78 @@
+"""Creating SQLAlchemy engines for the two supported backends.
+
+SQLite (default, one file per results folder) and PostgreSQL (shared by many
+workers, e.g. on a SLURM cluster). SQLite connections run in WAL mode with a
+busy timeout and foreign keys on; write transactions start with
+``BEGIN IMMEDIATE`` so that two writers queue on the database lock instead of
+failing half-way through (see :data:`WRITE_OPTIONS`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import URL, Engine, create_engine, event, make_url
+
+from corrgd.storage.runspec import dumps_jsonable
+
+ENV_VAR = "CORRGD_DB"
+DEFAULT_URL = "sqlite:///results/corrgd.sqlite"
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+
+#: Execution option read by the SQLite ``begin`` hook: how to open a transaction.
+BEGIN_OPTION = "corrgd_sqlite_begin"
+#: Options for engines/connections that write: take SQLite's write lock up front.
+WRITE_OPTIONS = {BEGIN_OPTION: "IMMEDIATE"}
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def resolve_url(url: str | URL | None = None) -> URL:
+    """The URL to use: ``url``, else ``$CORRGD_DB``, else the default SQLite file."""
+    resolved = make_url(url or os.environ.get(ENV_VAR) or DEFAULT_URL)
+    if resolved.get_backend_name() not in SUPPORTED_BACKENDS:
+        raise ValueError(
+            f"unsupported database {resolved.get_backend_name()!r}: use sqlite:///PATH "
+            "or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB"
+        )
+    return resolved
+
+
+def make_engine(url: str | URL | None = None) -> Engine:
+    """Create an engine for ``url`` (see :func:`resolve_url`), configured per backend."""
+    resolved = resolve_url(url)
+    if resolved.get_backend_name() == "sqlite":
+        return _sqlite_engine(resolved)
+    # No pool_pre_ping: a pooled connection the server dropped fails the transaction,
+    # which is then retried on a fresh connection (see retry.py), without a round
+    # trip before every transaction.
+    return create_engine(resolved, json_serializer=dumps_jsonable)
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    database = url.database or ""
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, json_serializer=dumps_jsonable)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's begin hook below emit BEGIN itself (the sqlite3 module's
+        # implicit, deferred BEGIN would make lock upgrades fail without waiting).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        # WAL + NORMAL: never corrupts; a power cut may lose the last commits.
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        mode = connection.get_execution_options().get(BEGIN_OPTION, "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine

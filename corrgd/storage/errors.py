@@ -1,0 +1,28 @@
+"""Exceptions raised by the storage layer."""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """Base class for errors raised by :mod:`corrgd.storage`."""
+
+
+class LostLease(StorageError):
+    """The run is not (or no longer) owned by the calling worker.
+
+    Raised when a worker heartbeats, logs, releases or finishes a run that was
+    reclaimed by another worker after its lease expired, was finished, or never
+    belonged to it. The worker must stop working on the run and discard its work.
+    """
+
+
+class UnknownRun(StorageError, LookupError):
+    """No run with the given id exists in the database."""
+
+
+class UnknownSweep(StorageError, LookupError):
+    """No sweep with the given name exists in the database."""
+
+
+class SchemaTooNew(StorageError):
+    """The database was written by a newer corrgd whose migrations this one lacks."""

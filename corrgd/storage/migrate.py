@@ -1,0 +1,75 @@
+"""Bringing a database's schema to the newest Alembic revision shipped with corrgd.
+
+The migration scripts live in ``corrgd/storage/migrations`` and are run
+programmatically on an existing connection, inside one transaction that holds
+the database's write lock (SQLite ``BEGIN IMMEDIATE``, a PostgreSQL advisory
+lock), so that several workers opening a fresh database at once migrate it once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy import Connection, Engine, text
+
+from corrgd.storage.engine import WRITE_OPTIONS
+from corrgd.storage.errors import SchemaTooNew
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+_PG_MIGRATION_LOCK = 0x636F7272  # arbitrary advisory-lock key ("corr")
+
+
+def alembic_config(script_location: str | Path | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(script_location or MIGRATIONS_DIR))
+    return config
+
+
+def head_revision(script_location: str | Path | None = None) -> str:
+    """The newest revision among the migration scripts."""
+    head = ScriptDirectory.from_config(alembic_config(script_location)).get_current_head()
+    assert head is not None, "no migration scripts found"
+    return head
+
+
+def current_revision(connection: Connection) -> str | None:
+    """The revision the database is at (``None`` for an empty database)."""
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(
+    engine: Engine, revision: str = "head", *, script_location: str | Path | None = None
+) -> None:
+    """Upgrade the database behind ``engine`` to ``revision``; a no-op when it is there."""
+    config = alembic_config(script_location)
+    script = ScriptDirectory.from_config(config)
+    with engine.connect() as connection:
+        current = current_revision(connection)
+        connection.rollback()
+    _check_known(script, current)
+    if revision == "head" and current == script.get_current_head():
+        return
+    with engine.connect().execution_options(**WRITE_OPTIONS) as connection, connection.begin():
+        if connection.dialect.name == "postgresql":
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
+            )
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+def _check_known(script: ScriptDirectory, revision: str | None) -> None:
+    if revision is None:
+        return
+    try:
+        script.get_revision(revision)
+    except CommandError as exc:
+        raise SchemaTooNew(
+            f"the database is at schema revision {revision!r}, which this corrgd does not "
+            "know: it was written by a newer corrgd; upgrade corrgd to open it"
+        ) from exc

@@ -1,0 +1,74 @@
+"""What identifies a run: its resolved config, hashed canonically.
+
+``canonical_json`` is the one serialisation of a config that corrgd hashes and
+stores, so that the same config always produces the same 64-hex ``config_hash``
+regardless of key order or whether numbers arrived as Python or numpy scalars.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run to enqueue.
+
+    ``config`` is the run's fully resolved config (what the runner needs to train
+    it); ``axes`` holds the values of the swept axes that produced it (e.g.
+    ``{"algorithm": "copi", "decor": True, "seed": 3}``).
+    """
+
+    config: dict[str, Any]
+    axes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config_hash(self) -> str:
+        return config_hash(self.config)
+
+
+def _to_builtin(obj: Any) -> Any:
+    """``json.dumps`` fallback for numpy/torch scalars and arrays."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def canonical_json(obj: Any) -> str:
+    """Serialise ``obj`` to compact JSON with sorted keys; NaN/inf are rejected."""
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), allow_nan=False, default=_to_builtin
+    )
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """SHA-256 hex digest (64 chars) of ``canonical_json(config)``."""
+    return hashlib.sha256(canonical_json(config).encode("utf-8")).hexdigest()
+
+
+def jsonable(obj: Any) -> Any:
+    """Turn ``obj`` into plain JSON data, mapping non-finite floats to ``None``.
+
+    Used for diagnostics and axes, where a NaN (e.g. an angle of a dead layer)
+    must not make the whole epoch unwritable: strict JSON (and PostgreSQL) has no NaN.
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, str | bool | int):
+        return obj
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    return jsonable(_to_builtin(obj))
+
+
+def dumps_jsonable(obj: Any) -> str:
+    """JSON serializer used by the engine for JSON columns."""
+    return json.dumps(jsonable(obj), sort_keys=True, separators=(",", ":"), allow_nan=False)

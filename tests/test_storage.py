@@ -1,0 +1,542 @@
+"""Tests of corrgd.storage on SQLite, and on PostgreSQL when CORRGD_TEST_PG_URL is set.
+
+Start a server with ``eval "$(tests/services/postgres.sh start)"``.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import pickle
+import queue
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, inspect, make_url, text
+
+from corrgd.storage import (
+    LostLease,
+    ResultsDB,
+    RunSpec,
+    SchemaTooNew,
+    UnknownSweep,
+    canonical_json,
+    config_hash,
+    open_db,
+)
+from corrgd.storage.engine import WRITE_OPTIONS, make_engine
+from corrgd.storage.migrate import MIGRATIONS_DIR, current_revision, head_revision, upgrade
+from corrgd.storage.models import Base
+
+PG_URL = os.environ.get("CORRGD_TEST_PG_URL")
+LEASE = 60.0
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param(
+            "postgresql",
+            marks=[
+                pytest.mark.services,
+                pytest.mark.skipif(not PG_URL, reason="CORRGD_TEST_PG_URL is not set"),
+            ],
+        ),
+    ]
+)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL to an empty database: a SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/results.sqlite"
+        return
+    assert PG_URL is not None
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[ResultsDB]:
+    handle = open_db(db_url)
+    yield handle
+    handle.close()
+
+
+def make_runs(n: int, start: int = 0, **fixed: object) -> list[RunSpec]:
+    specs = []
+    for i in range(start, start + n):
+        axes = {"algorithm": "copi", "decor": i % 2 == 0, "lr": 10.0**-i, "seed": i, "width": 8}
+        axes.update(fixed)
+        config = {"dataset": "mnist", "network": "mlp", "epochs": 3, **axes}
+        specs.append(RunSpec(config=config, axes=axes))
+    return specs
+
+
+def epoch_rows(epoch: int, loss: float = 1.0) -> list[dict[str, object]]:
+    return [
+        {"split": "train", "loss": loss, "accuracy": 0.5, "seconds": 0.1 * epoch},
+        {
+            "split": "val",
+            "loss": loss + 0.1,
+            "accuracy": 0.4,
+            "top5": 0.9,
+            "seconds": 0.1 * epoch,
+            "diagnostics": {"layer0": {"offdiag": 0.01 * epoch, "angle_bp": 12.5}},
+        },
+    ]
+
+
+def count(db: ResultsDB, table: str) -> int:
+    with db.engine.connect() as conn:
+        return conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+
+
+# -- schema and migrations ----------------------------------------------------------
+
+
+def test_open_db_creates_schema_at_head(db: ResultsDB) -> None:
+    tables = set(inspect(db.engine).get_table_names())
+    assert {"sweeps", "runs", "epoch_metrics", "alembic_version"} <= tables
+    with db.engine.connect() as conn:
+        assert current_revision(conn) == head_revision()
+        if db.backend == "sqlite":
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() > 0
+
+
+def test_migrations_match_models(db: ResultsDB) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with db.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+def test_reopen_is_a_noop_and_keeps_data(db_url: str) -> None:
+    with open_db(db_url) as first:
+        first.add_sweep("s", "spec", make_runs(3))
+    with open_db(db_url) as second:
+        with second.engine.connect() as conn:
+            assert current_revision(conn) == head_revision()
+        assert len(second.runs_frame("s")) == 3
+
+
+SECOND_REVISION = """
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002_test"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    with op.batch_alter_table("runs") as batch:
+        batch.add_column(sa.Column("note", sa.Text(), nullable=True))
+    op.execute("UPDATE runs SET note = 'migrated'")
+
+
+def downgrade():
+    with op.batch_alter_table("runs") as batch:
+        batch.drop_column("note")
+"""
+
+
+def test_upgrade_from_older_revision_keeps_data(db_url: str, tmp_path: Path) -> None:
+    with open_db(db_url) as old:  # a database written by "this" corrgd
+        old.add_sweep("s", "spec", make_runs(4))
+        run = old.claim_run("w", "cpu", lease_seconds=LEASE)
+        assert run is not None
+        old.log_epoch(run.run_id, 0, epoch_rows(0), "w")
+    # a "newer corrgd" ships one more migration
+    newer = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, newer, ignore=shutil.ignore_patterns("__pycache__"))
+    (newer / "versions" / "0002_test.py").write_text(SECOND_REVISION.format(head=head_revision()))
+    engine = make_engine(db_url)
+    try:
+        upgrade(engine, script_location=newer)
+        with engine.connect() as conn:
+            assert current_revision(conn) == "0002_test"
+            notes = conn.execute(text("SELECT note FROM runs")).scalars().all()
+        assert notes == ["migrated"] * 4
+    finally:
+        engine.dispose()
+    # the data written before the upgrade is intact
+    with _open_without_migrating(db_url) as db:
+        assert len(db.runs_frame("s")) == 4
+        assert len(db.epochs_frame("s")) == 2
+    # and this (older) corrgd refuses, clearly, to open the newer database
+    with pytest.raises(SchemaTooNew):
+        open_db(db_url)
+
+
+def _open_without_migrating(url: str) -> ResultsDB:
+    """A ResultsDB on ``url`` without migrating (the schema is newer than the package's)."""
+    engine = make_engine(url)
+    return ResultsDB(engine, url)
+
+
+def test_default_url_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CORRGD_DB", raising=False)
+    with open_db() as db:
+        assert db.backend == "sqlite"
+    assert (tmp_path / "results" / "corrgd.sqlite").is_file()
+    monkeypatch.setenv("CORRGD_DB", f"sqlite:///{tmp_path}/other/x.sqlite")
+    with open_db():
+        pass
+    assert (tmp_path / "other" / "x.sqlite").is_file()
+    with pytest.raises(ValueError, match="unsupported"):
+        open_db("mysql://localhost/x")
+
+
+def test_pickled_db_reopens(db: ResultsDB) -> None:
+    db.add_sweep("s", "spec", make_runs(2))
+    clone = pickle.loads(pickle.dumps(db))
+    try:
+        assert len(clone.runs_frame()) == 2
+    finally:
+        clone.close()
+
+
+# -- enqueueing ---------------------------------------------------------------------
+
+
+def test_config_hash_is_canonical() -> None:
+    a = {"lr": 0.1, "net": {"width": 8, "depth": 2}, "decor": True}
+    b = {"decor": True, "net": {"depth": 2, "width": 8}, "lr": 0.1}
+    assert config_hash(a) == config_hash(b)
+    assert len(config_hash(a)) == 64 and int(config_hash(a), 16) >= 0
+    assert canonical_json(a) == '{"decor":true,"lr":0.1,"net":{"depth":2,"width":8}}'
+    assert config_hash(a) != config_hash({**a, "lr": 0.2})
+    np = pytest.importorskip("numpy")
+    assert config_hash({"lr": np.float64(0.1), "seed": np.int64(3)}) == config_hash(
+        {"lr": 0.1, "seed": 3}
+    )
+    with pytest.raises(ValueError):
+        canonical_json({"lr": float("nan")})
+
+
+def test_add_sweep_dedupes(db: ResultsDB) -> None:
+    sweep_id, added = db.add_sweep("s", "spec v1", make_runs(5))
+    assert added == 5
+    assert db.add_sweep("s", "spec v1", make_runs(5)) == (sweep_id, 0)
+    assert db.add_sweep("s", "spec v2", make_runs(6)) == (sweep_id, 1)
+    # duplicates within one call count once
+    assert db.add_sweep("s", "spec v2", make_runs(2, start=6) * 2) == (sweep_id, 2)
+    other_id, n = db.add_sweep("t", "other", make_runs(3))  # same configs, other sweep
+    assert other_id != sweep_id and n == 3
+    sweeps = db.list_sweeps().set_index("sweep")
+    assert sweeps.loc["s", "n_runs"] == 8 and sweeps.loc["s", "spec_text"] == "spec v2"
+    runs = db.runs_frame("s")
+    assert runs["config_hash"].is_unique
+    assert set(runs["status"]) == {"queued"} and set(runs["last_epoch"]) == {-1}
+
+
+def test_add_sweep_is_all_or_nothing(db: ResultsDB) -> None:
+    db.add_sweep("s", "spec v1", make_runs(2))
+    # fails inside the transaction, after the sweep row and other runs were sent
+    bad = [*make_runs(3, start=2), RunSpec(config={"seed": 2**70}, axes={"seed": 2**70})]
+    with pytest.raises(Exception):  # noqa: B017 - overflow error type differs by driver
+        db.add_sweep("s", "spec v2", bad)
+    with pytest.raises(Exception):  # noqa: B017
+        db.add_sweep("new", "spec", bad)
+    assert count(db, "runs") == 2
+    assert list(db.list_sweeps()["spec_text"]) == ["spec v1"]
+    # invalid axis values are rejected before anything is sent
+    with pytest.raises(ValueError, match="lr"):
+        db.add_sweep("s", "spec v3", [*make_runs(3, start=2), RunSpec({"lr": "fast"})])
+    assert count(db, "runs") == 2
+
+
+def test_axis_columns_come_from_axes_then_config(db: ResultsDB) -> None:
+    spec = RunSpec(
+        config={"dataset": "cifar10", "lr": 0.5, "seed": 1, "decor_lr": "1e-3", "depth": 4},
+        axes={"lr": 0.01, "decor": True, "depth": 4},
+    )
+    db.add_sweep("s", "spec", [spec])
+    row = db.runs_frame("s").iloc[0]
+    assert row["dataset"] == "cifar10" and row["lr"] == 0.01 and row["seed"] == 1
+    assert row["decor_lr"] == 1e-3 and bool(row["decor"]) is True and row["depth"] == 4
+    assert row["network"] is None
+    assert row["config"] == spec.config and row["axes"] == spec.axes
+
+
+# -- claiming, leases and logging ---------------------------------------------------
+
+
+def _worker_process(url: str, barrier: Any, results: Any, name: str) -> None:
+    barrier.wait()  # all processes open the fresh database at the same moment
+    db = open_db(url)
+    barrier.wait()  # the parent has enqueued the sweep
+    claimed: list[int] = []
+    while (run := db.claim_run(name, "cpu", lease_seconds=LEASE)) is not None:
+        claimed.append(run.run_id)
+        for epoch in range(3):
+            db.log_epoch(run.run_id, epoch, epoch_rows(epoch), name)
+        db.finish_run(run.run_id, "done", worker=name)
+    db.close()
+    results.put((name, claimed))
+
+
+def test_claim_exactly_once_across_processes(db_url: str) -> None:
+    """4 processes migrate a fresh database at once, then drain a 40-run queue together."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(5, timeout=60), ctx.Queue()
+    procs = [
+        ctx.Process(target=_worker_process, args=(db_url, barrier, results, f"host:{i}"))
+        for i in range(4)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        barrier.wait()
+        with open_db(db_url) as db:
+            db.add_sweep("s", "spec", make_runs(40))
+        barrier.wait()
+    except BaseException:
+        barrier.abort()
+        raise
+    claims: dict[str, list[int]] = {}
+    deadline = time.monotonic() + 120
+    while len(claims) < len(procs):
+        try:
+            name, ids = results.get(timeout=0.5)
+        except queue.Empty:
+            crashed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            assert not crashed, f"a worker process failed (exit codes {crashed})"
+            assert time.monotonic() < deadline, "workers did not finish in time"
+            continue
+        claims[name] = ids
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    claimed = [run_id for ids in claims.values() for run_id in ids]
+    with open_db(db_url) as db:
+        runs = db.runs_frame("s")
+        epochs = db.epochs_frame("s")
+    assert sorted(claimed) == sorted(runs["run_id"])  # every run claimed, none twice
+    assert set(runs["status"]) == {"done"} and set(runs["attempts"]) == {1}
+    assert set(runs["last_epoch"]) == {2}
+    for worker, ids in claims.items():  # recorded as run by whoever claimed it
+        assert set(runs.loc[runs["run_id"].isin(ids), "worker"]) <= {worker}
+    assert len(epochs) == 40 * 3 * 2
+    assert not epochs.duplicated(["run_id", "epoch", "split"]).any()
+
+
+def test_claim_order_sweep_filter_and_empty_queue(db: ResultsDB) -> None:
+    db.add_sweep("a", "spec", make_runs(2))
+    db.add_sweep("b", "spec", make_runs(2, start=10))
+    run = db.claim_run("w", "cuda:0", sweep="b", lease_seconds=LEASE, slurm_job_id="123")
+    assert run is not None and run.sweep == "b" and run.axes["seed"] == 10
+    assert run.config["seed"] == 10 and run.attempts == 1 and run.last_epoch == -1
+    assert run.config_hash == config_hash(run.config)
+    first = db.claim_run("w", "cpu", lease_seconds=LEASE)
+    assert first is not None and first.sweep == "a" and first.axes["seed"] == 0
+    assert db.claim_run("w", "cpu", sweep="b", lease_seconds=LEASE) is not None
+    assert db.claim_run("w", "cpu", sweep="b", lease_seconds=LEASE) is None
+    with pytest.raises(UnknownSweep):
+        db.claim_run("w", "cpu", sweep="nope", lease_seconds=LEASE)
+    row = db.runs_frame("b").set_index("run_id").loc[run.run_id]
+    assert row["status"] == "running" and row["device"] == "cuda:0"
+    assert row["slurm_job_id"] == "123" and row["heartbeat_at"] is not None
+
+
+def test_stale_lease_is_reclaimed_and_zombie_refused(db: ResultsDB) -> None:
+    db.add_sweep("s", "spec", make_runs(1))
+    run = db.claim_run("host:1", "cpu", lease_seconds=LEASE)
+    assert run is not None
+    db.log_epoch(run.run_id, 0, epoch_rows(0), "host:1", checkpoint_path="/ck/0.pt")
+    assert db.claim_run("host:2", "cpu", lease_seconds=LEASE) is None  # lease still valid
+    time.sleep(0.05)
+    again = db.claim_run("host:2", "cpu", lease_seconds=0.01)  # host:1 looks dead
+    assert again is not None and again.run_id == run.run_id
+    assert again.attempts == 2 and again.last_epoch == 0 and again.checkpoint_path == "/ck/0.pt"
+    # the zombie can no longer touch the run
+    with pytest.raises(LostLease, match="host:2"):
+        db.log_epoch(run.run_id, 1, epoch_rows(1, loss=99.0), "host:1", "/zombie.pt")
+    for attempt in (
+        lambda: db.heartbeat(run.run_id, "host:1"),
+        lambda: db.release_run(run.run_id, "host:1"),
+        lambda: db.finish_run(run.run_id, "failed", "zombie", worker="host:1"),
+        lambda: db.set_checkpoint(run.run_id, "/zombie.pt", worker="host:1"),
+    ):
+        with pytest.raises(LostLease):
+            attempt()
+    epochs = db.epochs_frame("s")
+    assert list(epochs["epoch"]) == [0, 0]  # nothing the zombie logged
+    db.heartbeat(run.run_id, "host:2")
+    db.log_epoch(run.run_id, 1, epoch_rows(1), "host:2")
+    db.finish_run(run.run_id, "done", worker="host:2")
+    row = db.runs_frame("s").iloc[0]
+    assert row["status"] == "done" and row["worker"] == "host:2"
+    assert row["checkpoint_path"] == "/ck/0.pt" and row["last_epoch"] == 1
+    assert row["error"] is None
+    with pytest.raises(LostLease):  # a finished run is nobody's
+        db.heartbeat(run.run_id, "host:2")
+
+
+def test_release_keeps_progress_for_the_next_worker(db: ResultsDB) -> None:
+    db.add_sweep("s", "spec", make_runs(1))
+    run = db.claim_run("a", "cpu", lease_seconds=LEASE)
+    assert run is not None
+    for epoch in range(2):
+        db.log_epoch(run.run_id, epoch, epoch_rows(epoch), "a")
+    db.set_checkpoint(run.run_id, "/ck/1.pt", worker="a")
+    db.release_run(run.run_id, "a")
+    assert db.runs_frame("s").iloc[0]["status"] == "queued"
+    resumed = db.claim_run("b", "cpu", lease_seconds=LEASE)
+    assert resumed is not None and resumed.run_id == run.run_id
+    assert (resumed.last_epoch, resumed.checkpoint_path, resumed.attempts) == (1, "/ck/1.pt", 2)
+
+
+def test_log_epoch_is_idempotent(db: ResultsDB) -> None:
+    db.add_sweep("s", "spec", make_runs(1))
+    run = db.claim_run("w", "cpu", lease_seconds=LEASE)
+    assert run is not None
+    db.log_epoch(run.run_id, 0, epoch_rows(0, loss=2.0), "w")
+    db.log_epoch(run.run_id, 1, epoch_rows(1, loss=1.0), "w")
+    db.log_epoch(run.run_id, 1, epoch_rows(1, loss=0.5), "w")  # e.g. resumed from epoch 0
+    db.log_epoch(run.run_id, 0, epoch_rows(0, loss=float("nan")), "w")
+    epochs = db.epochs_frame("s")
+    assert len(epochs) == 4
+    train = epochs[epochs["split"] == "train"].set_index("epoch")["loss"]
+    assert train[1] == 0.5 and train.isna()[0]  # replaced; NaN loss stored as missing
+    assert db.runs_frame("s").iloc[0]["last_epoch"] == 1  # highest epoch logged
+    # invalid rows are refused before anything is written
+    for rows in (
+        [{"split": "dev", "loss": 1.0, "accuracy": 0.1, "seconds": 1.0}],
+        [{"split": "train", "loss": 1.0, "seconds": 1.0}],
+        [{"split": "train", "loss": 1.0, "accuracy": 0.1, "seconds": 1.0, "acc5": 0.1}],
+        epoch_rows(2)[:1] * 2,
+        [],
+    ):
+        with pytest.raises(ValueError):
+            db.log_epoch(run.run_id, 2, rows, "w")
+    assert len(db.epochs_frame("s")) == 4
+
+
+def test_finish_requeue_and_reset_stale(db: ResultsDB) -> None:
+    db.add_sweep("s", "spec", make_runs(4))
+    runs = [db.claim_run("w", "cpu", lease_seconds=LEASE) for _ in range(4)]
+    ids = [r.run_id for r in runs if r is not None]
+    db.finish_run(ids[0], "done", worker="w")
+    db.finish_run(ids[1], "failed", "Traceback: boom", worker="w")
+    db.finish_run(ids[2], "diverged", "loss is nan")  # without ownership check
+    with pytest.raises(ValueError):
+        db.finish_run(ids[3], "queued")
+    counts = db.sweep_counts().set_index("sweep").loc["s"]
+    assert (counts["done"], counts["failed"], counts["diverged"], counts["running"]) == (1, 1, 1, 1)
+    assert db.requeue_failed("s") == 1
+    assert db.requeue_failed("s", statuses=["diverged"]) == 1
+    frame = db.runs_frame("s").set_index("run_id")
+    assert frame.loc[ids[1], "status"] == "queued" and frame.loc[ids[1], "error"] is None
+    assert db.reset_stale(LEASE) == 0
+    time.sleep(0.05)
+    assert db.reset_stale(0.01, sweep="s") == 1
+    assert db.runs_frame("s").set_index("run_id").loc[ids[3], "status"] == "queued"
+    with pytest.raises(UnknownSweep):
+        db.requeue_failed("nope")
+
+
+# -- queries ------------------------------------------------------------------------
+
+
+def test_frames(db: ResultsDB) -> None:
+    db.add_sweep("a", "spec a", make_runs(3))
+    db.add_sweep("b", "spec b", make_runs(2, start=5, optimizer="adam"))
+    db.add_sweep("empty", "spec", [])
+    logged = []
+    while (run := db.claim_run("w", "cpu", sweep="a", lease_seconds=LEASE)) is not None:
+        for epoch in range(2):
+            db.log_epoch(run.run_id, epoch, epoch_rows(epoch), "w")
+        logged.append(run.run_id)
+
+    runs = db.runs_frame()
+    assert len(runs) == 5 and runs["run_id"].is_unique
+    assert {"run_id", "sweep", "dataset", "network", "algorithm", "decor", "decor_lr", "lr"} <= set(
+        runs.columns
+    )
+    assert {"seed", "width", "optimizer", "status", "attempts", "config", "axes"} <= set(
+        runs.columns
+    )
+    assert isinstance(runs["config"].iloc[0], dict)
+    assert list(runs.columns[-2:]) == ["config", "axes"]
+    assert len(db.runs_frame("b")) == 2 and set(db.runs_frame("b")["optimizer"]) == {"adam"}
+    assert str(runs["seed"].dtype) == "Int64" and str(runs["started_at"].dtype).endswith("UTC]")
+
+    epochs = db.epochs_frame("a")
+    assert len(epochs) == 3 * 2 * 2
+    assert list(epochs.columns[:8]) == [
+        "run_id", "epoch", "split", "loss", "accuracy", "top5", "seconds", "diagnostics"
+    ]  # fmt: skip
+    assert {"sweep", "algorithm", "lr", "seed", "width", "status"} <= set(epochs.columns)
+    val = epochs[(epochs["split"] == "val") & (epochs["epoch"] == 1)].iloc[0]
+    assert val["diagnostics"]["layer0"]["angle_bp"] == 12.5 and val["top5"] == 0.9
+    assert len(db.epochs_frame(run_ids=logged[:1])) == 4
+    assert len(db.epochs_frame("b")) == 0 and "lr" in db.epochs_frame("b").columns
+    assert "diagnostics" not in db.epochs_frame(diagnostics=False).columns
+
+    counts = db.sweep_counts().set_index("sweep")
+    assert list(counts.index) == ["a", "b", "empty"]
+    assert counts.loc["a", "running"] == 3 and counts.loc["b", "queued"] == 2
+    assert counts.loc["empty", "total"] == 0
+    assert list(db.list_sweeps()["n_runs"]) == [3, 2, 0]
+    with pytest.raises(UnknownSweep):
+        db.runs_frame("nope")
+
+
+# -- transient failures against a real database -------------------------------------
+
+
+def test_waits_for_a_held_write_lock(db: ResultsDB) -> None:
+    """A writer holding the lock (or row locks) for a while delays, but does not fail, others."""
+    db.add_sweep("s", "spec", make_runs(1))
+    run = db.claim_run("w", "cpu", lease_seconds=LEASE)
+    assert run is not None
+    blocker = db.engine.connect().execution_options(**WRITE_OPTIONS)
+    blocker.begin()
+    blocker.execute(text("UPDATE runs SET device = 'blocked'"))  # locks SQLite / the PG row
+    release = threading.Timer(0.3, lambda: (blocker.commit(), blocker.close()))
+    release.start()
+    start = time.monotonic()
+    db.log_epoch(run.run_id, 0, epoch_rows(0), "w")
+    assert time.monotonic() - start >= 0.2
+    release.join()
+    assert len(db.epochs_frame("s")) == 2
+
+
+def test_dropped_postgres_connection_is_retried(
+    db: ResultsDB, caplog: pytest.LogCaptureFixture
+) -> None:
+    if db.backend != "postgresql":
+        pytest.skip("PostgreSQL only")
+    db.add_sweep("s", "spec", make_runs(2))
+    with db.engine.connect() as conn:  # the pooled connection the next call will reuse
+        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    killer = create_engine(db.url)
+    with killer.begin() as conn:
+        assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+    killer.dispose()
+    with caplog.at_level(logging.WARNING, logger="corrgd.storage.retry"):
+        run = db.claim_run("w", "cpu", lease_seconds=LEASE)  # fails once, retried
+    assert run is not None
+    assert "transient database error" in caplog.text
