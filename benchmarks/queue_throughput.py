@@ -56,7 +56,7 @@ def epoch_rows(epoch: int, splits: int) -> list[dict[str, object]]:
 
 def report(backend: str, phase: str, n: int, unit: str, seconds: float) -> None:
     print(
-        f"{backend:<10} {phase:<26} {n:>7} {unit:<7} {seconds:8.2f} s  {n / seconds:9.0f} {unit}/s"
+        f"{backend:<10} {phase:<30} {n:>7} {unit:<7} {seconds:8.2f} s  {n / seconds:9.0f} {unit}/s"
     )
 
 
