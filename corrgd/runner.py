@@ -32,6 +32,7 @@ from corrgd.rules import LearningRule, make_rule
 from corrgd.training import evaluate, train_step
 
 DIAGNOSTIC_SAMPLES = 256  # batch the per-epoch diagnostics are measured on
+CHECK_EVERY = 10  # steps between loss checks (NaN) and progress reports
 
 
 class Reporter(Protocol):
@@ -145,12 +146,13 @@ def run(config: RunConfig, *, device: str = "cpu", data_dir: str | None = None,
             for step in range(steps):
                 idx = order[step * config.batch_size:(step + 1) * config.batch_size]
                 xb = data.train_transform(x_train[idx], None)
-                loss = float(train_step(net, rule, opt, xb, y_train[idx], loss_fn))
-                if not math.isfinite(loss):
-                    diverged = True
-                    break
-                if step % 10 == 0 or step == steps - 1:
-                    reporter.progress(epoch, step + 1, steps, loss)
+                loss = train_step(net, rule, opt, xb, y_train[idx], loss_fn)
+                if step % CHECK_EVERY == 0 or step == steps - 1:  # a sync point on GPUs
+                    value = float(loss)
+                    if not math.isfinite(value):  # NaN stays NaN: caught within a few steps
+                        diverged = True
+                        break
+                    reporter.progress(epoch, step + 1, steps, value)
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             seconds = time.perf_counter() - t0
