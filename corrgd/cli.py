@@ -228,16 +228,76 @@ def train(
     raise typer.Exit(0 if status_ == "done" else 1)
 
 
-def _register_reports() -> None:
-    """Report commands live in corrgd.reports; they are optional while it is built."""
+# -- reports (corrgd.reports): tables and figures from the database ---------------------
+OutOption = Annotated[Path, typer.Option(
+    "--out", help="Output folder: tables under OUT/tables, figures under OUT/figures")]
+MetricOption = Annotated[str, typer.Option(
+    "--metric", help="Score to select by: val_acc, val_loss, test_acc, ... (peak over epochs)")]
+
+
+def _reporting(action: Any) -> None:
+    """Run a report action; a ReportError becomes one line on stderr and exit 2."""
+    from corrgd.reports import ReportError
+
     try:
-        from corrgd.reports.cli import register
-    except ImportError:
-        return
-    register(app, fail, DbOption)
+        action()
+    except ReportError as e:
+        raise fail(str(e)) from None
 
 
-_register_reports()
+@app.command("best-params")
+def best_params(
+    sweep: Annotated[str | None, typer.Option(
+        help="Grid-search sweep [default: the only sweep, else table2]")] = None,
+    metric: MetricOption = "val_acc",
+    db: DbOption = None,
+    out: OutOption = Path("results"),
+) -> None:
+    """Per curve, the forward and decor LRs with the best peak validation score (CRGD Table 2)."""
+    from corrgd.reports import commands
+
+    database = _open_db(db)
+    _reporting(lambda: commands.best_params(database, sweep=sweep, metric=metric, out=out,
+                                            console=console))
+
+
+@app.command()
+def report(
+    figure: Annotated[str | None, typer.Option(
+        "--figure", help="Figure id (see --list) or a sweep name")] = None,
+    table: Annotated[str | None, typer.Option(
+        "--table", help="peak (NPD Tables 3-4) or 2 (CRGD Table 2)")] = None,
+    list_: Annotated[bool, typer.Option(
+        "--list", help="List figure ids and tables, with the sweeps they need")] = False,
+    sweep: Annotated[str | None, typer.Option(
+        help="Sweep to report on (tables; overrides a figure's own sweep)")] = None,
+    metric: MetricOption = "val_acc",
+    lrs: Annotated[str, typer.Option(
+        help="Curves with several LRs: best (by mean peak val_acc over seeds) or all")]
+    = "best",
+    db: DbOption = None,
+    out: OutOption = Path("results"),
+) -> None:
+    """Figures and tables of the papers from the results database."""
+    from corrgd.reports import commands
+
+    chosen = [name for name, given in (("--figure", figure is not None),
+                                       ("--table", table is not None), ("--list", list_))
+              if given]
+    if len(chosen) != 1:
+        raise fail("give exactly one of --figure ID, --table peak|2, --list"
+                   + (f" (got {', '.join(chosen)})" if chosen else ""))
+    if list_:
+        database = _open_db(db)
+        _reporting(lambda: commands.report_list(database, console))
+    elif table is not None:
+        database = _open_db(db)
+        _reporting(lambda: commands.report_table(database, table, sweep=sweep, metric=metric,
+                                                 lrs=lrs, out=out, console=console))
+    else:
+        _reporting(lambda: commands.report_figure(str(figure), lambda: _open_db(db),
+                                                  sweep=sweep, lrs=lrs, out=out,
+                                                  console=console))
 
 
 def main() -> None:  # pragma: no cover - console script entry

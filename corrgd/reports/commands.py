@@ -1,0 +1,216 @@
+"""What `corrgd best-params` and `corrgd report` do; `corrgd/cli.py` only parses options.
+
+Each function prints to ``console``, writes under ``out`` (``tables/``,
+``figures/``), returns the paths written, and raises `ReportError` (one line)
+for anything the user can fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from corrgd.analysis import METRICS
+from corrgd.reports import ReportError, figures, labels, progress, source
+from corrgd.reports.best_params import best_params_tables
+from corrgd.reports.curves import LRS_MODES, SELECT_METRIC, choose_settings, label_runs
+from corrgd.reports.envelopes import curve_frame
+from corrgd.reports.peaks import SPREAD, peak_table
+from corrgd.reports.registry import FIGURES, ComputedFigure, SweepFigure
+from corrgd.reports.tables import Table, to_rich, write_table
+
+if TYPE_CHECKING:
+    from corrgd.storage import ResultsDB
+
+TABLES = {"peak": "peak train and test accuracy per curve, mean " + SPREAD
+                  + " (NPD Tables 3-4)",
+          "2": "forward and decor LRs with the best validation score per curve "
+               "(CRGD Table 2; default sweep table2)"}
+TABLE2_SWEEP = "table2"
+
+
+def _check_metric(metric: str) -> None:
+    if metric not in METRICS:
+        raise ReportError(f"--metric: {metric!r} is not one of: {', '.join(METRICS)}")
+
+
+def _check_lrs(lrs: str) -> None:
+    if lrs not in LRS_MODES:
+        raise ReportError(f"--lrs: {lrs!r} is not one of: {', '.join(LRS_MODES)}")
+
+
+def _show(tables: list[Table], out: Path, console: Console) -> list[Path]:
+    paths = []
+    for table in tables:
+        console.print(to_rich(table))
+        written = write_table(table, out / "tables")
+        paths += written
+        console.print(f"wrote {_stems(written)}", highlight=False)
+    return paths
+
+
+def _stems(paths: list[Path]) -> str:
+    stem = paths[0].with_suffix("")
+    return f"{stem}.{{{','.join(p.suffix[1:] for p in paths)}}}"
+
+
+def best_params(db: ResultsDB, *, sweep: str | None, metric: str, out: Path,
+                console: Console) -> list[Path]:
+    """CRGD Table 2 for a grid-search sweep, with ties and gaps said."""
+    _check_metric(metric)
+    name = source.resolve_sweep(db, sweep, preferred=TABLE2_SWEEP)
+    if sweep is None:
+        console.print(f"sweep: {name}", highlight=False)
+    runs, epochs = source.load(db, name)
+    split = METRICS[metric][0]
+    finished_ids = runs.loc[runs["status"].isin(("done", "diverged")), "run_id"]
+    if not finished_ids.empty and not (epochs["run_id"].isin(finished_ids)
+                                       & (epochs["split"] == split)).any():
+        raise ReportError(f"sweep {name} has no {split!r} results to select by "
+                          f"(run with val_size > 0, or pick another --metric)")
+    tables, messages = best_params_tables(runs, epochs, metric, name)
+    paths = _show(tables, out, console)
+    for line in messages:
+        console.print(line, highlight=False)
+    return paths
+
+
+def report_table(db: ResultsDB, which: str, *, sweep: str | None, metric: str, lrs: str,
+                 out: Path, console: Console) -> list[Path]:
+    if which not in TABLES:
+        raise ReportError(f"--table: {which!r} is not one of: {', '.join(TABLES)}")
+    if which == "2":
+        return best_params(db, sweep=sweep, metric=metric, out=out, console=console)
+    _check_lrs(lrs)
+    name = source.resolve_sweep(db, sweep)
+    runs, epochs = source.load(db, name)
+    table = peak_table(runs, epochs, name, lrs)
+    paths = _show([table], out, console)
+    for note in table.notes:
+        console.print(note, highlight=False)
+    return paths
+
+
+def report_figure(figure_id: str, open_db: Callable[[], ResultsDB], *, sweep: str | None,
+                  lrs: str, out: Path, console: Console) -> list[Path]:
+    """Draw figure ``figure_id`` (a registry id or a sweep name) under ``out/figures``."""
+    _check_lrs(lrs)
+    spec = FIGURES.get(figure_id)
+    out_dir = out / "figures"
+    if isinstance(spec, ComputedFigure):
+        return _computed(spec, open_db, sweep, out, console)
+    db = open_db()
+    if isinstance(spec, SweepFigure):
+        sweeps = (sweep,) if sweep else spec.sweeps
+        title = f"{spec.paper} (reproduction): mean and {figures.BANDS[spec.band]}"
+        return sweep_figure(db, list(sweeps), metrics=spec.metrics, band=spec.band,
+                            stem=spec.file_stem, title=title, lrs=lrs, out_dir=out_dir,
+                            console=console, figure_id=spec.id)
+    names = source.sweep_names(db)
+    if figure_id not in names:
+        raise ReportError(f"unknown figure {figure_id!r}: choose an id ({', '.join(FIGURES)}) "
+                          f"or a sweep in the database ({', '.join(names) or 'none'}); "
+                          "see `corrgd report --list`")
+    title = f"Sweep {figure_id}: mean and {figures.BANDS['minmax']}"
+    return sweep_figure(db, [figure_id], metrics=("test_acc",), band="minmax",
+                        stem=f"sweep-{labels.slug(figure_id)}", title=title, lrs=lrs,
+                        out_dir=out_dir, console=console, figure_id=figure_id)
+
+
+def sweep_figure(db: ResultsDB, sweeps: list[str], *, metrics: tuple[str, ...], band: str,
+                 stem: str, title: str, lrs: str, out_dir: Path, console: Console,
+                 figure_id: str) -> list[Path]:
+    """An envelope figure of the curves of ``sweeps``; what is missing is said, not fatal."""
+    names = source.sweep_names(db)
+    present = [s for s in sweeps if s in names]
+    absent = [s for s in sweeps if s not in names]
+    if not present:
+        raise ReportError(
+            f"figure {figure_id} needs sweep {', '.join(absent)}, not in the database "
+            f"(sweeps: {', '.join(names) or 'none'}); run "
+            + " and ".join(f"`corrgd sweep sweeps/{s}.yaml`" for s in absent) + " first")
+    loaded = [source.load(db, s) for s in present]
+    runs = pd.concat([r for r, _ in loaded], ignore_index=True)
+    epochs = pd.concat([e for _, e in loaded], ignore_index=True)
+    curves = choose_settings(label_runs(runs), epochs, lrs)
+    for name in absent:
+        console.print(f"[yellow]missing:[/] sweep {name} is not in the database; its panels "
+                      "are left out", highlight=False)
+    for name in present:
+        part = label_runs(runs[runs["sweep"] == name])
+        console.print(progress.summary(part, name), highlight=False)
+        for line in progress.missing_lines(part):
+            console.print(f"  [yellow]incomplete:[/] {line}", highlight=False)
+    for note in curves.notes:
+        console.print(note, highlight=False)
+    frame = curve_frame(curves, epochs, metrics)
+    if frame.empty:
+        raise ReportError(f"figure {figure_id}: no epochs logged yet in sweep "
+                          f"{', '.join(present)}; start workers with `corrgd worker`")
+    panels = curves.runs.sort_values("panel_rank")["panel"].drop_duplicates().tolist()
+    if curves.lrs_selected:
+        title += f"; LRs: best by {SELECT_METRIC}"
+    fig = figures.draw(frame, panels, metrics, title=title, band=band)
+    paths = figures.save(fig, frame, out_dir, stem)
+    console.print(f"wrote {_stems(paths[:-1])} and {paths[-1]}", highlight=False)
+    return paths
+
+
+def _computed(spec: ComputedFigure, open_db: Callable[[], ResultsDB], sweep: str | None,
+              out: Path, console: Console) -> list[Path]:
+    """Call computed.py's function; it writes under ``out/figures`` like the others."""
+    function = spec.load()
+    if spec.needs_db:
+        db = open_db()
+        name = sweep or spec.sweeps[0]
+        source.resolve_sweep(db, name)  # a clear error if it is not there
+        paths = list(function(db, out, name))
+    else:
+        paths = list(function(out))
+    for path in paths:
+        console.print(f"wrote {path}", highlight=False)
+    return paths
+
+
+def report_list(db: ResultsDB, console: Console) -> None:
+    """Every figure id and table with what it needs, and how complete those sweeps are."""
+    done = source.completion(db)
+
+    def needs(sweeps: tuple[str, ...]) -> str:
+        parts = []
+        for s in sweeps:
+            if s not in done:
+                parts.append(f"{s} [red](not in database)[/]")
+            else:
+                finished, total = done[s]
+                colour = "green" if finished == total and total else "yellow"
+                parts.append(f"{s} [{colour}]({finished}/{total} finished)[/]")
+        return ", ".join(parts)
+
+    table = RichTable(title="figures: corrgd report --figure ID", title_justify="left")
+    for column in ("id", "paper", "description", "needs"):
+        table.add_column(column)
+    for spec in FIGURES.values():
+        if isinstance(spec, ComputedFigure) and not spec.needs_db:
+            what = "nothing (computed on the spot)"
+        else:
+            what = needs(spec.sweeps)
+            if isinstance(spec, ComputedFigure):
+                what += " checkpoints"
+        table.add_row(spec.id, spec.paper, spec.description, what)
+    for name in done:
+        table.add_row(name, "sweep", "test accuracy of this sweep's curves",
+                      needs((name,)))
+    console.print(table)
+    tables = RichTable(title="tables: corrgd report --table ID [--sweep NAME]",
+                       title_justify="left")
+    for column in ("id", "description"):
+        tables.add_column(column)
+    for key, text in TABLES.items():
+        tables.add_row(key, text)
+    console.print(tables)
