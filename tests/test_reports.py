@@ -267,11 +267,11 @@ def test_sweep_as_figure_id_and_lrs_all(grid_db: str, tmp_path: Path) -> None:
     result = invoke("report", "--figure", "table2", "--lrs", "all", "--db", grid_db,
                     "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
-    frame = pd.read_csv(tmp_path / "figures" / "sweep-table2.csv")
+    frame = pd.read_csv(tmp_path / "figures" / "table2.csv")
     assert "BP+decor (lr 1e-4, decor lr 1e-5)" in set(frame["curve"])
     result = invoke("report", "--figure", "table2", "--db", grid_db, "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
-    best = pd.read_csv(tmp_path / "figures" / "sweep-table2.csv")
+    best = pd.read_csv(tmp_path / "figures" / "table2.csv")
     assert set(best["curve"]) == {"BP", "BP+decor", "FA", "FA+decor"}
     picked = best[best["curve"] == "BP+decor"][["lr", "decor_lr"]].drop_duplicates()
     assert picked.values.tolist() == [[1e-4, 1e-5]]  # the tie, broken by the smaller lr
@@ -391,7 +391,7 @@ def test_a_real_tiny_run_reports(tmp_path: Path) -> None:
         assert Worker(db, checkpoint_dir=tmp_path / "ckpt").run() == 1
     result = invoke("report", "--figure", "tiny", "--db", url, "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
-    frame = pd.read_csv(tmp_path / "figures" / "sweep-tiny.csv")
+    frame = pd.read_csv(tmp_path / "figures" / "tiny.csv")
     assert frame["epoch"].tolist() == list(range(EPOCHS))
     assert frame["mean"].iloc[-1] > frame["mean"].iloc[0]  # it learned something
     assert (frame["min"] == frame["max"]).all()  # one seed

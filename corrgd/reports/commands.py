@@ -118,7 +118,7 @@ def report_figure(figure_id: str, open_db: Callable[[], ResultsDB], *, sweep: st
                           "see `corrgd report --list`")
     title = f"Sweep {figure_id}: mean and {figures.BANDS['minmax']}"
     return sweep_figure(db, [figure_id], metrics=("test_acc",), band="minmax",
-                        stem=f"sweep-{labels.slug(figure_id)}", title=title, lrs=lrs,
+                        stem=labels.slug(figure_id), title=title, lrs=lrs,
                         out_dir=out_dir, console=console, figure_id=figure_id)
 
 
