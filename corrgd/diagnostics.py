@@ -63,10 +63,11 @@ def bp_gradients(net: Net, x: Tensor, y: Tensor, loss: LossFn) -> list[Tensor]:
 
 def angle(u: Tensor, v: Tensor) -> float:
     """Angle in degrees between two vectors (90 if either is zero)."""
+    u, v = u.double(), v.double()  # float32 norms would put identical vectors ~0.04° apart
     nu, nv = u.norm(), v.norm()
     if nu == 0 or nv == 0:
         return 90.0
-    cos = float(torch.dot(u.double(), v.double()) / (nu.double() * nv.double()))
+    cos = float(torch.dot(u, v) / (nu * nv))
     return math.degrees(math.acos(max(-1.0, min(1.0, cos))))
 
 

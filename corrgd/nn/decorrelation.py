@@ -156,9 +156,11 @@ def _moment_factors(xh: Tensor, M: Tensor, *, left: bool) -> tuple[Tensor, Tenso
 def off_diagonal_correlation(x: Tensor) -> float:
     """Mean |off-diagonal correlation coefficient| between the columns of x (n × d).
 
-    Constant columns (zero variance) are left out.
+    Constant columns (zero variance) are left out; non-finite data gives NaN.
     """
     x = x.double()
+    if not torch.isfinite(x).all():
+        return float("nan")  # not 0.0: a diverged layer must not look decorrelated
     x = x - x.mean(0)
     std = x.norm(dim=0)
     keep = std > 1e-12 * std.max().clamp_min(1e-300)

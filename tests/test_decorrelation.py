@@ -1,0 +1,364 @@
+"""The decorrelation rules: their update formulas, and that they decorrelate.
+
+    crgd:  C = ⟨x̂ x̂ᵀ⟩,  g = ⟨‖x − μ‖ / ‖x̂‖⟩,  M ← g (M − η C M)    ("MC": M ← g (M − η M C))
+    copi:  M ← M − α (C − diag⟨x̂²⟩) M
+
+with x̂ = M (x − μ) for the rows the rule sees (a subsample of the batch; every
+patch of the subsampled images for a convolution) and μ the batch mean.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from corrgd.models import build_network
+from corrgd.nn import (
+    DecorConv2d,
+    DecorLinear,
+    Decorrelation,
+    DecorSettings,
+    correlation_floor,
+    off_diagonal_correlation,
+)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+# Convergence experiments: fresh Gaussian batches of BATCH rows every step (the rule
+# sees all of them, sample_frac = 1), residual correlation measured on a fresh batch
+# of EVAL rows and compared with 1.5 × the sampling floor for EVAL rows.
+DIM = 32
+BATCH = 1024
+EVAL = 2000
+TARGET = 1.5 * correlation_floor(EVAL)  # 0.0268
+CRGD_LR = 1e-2
+COPI_LR = 3e-2
+# Steps allowed to get below TARGET. Measured first crossing (checked on fresh
+# batches after every step, seeds 0 and 1):
+#   equicorrelated (ρ = 0.5, mean |r| 0.50):  crgd CM 46-48, crgd MC 46-48, copi 22-23
+#   random covariance (mean |r| 0.40):        crgd CM 315-488, copi 288-338
+EQUICORRELATED_STEPS = 150
+RANDOM_COVARIANCE_STEPS = 800
+
+
+# --- helpers ---------------------------------------------------------------------------
+def gaussian_source(kind: str, seed: int, mean_scale: float) -> Callable[[int], Tensor]:
+    """Sampler of strongly correlated Gaussian rows (float64), unit variances."""
+    gen = torch.Generator().manual_seed(seed)
+    if kind == "equicorrelated":
+        cov = 0.5 * torch.eye(DIM, dtype=torch.float64) + 0.5
+    else:
+        A = torch.randn(DIM, DIM, generator=gen, dtype=torch.float64) + 0.8
+        cov = A @ A.T
+        s = cov.diagonal().rsqrt()
+        cov = cov * s[:, None] * s[None, :]
+    L = torch.linalg.cholesky(cov)
+    mean = mean_scale * torch.randn(DIM, generator=gen, dtype=torch.float64)
+
+    def sample(n: int) -> Tensor:
+        return torch.randn(n, DIM, generator=gen, dtype=torch.float64) @ L.T + mean
+
+    return sample
+
+
+def expected_update(M: Tensor, rows: Tensor, mean: Tensor | None, settings: DecorSettings
+                    ) -> Tensor:
+    """The rule written out with C formed explicitly."""
+    x = rows if mean is None else rows - mean
+    xh = x @ M.T
+    n = x.shape[0]
+    C = xh.T @ xh / n
+    if settings.rule == "copi":
+        return M - settings.lr * (C - torch.diag((xh**2).mean(0))) @ M
+    gain = (x.norm(dim=1) / xh.norm(dim=1)).mean()
+    CM = C @ M if settings.update_order == "CM" else M @ C
+    return gain * (M - settings.lr * CM)
+
+
+def random_matrix(d: int, scale: float = 0.3) -> Tensor:
+    return torch.eye(d) + scale * torch.randn(d, d) / d**0.5
+
+
+# --- the measures ------------------------------------------------------------------------
+def test_correlation_floor_matches_independent_gaussians(float64):
+    n = 100
+    measured = torch.tensor([off_diagonal_correlation(torch.randn(n, 40)) for _ in range(20)])
+    assert measured.mean() == pytest.approx(correlation_floor(n), rel=0.03)
+
+
+def test_off_diagonal_correlation_of_equicorrelated_data(float64):
+    x = gaussian_source("equicorrelated", seed=0, mean_scale=3.0)(5000)
+    assert off_diagonal_correlation(x) == pytest.approx(0.5, abs=0.02)
+    # Scale-free, and constant columns are left out.
+    scaled = torch.cat([x * torch.linspace(0.1, 10, DIM), torch.full((5000, 3), 7.0)], 1)
+    assert off_diagonal_correlation(scaled) == pytest.approx(off_diagonal_correlation(x),
+                                                             abs=1e-12)
+
+
+def test_off_diagonal_correlation_of_non_finite_data_is_nan():
+    x = torch.randn(50, 4)
+    x[3, 1] = float("inf")
+    assert math.isnan(off_diagonal_correlation(x))
+    x[3, 1] = float("nan")
+    assert math.isnan(off_diagonal_correlation(x))
+
+
+# --- the update formulas ---------------------------------------------------------------
+@pytest.mark.parametrize("n", [5, 40])  # fewer and more samples than dimensions
+@pytest.mark.parametrize("settings", [
+    DecorSettings(rule="crgd", lr=0.05),
+    DecorSettings(rule="crgd", lr=0.05, update_order="MC"),
+    DecorSettings(rule="crgd", lr=0.05, demean=False),
+    DecorSettings(rule="copi", lr=0.05),
+    DecorSettings(rule="copi", lr=0.05, demean=True),
+], ids=["crgd-CM", "crgd-MC", "crgd-no-demean", "copi", "copi-demean"])
+def test_update_matches_formula(float64, settings, n):
+    d = 12
+    decor = Decorrelation(d, settings)
+    M0 = random_matrix(d)
+    decor.matrix.copy_(M0)
+    running0 = torch.randn(d)
+    decor.running_mean.copy_(running0)
+    rows = torch.randn(n, d) @ random_matrix(d, 1.0) + 2.0
+    mean = (torch.randn(n * 3, d) + 2.0).mean(0) if settings.demeans else None
+
+    decor.update(rows, mean)
+
+    torch.testing.assert_close(decor.matrix, expected_update(M0, rows, mean, settings),
+                               rtol=1e-10, atol=1e-12)
+    if mean is None:
+        torch.testing.assert_close(decor.running_mean, running0, rtol=0, atol=0)
+    else:  # μ ← μ + 0.1 (⟨x⟩ − μ)
+        torch.testing.assert_close(decor.running_mean, running0 + 0.1 * (mean - running0))
+
+
+def test_update_orders_differ(float64):
+    d = 10
+    rows = torch.randn(30, d) @ random_matrix(d, 1.0)
+    M0 = random_matrix(d)
+    results = {}
+    for order in ("CM", "MC"):
+        decor = Decorrelation(d, DecorSettings(lr=0.05, update_order=order))
+        decor.matrix.copy_(M0)
+        decor.update(rows, rows.mean(0))
+        results[order] = decor.matrix.clone()
+    assert (results["CM"] - results["MC"]).norm() > 1e-3 * results["CM"].norm()
+
+
+def test_dense_layer_update_uses_subsample_and_full_batch_mean(float64):
+    settings = DecorSettings(lr=0.05, sample_frac=0.25)
+    layer = DecorLinear(6, 3, settings)
+    M0 = random_matrix(6)
+    layer.decor.matrix.copy_(M0)
+    x = torch.randn(20, 6) @ random_matrix(6, 1.0) + 1.0
+    layer.update_decorrelation(x)
+    k = int(0.25 * 20) + 1  # reference code: the fraction plus one sample
+    torch.testing.assert_close(layer.decor.matrix, expected_update(M0, x[:k], x.mean(0), settings),
+                               rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("rule", ["crgd", "copi"])
+def test_conv_layer_update_uses_patches_of_the_subsample(float64, rule):
+    settings = DecorSettings(rule=rule, lr=0.05, sample_frac=0.3)
+    layer = DecorConv2d(2, 3, 3, stride=2, padding=1, decor=settings)
+    M0 = random_matrix(18)
+    layer.decor.matrix.copy_(M0)
+    x = torch.randn(7, 2, 6, 6) + 1.0
+    layer.update_decorrelation(x)
+
+    def patch_rows(images: Tensor) -> Tensor:
+        cols = F.unfold(images, 3, padding=1, stride=2)  # (n, 18, positions)
+        return cols.transpose(1, 2).reshape(-1, 18)
+
+    k = int(0.3 * 7) + 1
+    rows = patch_rows(x[:k])
+    assert rows.shape == (k * 9, 18)
+    mean = patch_rows(x).mean(0) if settings.demeans else None  # over all patches, all images
+    torch.testing.assert_close(layer.decor.matrix, expected_update(M0, rows, mean, settings),
+                               rtol=1e-10, atol=1e-12)
+
+
+# --- 4. the rules decorrelate strongly correlated inputs ---------------------------------
+def run_decorrelation(settings: DecorSettings, kind: str, steps: int, seed: int = 0
+                      ) -> tuple[float, float, list[float]]:
+    """(input |r|, output |r| after `steps`, norm ratios measured every 10 steps)."""
+    sample = gaussian_source(kind, seed, mean_scale=2.0 if settings.demeans else 0.0)
+    decor = Decorrelation(DIM, settings).double()
+
+    def measure() -> dict[str, float]:
+        x = sample(EVAL)
+        return decor.stats(x, x.mean(0) if settings.demeans else None)
+
+    start = measure()
+    assert start["offdiag_corr"] == start["input_offdiag_corr"]  # M starts as the identity
+    ratios = []
+    for step in range(1, steps + 1):
+        x = sample(BATCH)
+        decor.update(x, x.mean(0) if settings.demeans else None)
+        if step % 10 == 0:
+            ratios.append(measure()["norm_ratio"])
+    return start["input_offdiag_corr"], measure()["offdiag_corr"], ratios
+
+
+@pytest.mark.parametrize("kind,steps", [("equicorrelated", EQUICORRELATED_STEPS),
+                                        ("random", RANDOM_COVARIANCE_STEPS)])
+@pytest.mark.parametrize("settings", [
+    DecorSettings(rule="crgd", lr=CRGD_LR, sample_frac=1.0),
+    DecorSettings(rule="copi", lr=COPI_LR, sample_frac=1.0),
+], ids=["crgd", "copi"])
+def test_rule_brings_correlation_to_the_sampling_floor(settings, kind, steps):
+    before, after, ratios = run_decorrelation(settings, kind, steps)
+    assert before >= 0.3
+    assert after < TARGET, f"|r| {before:.3f} -> {after:.4f}, target {TARGET:.4f}"
+    if settings.rule == "crgd":
+        # The gain keeps ‖x̂‖ / ‖x − μ‖ within 10 % throughout (measured 0.92-0.99).
+        assert min(ratios) >= 0.9 and max(ratios) <= 1.1, (min(ratios), max(ratios))
+
+
+def test_mc_update_order_also_decorrelates():
+    settings = DecorSettings(rule="crgd", lr=CRGD_LR, sample_frac=1.0, update_order="MC")
+    before, after, ratios = run_decorrelation(settings, "equicorrelated", EQUICORRELATED_STEPS)
+    assert before >= 0.3
+    assert after < TARGET
+    assert min(ratios) >= 0.9 and max(ratios) <= 1.1
+
+
+def smooth_images(gen: torch.Generator, n: int, offset: float) -> Tensor:
+    """2 × 12 × 12 images, smooth in space and correlated across channels."""
+    z = F.avg_pool2d(torch.randn(n, 2, 14, 14, generator=gen, dtype=torch.float64), 3, stride=1)
+    c1 = 0.6 * z[:, :1] + 0.8 * z[:, 1:]
+    return torch.cat([z[:, :1], c1], 1) * 3 + offset
+
+
+# Measured: patch |r| ≈ 0.33 at the start; after 100 / 200 / 300 steps crgd 0.011 /
+# 0.010 / 0.011, copi 0.034 / 0.013 / 0.012; floor for the 9216 eval patches 0.0083.
+# Patches of one image overlap, so they are not independent samples: their floor is
+# above correlation_floor(#patches), hence the 2.5 ×.
+CONV_STEPS = 300
+
+
+@pytest.mark.parametrize("rule", ["crgd", "copi"])
+def test_conv_layer_decorrelates_its_patches(float64, rule):
+    gen = torch.Generator().manual_seed(0)
+    offset = 1.0 if rule == "crgd" else 0.0  # the copi rule does not demean
+    layer = DecorConv2d(2, 4, 3, padding=1, decor=DecorSettings(rule=rule, lr=3e-2,
+                                                                 sample_frac=1.0))
+    start = layer.decorrelation_stats(smooth_images(gen, 64, offset))
+    for _ in range(CONV_STEPS):
+        layer.update_decorrelation(smooth_images(gen, 16, offset))
+    end = layer.decorrelation_stats(smooth_images(gen, 64, offset))
+    floor = correlation_floor(64 * 12 * 12)
+    assert start["offdiag_corr"] >= 0.3
+    assert end["offdiag_corr"] < 2.5 * floor
+    if rule == "crgd":
+        assert 0.9 <= end["norm_ratio"] <= 1.1
+
+
+# --- what a decorrelation layer is (and is not) ------------------------------------------
+@pytest.mark.parametrize("decor", [None, DecorSettings(lr=0.0), DecorSettings(rule="copi")])
+def test_lr_zero_builds_no_decorrelation_layer(decor):
+    dense = DecorLinear(5, 3, decor)
+    conv = DecorConv2d(2, 3, 3, stride=2, padding=1, decor=decor)
+    assert dense.decor is None and conv.decor is None
+    assert not any("decor" in name for name in dense.state_dict())
+    x = torch.randn(4, 5) + 1.0
+    assert torch.equal(dense(x), F.linear(x, dense.weight, dense.bias))
+    images = torch.randn(4, 2, 7, 7) + 1.0
+    assert torch.equal(conv(images), F.conv2d(images, conv.weight, conv.bias, 2, 1))
+    dense.update_decorrelation(x)  # a no-op, not an error
+    net = build_network("mlp", (5,), 3, decor, hidden=(4,))
+    assert not net.decorrelated
+
+
+def test_decorrelation_module_needs_positive_lr():
+    with pytest.raises(ValueError):
+        Decorrelation(4, DecorSettings(lr=0.0))
+
+
+@pytest.mark.parametrize("bad", [dict(rule="zca"), dict(lr=-1.0), dict(sample_frac=0.0),
+                                 dict(sample_frac=1.5), dict(update_order="XY")])
+def test_invalid_settings_are_rejected(bad):
+    with pytest.raises(ValueError):
+        DecorSettings(**bad)
+
+
+def test_demean_defaults():
+    assert DecorSettings(rule="crgd").demeans
+    assert not DecorSettings(rule="copi").demeans
+    assert not DecorSettings(rule="crgd", demean=False).demeans
+
+
+def test_matrix_and_mean_are_buffers_not_parameters():
+    layer = DecorConv2d(2, 3, 3, decor=DecorSettings(lr=1e-3))
+    names = {name for name, _ in layer.named_parameters()}
+    assert names == {"weight", "bias"}
+    state = layer.state_dict()
+    assert "decor.matrix" in state and "decor.running_mean" in state
+    assert state["decor.matrix"].shape == (18, 18)
+    assert not layer.decor.matrix.requires_grad
+
+
+def test_optimizer_and_backward_leave_the_matrix_alone():
+    layer = DecorLinear(4, 3, DecorSettings(lr=1e-3))
+    M0 = random_matrix(4)
+    layer.decor.matrix.copy_(M0)
+    opt = torch.optim.Adam(layer.parameters(), lr=0.1)
+    layer(torch.randn(8, 4)).pow(2).sum().backward()
+    opt.step()
+    assert torch.equal(layer.decor.matrix, M0)
+    assert layer.decor.matrix.grad is None
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_eval_mode_uses_the_running_mean_and_forward_updates_nothing(float64, fold):
+    layer = DecorLinear(5, 3, DecorSettings(lr=1e-3))
+    layer.fold = fold
+    M, running = random_matrix(5), torch.randn(5)
+    layer.decor.matrix.copy_(M)
+    layer.decor.running_mean.copy_(running)
+    x = torch.randn(6, 5) + 2.0
+    W, b = layer.weight.detach(), layer.bias.detach()
+
+    layer.train()
+    torch.testing.assert_close(layer(x), (x - x.mean(0)) @ M.T @ W.T + b)
+    layer.eval()
+    torch.testing.assert_close(layer(x), (x - running) @ M.T @ W.T + b)
+    # The eval output of one sample does not depend on the rest of the batch.
+    torch.testing.assert_close(layer(x[:1]), layer(x)[:1])
+    assert torch.equal(layer.decor.matrix, M)
+    assert torch.equal(layer.decor.running_mean, running)
+
+    layer.train()
+    layer.update_decorrelation(x)
+    torch.testing.assert_close(layer.decor.running_mean, 0.9 * running + 0.1 * x.mean(0))
+
+
+def test_conv_eval_mode_uses_the_running_patch_mean(float64):
+    layer = DecorConv2d(2, 3, 3, padding=1, decor=DecorSettings(lr=1e-3))
+    running = torch.randn(18)
+    layer.decor.running_mean.copy_(running)
+    layer.decor.matrix.copy_(random_matrix(18))
+    x = torch.randn(3, 2, 5, 5)
+    layer.eval()
+    rows = F.unfold(x, 3, padding=1).transpose(1, 2).reshape(-1, 18)
+    a = (rows - running) @ layer.decor.matrix.T @ layer.weight.reshape(3, -1).T + layer.bias
+    expected = a.reshape(3, 25, 3).transpose(1, 2).reshape(3, 3, 5, 5)
+    torch.testing.assert_close(layer(x), expected)
+    torch.testing.assert_close(layer(x[1:2]), layer(x)[1:2])
+    assert torch.equal(layer.decor.running_mean, running)
+
+
+def test_decorrelation_stats_at_identity():
+    layer = DecorLinear(6, 2, DecorSettings(lr=1e-3))
+    x = torch.randn(50, 6) @ random_matrix(6, 1.0)
+    stats = layer.decorrelation_stats(x)
+    assert set(stats) == {"offdiag_corr", "input_offdiag_corr", "gain", "norm_ratio"}
+    assert stats["offdiag_corr"] == pytest.approx(stats["input_offdiag_corr"], abs=1e-6)
+    assert stats["gain"] == pytest.approx(1.0, abs=1e-6)
+    assert stats["norm_ratio"] == pytest.approx(1.0, abs=1e-6)
+    assert DecorLinear(6, 2).decorrelation_stats(x) is None

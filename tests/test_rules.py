@@ -1,0 +1,568 @@
+"""Learning rules against their formulas, and their statistical properties.
+
+Every expected value is computed here from the parameter tensors with a forward
+pass written out by hand (x̂ = M (x − μ), a = W x̂ + b, leaky ReLU 0.01, max-pool,
+patches by F.unfold) and, for FA / DFA, a backward pass written out by hand with
+the feedback matrices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from corrgd.diagnostics import (
+    angle,
+    bp_gradients,
+    decorrelation_stats,
+    layer_updates,
+    update_angles,
+)
+from corrgd.losses import cross_entropy, get_loss, squared_error
+from corrgd.models import build_network
+from corrgd.nn import Block, DecorConv2d, DecorLinear, DecorSettings, Net
+from corrgd.rules import RULES, LearningRule, make_rule
+from corrgd.training import train_step
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+SLOPE = 0.01
+
+
+# --- the forward pass by hand -----------------------------------------------------------
+def leaky(a: Tensor) -> Tensor:
+    return torch.where(a > 0, a, SLOPE * a)
+
+
+def leaky_derivative(a: Tensor) -> Tensor:
+    return torch.where(a > 0, 1.0, SLOPE).to(a.dtype)
+
+
+def per_sample_ce(logits: Tensor, y: Tensor) -> Tensor:
+    return torch.logsumexp(logits, 1) - logits.gather(1, y[:, None])[:, 0]
+
+
+def patch_rows(layer: DecorConv2d, x: Tensor) -> Tensor:
+    cols = F.unfold(x, layer.kernel_size, padding=layer.padding, stride=layer.stride)
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+
+
+def as_rows(t: Tensor) -> Tensor:
+    """(n, d) stays; (n, C, H, W) → (n·H·W, C), the order of patch_rows."""
+    return t if t.dim() == 2 else t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+
+
+@dataclass
+class HandPass:
+    xh: list[Tensor]       # x̂ of every layer, as rows
+    preacts: list[Tensor]  # a_l (noise included)
+    output: Tensor
+
+
+def hand_pass(net: Net, x: Tensor, noise: list[Tensor | None] | None = None) -> HandPass:
+    xhs, preacts = [], []
+    for i, block in enumerate(net.blocks):
+        layer = block.layer
+        conv = isinstance(layer, DecorConv2d)
+        rows = patch_rows(layer, x) if conv else x.flatten(1)
+        if layer.decor is not None:
+            if layer.decor.settings.demeans:
+                rows = rows - rows.mean(0).detach()
+            rows = rows @ layer.decor.matrix.T
+        W = layer.weight.reshape(layer.weight.shape[0], -1)
+        a = rows @ W.T + (0 if layer.bias is None else layer.bias)
+        if conv:
+            k, s, p = layer.kernel_size, layer.stride, layer.padding
+            h, w = ((size + 2 * p - k) // s + 1 for size in x.shape[-2:])
+            a = a.reshape(x.shape[0], h * w, -1).transpose(1, 2).reshape(x.shape[0], -1, h, w)
+        if noise is not None and noise[i] is not None:
+            a = a + noise[i]
+        xhs.append(rows)
+        preacts.append(a)
+        x = leaky(a) if block.activation else a
+        if block.pool:
+            x = F.max_pool2d(x, block.pool)
+    return HandPass(xhs, preacts, x)
+
+
+def expected_grads(deltas: list[Tensor], xhs: list[Tensor], n: int
+                   ) -> list[tuple[Tensor, Tensor]]:
+    """ΔW_l = ⟨δ_l x̂_{l-1}ᵀ⟩ and Δb_l = ⟨δ_l⟩ over the batch (n samples)."""
+    return [(as_rows(d).T @ xh / n, as_rows(d).sum(0) / n)
+            for d, xh in zip(deltas, xhs, strict=True)]
+
+
+def assert_grads(net: Net, expected: list[tuple[Tensor, Tensor]], rtol: float = 1e-9) -> None:
+    for layer, (dW, db) in zip(net.layers, expected, strict=True):
+        assert dW.abs().max() > 0
+        torch.testing.assert_close(layer.weight.grad, dW.view_as(layer.weight), rtol=rtol,
+                                   atol=1e-12)
+        torch.testing.assert_close(layer.bias.grad, db, rtol=rtol, atol=1e-12)
+
+
+# --- nets ---------------------------------------------------------------------------------
+def decor_settings(kind: str | None) -> DecorSettings | None:
+    return None if kind is None else DecorSettings(rule=kind, lr=1e-2)
+
+
+def randomize_decorrelation(net: Net, scale: float = 0.3) -> None:
+    for layer in net.layers:
+        if layer.decor is not None:
+            d = layer.decor.dim
+            layer.decor.matrix.copy_(torch.eye(d) + scale * torch.randn(d, d) / d**0.5)
+
+
+def small_dense(decor: str | None) -> Net:
+    net = Net([Block(DecorLinear(7, 6, decor_settings(decor))),
+               Block(DecorLinear(6, 5, decor_settings(decor))),
+               Block(DecorLinear(5, 4, decor_settings(decor)), activation=False)])
+    randomize_decorrelation(net)
+    return net
+
+
+def small_conv(decor: str | None) -> Net:
+    """2×6×6 → conv3×3 s1 p1 (3) → conv3×3 s2 p1 (4 × 3 × 3) → dense 5."""
+    net = Net([Block(DecorConv2d(2, 3, 3, stride=1, padding=1, decor=decor_settings(decor))),
+               Block(DecorConv2d(3, 4, 3, stride=2, padding=1, decor=decor_settings(decor))),
+               Block(DecorLinear(36, 5, decor_settings(decor)), activation=False)])
+    randomize_decorrelation(net)
+    return net
+
+
+def batch(kind: str, n: int = 8) -> tuple[Tensor, Tensor]:
+    if kind == "dense":
+        return torch.randn(n, 7) + 0.3, torch.randint(0, 4, (n,))
+    return torch.randn(n, 2, 6, 6) + 0.3, torch.randint(0, 5, (n,))
+
+
+def make_net(kind: str, decor: str | None) -> Net:
+    return small_dense(decor) if kind == "dense" else small_conv(decor)
+
+
+# --- 2. FA and DFA against the hand-written backward pass --------------------------------
+def input_error(layer: DecorLinear | DecorConv2d, delta: Tensor, x_shape: torch.Size
+                ) -> Tensor:
+    """∂ℓ/∂x_{l-1} with the feedback matrix: rows δ_l B_l M_l, folded back for a conv."""
+    B = layer.feedback.reshape(layer.weight.shape[0], -1)
+    g = as_rows(delta) @ B
+    if layer.decor is not None:
+        g = g @ layer.decor.matrix
+    if isinstance(layer, DecorLinear):
+        return g.view(x_shape)
+    n = x_shape[0]
+    cols = g.reshape(n, -1, g.shape[1]).transpose(1, 2)
+    return F.fold(cols, x_shape[-2:], layer.kernel_size, padding=layer.padding,
+                  stride=layer.stride)
+
+
+@pytest.mark.parametrize("decor", [None, "crgd", "copi"])
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+def test_fa_gradients_match_hand_computation(float64, kind, decor):
+    net = make_net(kind, decor)
+    x, y = batch(kind)
+    n = x.shape[0]
+    rule = make_rule("fa", seed=3)
+    rule.setup(net, x)
+    for layer in net.layers:
+        assert layer.feedback.shape == layer.weight.shape
+        assert not torch.allclose(layer.feedback, layer.weight)
+    rule.gradients(net, x, y, cross_entropy)
+
+    with torch.no_grad():
+        hp = hand_pass(net, x)
+        onehot = F.one_hot(y, hp.output.shape[1]).to(x.dtype)
+        deltas = [None] * len(net.layers)
+        deltas[-1] = (hp.output.softmax(1) - onehot) / n  # ∂(mean loss)/∂a_L
+        for l in range(len(net.layers) - 1, 0, -1):
+            a_prev = hp.preacts[l - 1]
+            err = input_error(net.layers[l], deltas[l], a_prev.shape)
+            deltas[l - 1] = leaky_derivative(a_prev) * err
+    assert_grads(net, expected_grads([d * n for d in deltas], hp.xh, n))
+
+    # FA is not BP: the hidden layers' updates differ from the true gradient.
+    angles = update_angles(net, rule, x, y, cross_entropy)
+    assert angles[-1] < 1e-3
+    assert min(angles[:-1]) > 1.0
+
+
+@pytest.mark.parametrize("decor", [None, "crgd", "copi"])
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+def test_dfa_gradients_match_hand_computation(float64, kind, decor):
+    net = make_net(kind, decor)
+    x, y = batch(kind)
+    n = x.shape[0]
+    rule = make_rule("dfa", seed=5)
+    rule.setup(net, x)
+    with torch.no_grad():
+        hp = hand_pass(net, x)
+    assert [B.shape for B in rule.feedback] == [(a[0].numel(), 4 if kind == "dense" else 5)
+                                               for a in hp.preacts[:-1]]
+    rule.gradients(net, x, y, cross_entropy)
+
+    with torch.no_grad():
+        onehot = F.one_hot(y, hp.output.shape[1]).to(x.dtype)
+        error = hp.output.softmax(1) - onehot  # per sample; the batch mean is taken below
+        deltas = [leaky_derivative(a) * (error @ B.T).view_as(a)
+                  for a, B in zip(hp.preacts[:-1], rule.feedback, strict=True)] + [error]
+    assert_grads(net, expected_grads(deltas, hp.xh, n))
+
+
+# --- NP, INP, ANP against their formulas, for known noise ---------------------------------
+class ScriptedNoise:
+    """Stands in for rule.noise: hands out pre-drawn noise in call order."""
+
+    def __init__(self, draws: list[Tensor]) -> None:
+        self.draws = draws
+        self._it: Iterator[Tensor] = iter(draws)
+        self.calls = 0
+
+    def __call__(self, like: Tensor) -> Tensor:
+        e = next(self._it)
+        assert e.shape == like.shape
+        self.calls += 1
+        return e
+
+
+NP_SIGMA2 = 1e-2  # any σ² > 0: the formulas hold exactly for the drawn noise
+
+
+def draw(shapes: list[torch.Size], count: int) -> list[Tensor]:
+    return [torch.randn(shapes[i % len(shapes)]) * NP_SIGMA2**0.5
+            for i in range(count * len(shapes))]
+
+
+def expected_np_family(name: str, net: Net, x: Tensor, y: Tensor, draws: list[Tensor],
+                       samples: int, noisy_baseline: bool
+                       ) -> tuple[list[Tensor], HandPass, Tensor]:
+    """Per-layer δ_l averaged over `samples` draws, the baseline pass and its per-sample loss."""
+    L = len(net.layers)
+    it = iter(draws)
+    with torch.no_grad():
+        base = hand_pass(net, x, [next(it) for _ in range(L)] if noisy_baseline else None)
+        base_loss = per_sample_ce(base.output, y)
+        deltas = [torch.zeros_like(a) for a in base.preacts]
+        units = [a[0].numel() for a in base.preacts]
+
+        def col(v: Tensor, like: Tensor) -> Tensor:
+            return v.view(-1, *([1] * (like.dim() - 1)))
+
+        for _ in range(samples):
+            if name == "inp":
+                for l in range(L):
+                    v = next(it)
+                    noise: list[Tensor | None] = [None] * L
+                    noise[l] = v
+                    dL = per_sample_ce(hand_pass(net, x, noise).output, y) - base_loss
+                    sq = v.flatten(1).pow(2).sum(1)
+                    deltas[l] += units[l] * col(dL / sq, v) * v / samples
+                continue
+            eps = [next(it) for _ in range(L)]
+            noisy = hand_pass(net, x, eps)
+            dL = per_sample_ce(noisy.output, y) - base_loss
+            if name == "np":
+                for l in range(L):
+                    deltas[l] += col(dL, eps[l]) * eps[l] / NP_SIGMA2 / samples
+            else:  # anp: the measured activity difference, normalised over all layers
+                da = [an - a for an, a in zip(noisy.preacts, base.preacts, strict=True)]
+                sq = sum(d.flatten(1).pow(2).sum(1) for d in da)
+                for l in range(L):
+                    deltas[l] += sum(units) * col(dL / sq, da[l]) * da[l] / samples
+        assert next(it, None) is None  # every drawn tensor was used
+    return deltas, base, base_loss
+
+
+@pytest.mark.parametrize("decor", [None, "crgd", "copi"])
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+@pytest.mark.parametrize("name,noisy_baseline", [("np", False), ("inp", False), ("anp", False),
+                                                 ("np", True), ("anp", True)])
+def test_np_family_update_matches_formula(float64, monkeypatch, name, noisy_baseline, kind,
+                                          decor):
+    net = make_net(kind, decor)
+    x, y = batch(kind)
+    samples = 2
+    with torch.no_grad():
+        shapes = [a.shape for a in hand_pass(net, x).preacts]
+    per_sample = len(shapes)  # NP / ANP: one draw per layer; INP: one pass per layer
+    draws = draw(shapes, samples + (1 if noisy_baseline else 0))
+    assert len(draws) == per_sample * (samples + noisy_baseline)
+    rule = make_rule(name, sigma2=NP_SIGMA2, samples=samples, noisy_baseline=noisy_baseline)
+    noise = ScriptedNoise(draws)
+    monkeypatch.setattr(rule, "noise", noise)
+
+    step = rule.gradients(net, x, y, cross_entropy)
+
+    deltas, base, base_loss = expected_np_family(name, net, x, y, draws, samples,
+                                                 noisy_baseline)
+    assert noise.calls == len(draws)
+    torch.testing.assert_close(step.loss, base_loss.mean())
+    assert_grads(net, expected_grads(deltas, base.xh, x.shape[0]), rtol=1e-8)
+
+
+def test_inp_rejects_the_noisy_baseline():
+    with pytest.raises(ValueError, match="noisy baseline"):
+        make_rule("inp", noisy_baseline=True)
+
+
+@pytest.mark.parametrize("name", ["np", "anp"])
+def test_noisy_baseline_runs_in_training(name):
+    net = build_network("mlp", (7,), 4, DecorSettings(rule="copi", lr=1e-3), hidden=(6,))
+    x, y = batch("dense", 16)
+    rule = make_rule(name, noisy_baseline=True, samples=3)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    before = [layer.weight.detach().clone() for layer in net.layers]
+    loss = train_step(net, rule, opt, x, y, cross_entropy)
+    assert torch.isfinite(loss)
+    assert all(not torch.equal(b, layer.weight) for b, layer in zip(before, net.layers,
+                                                                     strict=True))
+
+
+@pytest.mark.parametrize("bad", [dict(sigma2=0.0), dict(samples=0)])
+def test_np_options_are_validated(bad):
+    with pytest.raises(ValueError):
+        make_rule("np", **bad)
+
+
+# --- 3. averaged over more noise, the NP family approaches the BP gradient ----------------
+SAMPLES = (1, 10, 100, 1000)
+ANGLE_SEEDS = 3
+
+
+def mean_angle(name: str, samples: int, hidden: tuple[int, ...], decor: str | None,
+               seeds: int = ANGLE_SEEDS, weight_scale: float = 1.0, width_in: int = 6,
+               classes: int = 3, n: int = 16) -> float:
+    """Angle (degrees) between the whole network's update and BP's, averaged over seeds."""
+    angles = []
+    for seed in range(seeds):
+        torch.manual_seed(seed)
+        net = build_network("mlp", (width_in,), classes, decor_settings(decor), hidden=hidden)
+        with torch.no_grad():
+            for layer in net.layers:
+                layer.weight.mul_(weight_scale)
+        randomize_decorrelation(net)
+        x, y = torch.randn(n, width_in), torch.randint(0, classes, (n,))
+        true = torch.cat(bp_gradients(net, x, y, cross_entropy))
+        ours = torch.cat(layer_updates(net, make_rule(name, samples=samples), x, y,
+                                       cross_entropy))
+        angles.append(angle(ours, true))
+    return sum(angles) / len(angles)
+
+
+# Measured whole-network angles (degrees, mean of 3 seeds, 6-8-8-3 net, batch 16, σ² 1e-6)
+# for K = 1 / 10 / 100 / 1000 samples:
+#   np   72.3 / 63.9 / 34.7 / 13.9     (decorrelated: 85.0 / 70.4 / 46.9 / 18.6)
+#   inp  53.3 / 33.1 /  9.3 /  3.0     (decorrelated: 62.1 / 33.2 / 12.5 /  4.4)
+#   anp  69.1 / 61.4 / 34.0 / 13.9     (decorrelated: 82.8 / 66.8 / 42.7 / 18.6)
+@pytest.mark.parametrize("decor", [None, "crgd"])
+@pytest.mark.parametrize("name", ["np", "inp", "anp"])
+def test_angle_to_bp_shrinks_with_noise_samples(float64, name, decor):
+    angles = [mean_angle(name, k, (8, 8), decor) for k in SAMPLES]
+    assert all(a > b for a, b in zip(angles, angles[1:], strict=False)), angles
+    assert angles[0] - angles[-1] > 30, angles
+    if name == "inp":  # unbiased, one layer at a time: goes to 0
+        assert angles[-1] < 10, angles
+
+
+@pytest.mark.parametrize("name", ["np", "inp", "anp"])
+def test_single_layer_np_family_converges_to_the_gradient(float64, name):
+    # Measured at K = 1000: np 3.4°, inp 1.8°, anp 1.8° (one layer: the three coincide).
+    assert mean_angle(name, 1000, (), None) < 10
+
+
+# NPD Fig. 2 at equal samples (K = 10): INP best aligned, then ANP, then NP. ANP's
+# advantage over NP comes from the propagated noise, which Kaiming-uniform(√5) weights
+# damp away (there the two differ by 1-2°, within the seed noise); He-scaled weights
+# (× √6, gain √2 for ReLU) keep it. ANP is biased, so at K ≳ 100 NP overtakes it here.
+# Measured (20 seeds, 16-16-16-16-10 net, batch 32): np 60.5, anp 51.6, inp 38.4;
+# decorrelated: np 66.9, anp 62.3, inp 48.2. Standard error of the seed mean of NP − ANP ≈ 1°.
+@pytest.mark.parametrize("decor", [None, "crgd"])
+def test_npd_fig2_ordering_at_equal_samples(float64, decor):
+    kw = dict(hidden=(16, 16, 16), decor=decor, seeds=20, weight_scale=6**0.5, width_in=16,
+              classes=10, n=32)
+    np_, anp, inp = (mean_angle(name, 10, **kw) for name in ("np", "anp", "inp"))
+    assert inp < anp < np_, (inp, anp, np_)
+    assert anp - inp > 5 and np_ - anp > 2, (inp, anp, np_)
+
+
+# --- COPI against its formula ---------------------------------------------------------------
+@pytest.mark.parametrize("feedback", ["bp", "fa"])
+@pytest.mark.parametrize("decor", [None, "copi", "crgd"])
+def test_copi_update_matches_formula(float64, decor, feedback):
+    net = small_dense(decor)
+    x, y = batch("dense", 9)
+    n = x.shape[0]
+    rule = make_rule("copi", feedback=feedback, seed=2)
+    rule.setup(net, x)
+    assert all((layer.feedback is not None) == (feedback == "fa") for layer in net.layers)
+    rule.gradients(net, x, y, cross_entropy)
+
+    hp = hand_pass(net, x)
+    if feedback == "bp":  # ∂ℓ_n/∂a_n per sample
+        errors = torch.autograd.grad(per_sample_ce(hp.output, y).sum(), hp.preacts)
+    else:
+        with torch.no_grad():
+            errors = [None] * 3
+            errors[-1] = hp.output.softmax(1) - F.one_hot(y, 4).to(x.dtype)
+            for l in (2, 1):
+                err = input_error(net.layers[l], errors[l], hp.preacts[l - 1].shape)
+                errors[l - 1] = leaky_derivative(hp.preacts[l - 1]) * err
+    with torch.no_grad():
+        for layer, a, xh, err in zip(net.layers, hp.preacts, hp.xh, errors, strict=True):
+            z = a - err  # target: a + δ with δ = −∂ℓ_n/∂a_n
+            dW = z.T @ xh / n - layer.weight @ torch.diag((xh**2).mean(0))
+            db = z.mean(0) - layer.bias
+            torch.testing.assert_close(layer.weight.grad, -dW, rtol=1e-9, atol=1e-12)
+            torch.testing.assert_close(layer.bias.grad, -db, rtol=1e-9, atol=1e-12)
+
+
+def test_copi_without_biases_and_on_conv():
+    net = build_network("mlp", (7,), 4, hidden=(6,), bias=False)
+    x, y = batch("dense")
+    make_rule("copi").gradients(net, x, y, cross_entropy)
+    assert all(layer.bias is None and layer.weight.grad is not None for layer in net.layers)
+    with pytest.raises(ValueError, match="dense"):
+        make_rule("copi").setup(small_conv(None), batch("conv")[0])
+    with pytest.raises(ValueError):
+        make_rule("copi", feedback="dfa")
+
+
+# --- 5. one training step updates every forward weight; the loss falls ----------------------
+RULE_OPTIONS: dict[str, dict] = {"np": {"samples": 100}, "inp": {"samples": 30},
+                                 "anp": {"samples": 100}}
+TRAIN_CASES = [(name, kind, decor) for name in RULES for kind in ("dense", "conv")
+               for decor in (None, "decor") if not (name == "copi" and kind == "conv")]
+# COPI as in its paper: quadratic loss, plain SGD steps, lateral LR = forward LR.
+COPI_LR = 5e-3
+
+
+def training_setup(name: str, kind: str, decor: str | None
+                   ) -> tuple[Net, LearningRule, Tensor, Tensor]:
+    """A small net and a fixed batch whose labels are a linear function of the input."""
+    torch.manual_seed(1)
+    if decor is None:
+        settings = None
+    elif name == "copi":
+        settings = DecorSettings(rule="copi", lr=COPI_LR)
+    else:
+        settings = DecorSettings(rule="crgd", lr=1e-3)
+    if kind == "dense":
+        net = build_network("mlp", (10,), 3, settings, hidden=(64, 64))
+        x = torch.randn(32, 10)
+    else:  # conv 4, pool, conv 6, pool, dense 64: FA's error crosses a conv layer
+        net = build_network("convnet", (2, 10, 10), 3, settings, padding=1, channels=(4, 6),
+                            width=64)
+        x = torch.randn(32, 2, 10, 10)
+    projection = torch.randn(x[0].numel(), 3, generator=torch.Generator().manual_seed(5))
+    y = (x.flatten(1) @ projection).argmax(1)
+    rule = make_rule(name, **RULE_OPTIONS.get(name, {}))
+    rule.setup(net, x)
+    return net, rule, x, y
+
+
+@pytest.mark.parametrize("name,kind,decor", TRAIN_CASES)
+def test_one_step_updates_every_forward_weight(name, kind, decor):
+    net, rule, x, y = training_setup(name, kind, decor)
+    loss = squared_error if name == "copi" else cross_entropy
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    weights = [layer.weight.detach().clone() for layer in net.layers]
+    matrices = [None if layer.decor is None else layer.decor.matrix.clone()
+                for layer in net.layers]
+    train_step(net, rule, opt, x, y, loss)
+    for i, (layer, before) in enumerate(zip(net.layers, weights, strict=True)):
+        assert layer.weight.grad is not None, f"layer {i}: no gradient"
+        changed = (layer.weight != before).double().mean()
+        assert changed > 0.9, f"layer {i}: only {changed:.0%} of the weights moved"
+    for layer, M in zip(net.layers, matrices, strict=True):
+        assert (layer.decor is None) == (decor is None)
+        if M is not None:
+            assert not torch.equal(layer.decor.matrix, M)
+
+
+# Adam lr 1e-2 for STEPS_TO_FALL steps on the fixed batch (COPI: SGD, COPI_LR, quadratic
+# loss; at lr 1e-2 COPI without decorrelation diverges here, and under Adam its Hebbian
+# and decay terms make the loss rise). Measured end / start loss for seed 1: at most
+# 0.77 (COPI with decorrelation; seeds 1-4 0.73-0.77), NP conv 0.55, ANP conv 0.34, INP conv 0.28,
+# FA / DFA conv 0.49 / 0.51; most cases below 0.3.
+STEPS_TO_FALL = 30
+
+
+@pytest.mark.parametrize("name,kind,decor", TRAIN_CASES)
+def test_loss_falls_on_a_fixed_batch(name, kind, decor):
+    net, rule, x, y = training_setup(name, kind, decor)
+    if name == "copi":
+        loss = squared_error
+        opt = torch.optim.SGD(net.parameters(), lr=COPI_LR)
+    else:
+        loss = cross_entropy
+        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    with torch.no_grad():
+        start = float(loss(net(x), y).mean())
+    for _ in range(STEPS_TO_FALL):
+        train_step(net, rule, opt, x, y, loss)
+    with torch.no_grad():
+        end = float(loss(net(x), y).mean())
+    assert end < 0.8 * start, (start, end)
+
+
+# --- losses and diagnostics -------------------------------------------------------------------
+def test_squared_error_value_and_gradient(float64):
+    out = torch.randn(5, 4, requires_grad=True)
+    y = torch.tensor([0, 3, 1, 1, 2])
+    onehot = F.one_hot(y, 4).to(out.dtype)
+    per_sample = squared_error(out, y)
+    assert per_sample.shape == (5,)
+    torch.testing.assert_close(per_sample, 0.5 * ((out - onehot) ** 2).sum(1))
+    (grad,) = torch.autograd.grad(per_sample.sum(), out)
+    torch.testing.assert_close(grad, out.detach() - onehot)
+    assert get_loss("mse") is squared_error and get_loss("ce") is cross_entropy
+    with pytest.raises(ValueError):
+        get_loss("hinge")
+
+
+def test_cross_entropy_is_per_sample(float64):
+    logits, y = torch.randn(6, 3), torch.randint(0, 3, (6,))
+    torch.testing.assert_close(cross_entropy(logits, y), per_sample_ce(logits, y))
+
+
+def test_angle():
+    u = torch.randn(5000)  # float32: the angle of a vector with itself is still ~0
+    assert angle(u, u) < 1e-4
+    assert angle(u, -u) == pytest.approx(180, abs=1e-4)
+    assert angle(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0])) == pytest.approx(90)
+    assert angle(u, torch.zeros_like(u)) == 90.0
+
+
+def test_update_angles_of_bp_are_zero_and_of_fa_are_not():
+    net = build_network("mlp", (10,), 3, DecorSettings(lr=1e-2), hidden=(16, 16))
+    x, y = torch.randn(32, 10), torch.randint(0, 3, (32,))
+    bp = update_angles(net, make_rule("bp"), x, y, cross_entropy)
+    assert len(bp) == 3 and max(bp) < 1e-3
+    fa = make_rule("fa")
+    fa.setup(net, x)
+    sentinel = [torch.full_like(p, 7.0) for p in net.parameters()]
+    for p, s in zip(net.parameters(), sentinel, strict=True):
+        p.grad = s
+    angles = update_angles(net, fa, x, y, cross_entropy)
+    assert min(angles[:-1]) > 5 and angles[-1] < 1e-3  # FA's last layer is exact
+    assert all(p.grad is s for p, s in zip(net.parameters(), sentinel, strict=True))
+    assert all(layer.feedback is not None for layer in net.layers)  # restored
+
+
+def test_decorrelation_stats_per_layer():
+    net = build_network("mlp", (10,), 3, DecorSettings(lr=1e-2), hidden=(16,))
+    stats = decorrelation_stats(net, torch.randn(64, 10))
+    assert len(stats) == 2
+    for s in stats:
+        assert set(s) == {"offdiag_corr", "input_offdiag_corr", "gain", "norm_ratio"}
+    assert decorrelation_stats(build_network("mlp", (10,), 3, hidden=(16,)),
+                               torch.randn(8, 10)) == [None, None]
+
+
+def test_make_rule_rejects_unknown_names():
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        make_rule("hebb")
+    assert set(RULES) == {"bp", "fa", "dfa", "np", "inp", "anp", "copi"}
