@@ -153,6 +153,8 @@ def _check_select(select: Any, source: str) -> None:
 
 def _is_list_field(name: str) -> bool:
     annotation = RunConfig.model_fields[name].annotation
+    if get_origin(annotation) in (list, tuple):  # e.g. betas: tuple[float, float]
+        return True
     types = get_args(annotation) or (annotation,)
     return any(get_origin(t) in (list, tuple) or t in (list, tuple) for t in types)
 
