@@ -6,6 +6,9 @@ same columns), so this module knows nothing of SQL.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pandas as pd
 
 from corrgd.config import CURVE_KEYS
@@ -31,34 +34,65 @@ def peak_scores(epochs: pd.DataFrame, metric: str) -> pd.DataFrame:
                                                              "epoch": "peak_epoch"})
 
 
-def best_params(runs: pd.DataFrame, epochs: pd.DataFrame, metric: str = "val_acc"
-                ) -> pd.DataFrame:
-    """For every curve (dataset × network × algorithm × decor) the lr and decor_lr whose
-    run has the best peak `metric` over epochs (CRGD Appendix E). Finished runs only.
+def swept_axes(runs: pd.DataFrame) -> list[str]:
+    """Axes other than the curve keys, lr, decor_lr and seed that take several values
+    (e.g. depth, np_samples): they split curves too."""
+    standard = {*CURVE_KEYS, "lr", "decor_lr", "seed"}
+    names = dict.fromkeys(k for axes in runs.get("axes", []) for k in (axes or {})
+                          if k not in standard)
+    return [n for n in names if n in runs and runs[n].astype(str).nunique(dropna=False) > 1]
 
-    Columns: the curve keys, lr, decor_lr, score, peak_epoch, run_id, candidates
+
+def best_params(runs: pd.DataFrame, epochs: pd.DataFrame, metric: str = "val_acc",
+                by: list[str] | None = None) -> pd.DataFrame:
+    """For every curve (dataset × network × algorithm × decor, and the axes `by`; default:
+    `swept_axes(runs)`) the lr and decor_lr whose run has the best peak `metric` over
+    epochs (CRGD Appendix E). Finished runs only.
+
+    Columns: the curve keys, `by`, lr, decor_lr, score, peak_epoch, run_id, candidates
     (runs compared) and tied (how many other runs reached the same score).
     """
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
+    keys = [*CURVE_KEYS, *(swept_axes(runs) if by is None else by)]
     larger = METRICS[metric][2]
     finished = runs[runs["status"].isin(FINISHED)]
     scored = finished.merge(peak_scores(epochs, metric), on="run_id")
-    columns = [*CURVE_KEYS, "lr", "decor_lr", "score", "peak_epoch", "run_id", "candidates",
-               "tied"]
+    columns = [*keys, "lr", "decor_lr", "score", "peak_epoch", "run_id", "candidates", "tied"]
     if scored.empty:
         return pd.DataFrame(columns=columns)
     scored = scored.assign(order=-scored["score"] if larger else scored["score"])
     scored = scored.sort_values(["order", "lr", "decor_lr", "run_id"])
-    groups = scored.groupby(list(CURVE_KEYS), sort=True)["score"]
+    groups = scored.groupby(keys, sort=True, dropna=False)["score"]
     scored["candidates"] = groups.transform("size")
     scored["tied"] = groups.transform(lambda s: int((s == s.iloc[0]).sum()) - 1)
-    best = scored.groupby(list(CURVE_KEYS), sort=True).head(1)
-    return best[columns].sort_values(list(CURVE_KEYS)).reset_index(drop=True)
+    best = scored.groupby(keys, sort=True, dropna=False).head(1)
+    return best[columns].sort_values(keys).reset_index(drop=True)
 
 
-def lookup(best: pd.DataFrame) -> dict[tuple, dict[str, float]]:
-    """`best_params` as {curve key: {"lr": .., "decor_lr": ..}} for sweep selection."""
-    return {tuple(row[k] for k in CURVE_KEYS): {"lr": float(row["lr"]),
-                                                "decor_lr": float(row["decor_lr"])}
-            for _, row in best.iterrows()}
+def selection_lookup(db: Any) -> Callable[[str, str], list[tuple[dict, dict]]]:
+    """For `sweeps.expand`: (source sweep, metric) -> [(curve conditions, {lr, decor_lr})].
+
+    `db` is anything with `runs_frame(sweep)` and `epochs_frame(sweep, diagnostics=)`
+    (a `ResultsDB`), or None; an unknown source sweep gives no entries.
+    """
+
+    def lookup(source: str, metric: str) -> list[tuple[dict, dict]]:
+        if db is None or source not in set(db.list_sweeps()["sweep"]):
+            return []
+        runs = db.runs_frame(source)
+        best = best_params(runs, db.epochs_frame(source, diagnostics=False), metric)
+        keys = [c for c in best.columns if c not in _RESULT_COLUMNS]
+        return [({k: _plain(row[k]) for k in keys},
+                 {"lr": float(row["lr"]), "decor_lr": float(row["decor_lr"])})
+                for _, row in best.iterrows()]
+
+    return lookup
+
+
+_RESULT_COLUMNS = {"lr", "decor_lr", "score", "peak_epoch", "run_id", "candidates", "tied"}
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python values, so they compare equal to a spec's settings."""
+    return value.item() if hasattr(value, "item") else value

@@ -82,14 +82,14 @@ def sweep(
                                               "handed to another worker")] = 120.0,
 ) -> None:
     """Enqueue the runs of a sweep spec (only those missing) and work through them."""
-    from corrgd import sweeps
+    from corrgd import analysis, sweeps
 
     if executor not in ("local", "slurm"):
         raise fail(f"--executor: {executor!r} is not one of: local, slurm")
     try:  # validate everything before the database is opened (or created)
         parsed = sweeps.load_spec(spec)
         database = _open_db(db) if parsed.select and _db_exists(db) else None
-        runs = sweeps.expand(parsed, _best_params_lookup(database))
+        runs = sweeps.expand(parsed, analysis.selection_lookup(database))
     except SpecError as e:
         raise fail(str(e)) from None
     if dry_run:
@@ -131,24 +131,6 @@ def _db_exists(url: str | None) -> bool:
     resolved = resolve_url(url)
     return not resolved.drivername.startswith("sqlite") or not resolved.database or \
         Path(resolved.database).exists()
-
-
-def _best_params_lookup(database: Any) -> Any:
-    from corrgd import analysis
-    from corrgd.storage import UnknownSweep
-
-    def lookup(source: str, metric: str) -> dict:
-        if database is None:
-            return {}
-        try:
-            runs = database.runs_frame(source)
-        except UnknownSweep:
-            return {}
-        best = analysis.best_params(runs, database.epochs_frame(source, diagnostics=False),
-                                    metric)
-        return analysis.lookup(best)
-
-    return lookup
 
 
 @app.command()

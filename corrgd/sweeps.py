@@ -40,9 +40,9 @@ RESERVED = ("name", "description", "select", "grids")
 SELECT_METRICS = ("val_acc", "val_loss", "test_acc", "test_loss", "train_acc", "train_loss")
 SELECTED_PARAMS = ("lr", "decor_lr")
 
-# best(source_sweep, metric) -> {curve key tuple (dataset, network, algorithm, decor):
-#                                {"lr": .., "decor_lr": ..}}
-BestParamsLookup = Callable[[str, str], dict[tuple, dict[str, float]]]
+# best(source_sweep, metric) -> [(curve conditions {dataset: .., network: .., algorithm: ..,
+#                                  decor: .., and any other axis}, {"lr": .., "decor_lr": ..})]
+BestParamsLookup = Callable[[str, str], list[tuple[dict[str, Any], dict[str, float]]]]
 
 
 class SpecError(ValueError):
@@ -196,7 +196,7 @@ def validate(settings: dict[str, Any], source: str) -> RunConfig:
         raise SpecError(source, loc, msg + shown) from None
 
 
-def _selection(sweep: Sweep, best_params: BestParamsLookup | None) -> dict:
+def _selection(sweep: Sweep, best_params: BestParamsLookup | None) -> list:
     assert sweep.select is not None
     source, metric = sweep.select["from"], sweep.select.get("metric", "val_acc")
     if best_params is None:
@@ -208,12 +208,21 @@ def _selection(sweep: Sweep, best_params: BestParamsLookup | None) -> dict:
     return chosen
 
 
-def _apply_selection(sweep: Sweep, settings: dict[str, Any], chosen: dict) -> dict[str, Any]:
+def _apply_selection(sweep: Sweep, settings: dict[str, Any], chosen: list) -> dict[str, Any]:
     assert sweep.select is not None
-    key = tuple(settings.get(k, False) for k in CURVE_KEYS)
-    if key not in chosen:
-        curve = ", ".join(f"{k}={v}" for k, v in zip(CURVE_KEYS, key, strict=True))
+    defaults = {k: f.default for k, f in RunConfig.model_fields.items()}
+    matches = [params for conditions, params in chosen
+               if all(_same(settings.get(k, defaults.get(k)), v) for k, v in conditions.items())]
+    if not matches:
+        curve = ", ".join(f"{k}={settings.get(k, defaults.get(k))}" for k in CURVE_KEYS)
         raise SpecError(sweep.source, "select.from",
                         f"sweep {sweep.select['from']!r} has no finished run for {curve}")
     params = sweep.select.get("params", list(SELECTED_PARAMS))
-    return {**settings, **{p: chosen[key][p] for p in params}}
+    return {**settings, **{p: matches[0][p] for p in params}}
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Setting equality across YAML and database types (lists vs tuples, 1 vs 1.0)."""
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from corrgd import analysis
 from corrgd.config import CURVE_KEYS, RunConfig
-from corrgd.storage import ResultsDB, RunSpec, UnknownSweep, open_db
-from corrgd.sweeps import BestParamsLookup, Sweep, expand, load_spec
+from corrgd.storage import ResultsDB, RunSpec, open_db
+from corrgd.sweeps import Sweep, expand, load_spec
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 LRS = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7]
@@ -175,20 +175,6 @@ def fill_table2(db: ResultsDB) -> None:
         db.finish_run(run.run_id, "done", worker=worker)
 
 
-def best_params_lookup(db: ResultsDB) -> BestParamsLookup:
-    """As `corrgd sweep` builds it: best (lr, decor_lr) per curve of a finished sweep."""
-
-    def lookup(source: str, metric: str) -> dict[tuple, dict[str, float]]:
-        try:
-            runs = db.runs_frame(source)
-        except UnknownSweep:
-            return {}
-        epochs = db.epochs_frame(source, diagnostics=False)
-        return analysis.lookup(analysis.best_params(runs, epochs, metric))
-
-    return lookup
-
-
 @pytest.fixture(scope="module")
 def table2_db(tmp_path_factory: pytest.TempPathFactory) -> ResultsDB:
     url = f"sqlite:///{tmp_path_factory.mktemp('table2')}/results.sqlite"
@@ -200,7 +186,7 @@ def table2_db(tmp_path_factory: pytest.TempPathFactory) -> ResultsDB:
 def test_figure4_takes_the_lrs_selected_from_table2(table2_db: ResultsDB) -> None:
     sweep: Sweep = load_spec(SWEEPS / "figure4.yaml")
     assert sweep.select == {"from": "table2", "metric": "val_acc"}
-    runs = expand(sweep, best_params_lookup(table2_db))
+    runs = expand(sweep, analysis.selection_lookup(table2_db))
     assert len(runs) == EXPECTED_RUNS["figure4"]
     per_curve = Counter(curve(r) for r in runs)
     assert set(per_curve) == set(CRGD_TABLE2) and set(per_curve.values()) == {5}

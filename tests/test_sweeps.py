@@ -71,13 +71,43 @@ def test_invalid_specs_name_file_field_and_allowed(text: str, field: str, allowe
 def test_select_takes_lrs_per_curve_and_fails_without_finished_runs() -> None:
     text = ("dataset: digits\nnetwork: mlp\nalgorithm: [bp, fa]\ndecor: [false, true]\n"
             "decor_lr: 1.0e-3\nseed: [0, 1]\nselect: {from: grid, metric: val_acc}\n")
-    chosen = {("digits", "mlp", a, d): {"lr": lr, "decor_lr": 1e-4 if d else 0.0}
-              for a, lr in (("bp", 1e-2), ("fa", 1e-3)) for d in (False, True)}
+    chosen = [({"dataset": "digits", "network": "mlp", "algorithm": a, "decor": d},
+               {"lr": lr, "decor_lr": 1e-4 if d else 0.0})
+              for a, lr in (("bp", 1e-2), ("fa", 1e-3)) for d in (False, True)]
     out = expand(parse_spec(text, source="s.yaml"), lambda sweep, metric: chosen)
     assert len(out) == 8
     assert {(r.algorithm, r.decor, r.lr, r.decor_lr) for r in out} == {
         ("bp", False, 1e-2, 0.0), ("bp", True, 1e-2, 1e-4),
         ("fa", False, 1e-3, 0.0), ("fa", True, 1e-3, 1e-4)}
-    assert "no finished runs" in str(error(text, lambda sweep, metric: {}))
-    partial = {k: v for k, v in chosen.items() if k[2] == "bp"}
+    assert "no finished runs" in str(error(text, lambda sweep, metric: []))
+    partial = [c for c in chosen if c[0]["algorithm"] == "bp"]
     assert "algorithm=fa" in str(error(text, lambda sweep, metric: partial))
+
+
+def test_select_matches_other_swept_axes_too() -> None:
+    text = "dataset: digits\nnetwork: npd-fc\nalgorithm: bp\ndepth: [1, 3]\nselect: {from: grid}\n"
+    chosen = [({"dataset": "digits", "network": "npd-fc", "algorithm": "bp", "decor": False,
+                "depth": depth}, {"lr": lr, "decor_lr": 0.0})
+              for depth, lr in ((1, 1e-2), (3, 1e-4))]
+    out = expand(parse_spec(text, source="s.yaml"), lambda sweep, metric: chosen)
+    assert sorted((r.depth, r.lr) for r in out) == [(1, 1e-2), (3, 1e-4)]
+
+
+def test_best_params_is_the_argmax_per_curve_and_per_other_swept_axis() -> None:
+    import pandas as pd
+
+    from corrgd import analysis
+
+    rows = [(1, 1, 1e-2, 0.5), (2, 1, 1e-3, 0.7), (3, 3, 1e-2, 0.9), (4, 3, 1e-3, 0.6)]
+    runs = pd.DataFrame({"run_id": [r[0] for r in rows], "dataset": "digits", "network": "npd-fc",
+                         "algorithm": "bp", "decor": False, "lr": [r[2] for r in rows],
+                         "decor_lr": 0.0, "seed": 0, "status": "done",
+                         "depth": [r[1] for r in rows],
+                         "axes": [{"depth": r[1], "lr": r[2]} for r in rows]})
+    epochs = pd.DataFrame({"run_id": [r[0] for r in rows for _ in (0, 1)],
+                           "epoch": [e for _ in rows for e in (0, 1)], "split": "val",
+                           "loss": 1.0, "accuracy": [a for r in rows for a in (0.1, r[3])]})
+    assert analysis.swept_axes(runs) == ["depth"]
+    best = analysis.best_params(runs, epochs, "val_acc")
+    assert best[["depth", "lr", "run_id", "peak_epoch"]].values.tolist() == [
+        [1, 1e-3, 2, 1], [3, 1e-2, 3, 1]]
