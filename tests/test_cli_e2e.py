@@ -51,7 +51,7 @@ def test_sweep_logs_every_epoch_and_split_once_and_rerun_adds_nothing(tmp_path: 
         ("bp", False), ("bp", True), ("np", False), ("np", True)}
     epochs = db.epochs_frame("tiny")
     assert len(epochs) == 4 * 3 * 3  # runs x epochs 0..2 x splits
-    for run_id, rows in epochs.groupby("run_id"):
+    for _, rows in epochs.groupby("run_id"):
         assert sorted(zip(rows["epoch"], rows["split"], strict=True)) == sorted(
             (e, s) for e in range(3) for s in ("train", "val", "test"))
         assert rows["accuracy"].between(0, 1).all() and (rows["loss"] > 0).all()
