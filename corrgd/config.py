@@ -52,6 +52,7 @@ class RunConfig(BaseModel):
     decor_sample_frac: float = Field(0.1, gt=0, le=1)
     decor_demean: bool | None = None
     decor_update_order: Literal["CM", "MC"] = "CM"  # paper CM; reference code MC
+    first_epoch_decor_lr: float | None = Field(None, gt=0)  # COPI: lateral LR of epoch 1
     # optimisation
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: float = Field(1e-4, gt=0)

@@ -100,9 +100,13 @@ def data_key(config: RunConfig) -> tuple:
             tuple(sorted(config.data.items())))
 
 
-def learning_rate(config: RunConfig, epoch: int) -> float:
-    """LR of training epoch `epoch` (1-based): `first_epoch_lr` in epoch 1 if set."""
-    return config.first_epoch_lr if epoch == 1 and config.first_epoch_lr else config.lr
+def learning_rates(config: RunConfig, epoch: int) -> tuple[float, float]:
+    """(forward LR, decor LR) of training epoch `epoch` (1-based): the `first_epoch_*`
+    values in epoch 1 where set."""
+    if epoch == 1:
+        return (config.first_epoch_lr or config.lr,
+                config.first_epoch_decor_lr or config.decor_lr)
+    return config.lr, config.decor_lr
 
 
 def run(config: RunConfig, *, device: str = "cpu", data_dir: str | None = None,
@@ -137,8 +141,11 @@ def run(config: RunConfig, *, device: str = "cpu", data_dir: str | None = None,
         seconds, diverged = 0.0, False
         if epoch > 0:
             _reseed(config.seed, epoch)
+            lr, decor_lr = learning_rates(config, epoch)
             for group in opt.param_groups:
-                group["lr"] = learning_rate(config, epoch)
+                group["lr"] = lr
+            if config.decor:
+                net.set_decorrelation_lr(decor_lr)
             net.train()
             t0 = time.perf_counter()
             order = torch.randperm(n, device=dev)

@@ -76,3 +76,27 @@ def test_nan_loss_marks_run_diverged_and_stops() -> None:
     assert result.status == "diverged"
     assert result.epochs < 30
     assert rec.epochs[-1][0] == result.epochs
+
+
+def test_first_epoch_lrs_then_the_main_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    from corrgd import runner
+
+    built: dict[str, Any] = {}
+    original = runner.build
+
+    def build(*args: Any, **kwargs: Any) -> Any:  # keep hold of the net and optimizer
+        built["net"], built["rule"], built["opt"] = original(*args, **kwargs)
+        return built["net"], built["rule"], built["opt"]
+
+    seen: list[tuple[float, float]] = []
+
+    class Spy(Recorder):
+        def progress(self, epoch: int, step: int, steps: int, loss: float) -> None:
+            if step == 1:
+                seen.append((built["opt"].param_groups[0]["lr"],
+                             built["net"].layers[0].decor.settings.lr))
+
+    monkeypatch.setattr(runner, "build", build)
+    run(RunConfig(**{**CONFIG, "epochs": 3, "first_epoch_lr": 1e-2,
+                     "first_epoch_decor_lr": 1e-2}), reporter=Spy())
+    assert seen == [(1e-2, 1e-2), (1e-3, 1e-3), (1e-3, 1e-3)]

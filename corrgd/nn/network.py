@@ -14,7 +14,7 @@ weights.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -100,6 +100,12 @@ class Net(nn.Module):
         """One step of every layer's decorrelation rule, from a trace's inputs."""
         for layer, x in zip(self.layers, inputs, strict=True):
             layer.update_decorrelation(x)
+
+    def set_decorrelation_lr(self, lr: float) -> None:
+        """Change every decorrelation layer's learning rate (e.g. a schedule)."""
+        for layer in self.layers:
+            if layer.decor is not None:
+                layer.decor.settings = replace(layer.decor.settings, lr=lr)
 
     @property
     def decorrelated(self) -> bool:
