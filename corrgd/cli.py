@@ -165,8 +165,13 @@ def status(
     from corrgd.launch import status_tables
 
     database = _open_db(db)
+    out = console
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        # Piped or captured (a script, a log): no terminal width to fit. Cut to rich's
+        # default 80 columns, run and SLURM job states came out as "runn…", "CANC…".
+        out = Console(width=10_000)  # tables keep their natural width: every cell whole
     for table in status_tables(database, sweep):
-        console.print(table)
+        out.print(table)
 
 
 @app.command()
