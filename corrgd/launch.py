@@ -44,10 +44,12 @@ def reclaim_orphans(db: ResultsDB, sweep: str) -> int:
     slurm_states: dict[str, str] = {}
     job_ids = [j for j in running["slurm_job_id"].dropna() if j]
     if job_ids:
-        from corrgd.executors import slurm_job_states
+        from corrgd.executors import slurm_job_states, slurm_jobs_in_queue
 
         try:
             slurm_states = slurm_job_states(job_ids)
+            for job in slurm_jobs_in_queue(job_ids):  # ended, but its processes may still run
+                slurm_states.pop(job, None)
         except Exception:  # no SLURM client here: leave it to the lease
             slurm_states = {}
     host = socket.gethostname()

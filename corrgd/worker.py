@@ -169,9 +169,14 @@ class WorkerTask:
                              data_dir=data_dir, checkpoint_dir=checkpoint_dir)
         return self.worker.run(max_runs, stop)
 
-    def release(self) -> None:
+    def release(self, timeout: float = 10.0) -> None:
+        """Runs in a signal handler: if the interrupted main thread holds a database lock,
+        a release in this thread would wait on it forever. So release from a helper
+        thread and wait at most `timeout`; failing that, the run's lease expires."""
         if self.worker is not None:
-            self.worker.release()
+            helper = threading.Thread(target=self.worker.release, daemon=True)
+            helper.start()
+            helper.join(timeout)
 
 
 def run_worker(db_url: str | None = None, *, sweep: str | None = None, device: str = "cpu",

@@ -18,6 +18,7 @@ from corrgd.executors.slurm import (
     WorkerJob,
     parse_time_minutes,
     slurm_job_states,
+    slurm_jobs_in_queue,
 )
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "make_executor",
     "parse_time_minutes",
     "slurm_job_states",
+    "slurm_jobs_in_queue",
 ]
 
 

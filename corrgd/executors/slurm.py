@@ -265,6 +265,17 @@ def _query(command: list[str]) -> dict[str, str]:
     return _parse_states(done.stdout)
 
 
+def slurm_jobs_in_queue(job_ids: Iterable[str]) -> set[str]:
+    """The ids among `job_ids` that the controller still lists as pending, running or
+    completing: a cancelled job's processes may run on until SLURM's KillWait is over."""
+    ids = {str(job_id) for job_id in job_ids}
+    if not ids:
+        return set()
+    queued = _query(["squeue", "-h", "-o", "%i|%T"])
+    return {job_id for job_id in ids
+            if job_id in queued or any(task.startswith(f"{job_id}_") for task in queued)}
+
+
 def slurm_job_states(job_ids: Iterable[str]) -> dict[str, str]:
     """SLURM state of each job id, e.g. {"12_0": "RUNNING", "12_1": "PENDING"}.
 

@@ -99,7 +99,7 @@ EOF
 
 start_accounting() {
   if ! mariadb-admin ping >/dev/null 2>&1; then
-    /etc/init.d/mariadb start >/dev/null
+    setsid /etc/init.d/mariadb start >/dev/null   # own session: outlives the caller's job
     touch "$DIR/mariadb.ours"
   fi
   mariadb -e "DROP DATABASE IF EXISTS slurm_acct_db;
