@@ -26,6 +26,7 @@ from corrgd.nn import (
     correlation_floor,
     off_diagonal_correlation,
 )
+from corrgd.nn.decorrelation import GAIN_ROWS
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -75,7 +76,8 @@ def expected_update(M: Tensor, rows: Tensor, mean: Tensor | None, settings: Deco
     C = xh.T @ xh / n
     if settings.rule == "copi":
         return M - settings.lr * (C - torch.diag((xh**2).mean(0))) @ M
-    gain = (x.norm(dim=1) / xh.norm(dim=1)).mean()
+    rows_for_gain = slice(0, GAIN_ROWS)  # the gain is measured on the first GAIN_ROWS rows
+    gain = (x[rows_for_gain].norm(dim=1) / xh[rows_for_gain].norm(dim=1)).mean()
     CM = C @ M if settings.update_order == "CM" else M @ C
     return gain * (M - settings.lr * CM)
 
@@ -109,7 +111,8 @@ def test_off_diagonal_correlation_of_non_finite_data_is_nan():
 
 
 # --- the update formulas ---------------------------------------------------------------
-@pytest.mark.parametrize("n", [5, 40])  # fewer and more samples than dimensions
+# fewer and more samples than dimensions, and more than GAIN_ROWS + d (conv patches)
+@pytest.mark.parametrize("n", [5, 40, GAIN_ROWS + 100])
 @pytest.mark.parametrize("settings", [
     DecorSettings(rule="crgd", lr=0.05),
     DecorSettings(rule="crgd", lr=0.05, update_order="MC"),

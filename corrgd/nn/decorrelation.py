@@ -65,6 +65,9 @@ class DecorSettings:
         return self.rule == "crgd" if self.demean is None else self.demean
 
 
+GAIN_ROWS = 4096  # rows the CRGD gain (a mean of per-row norm ratios) is measured on
+
+
 def subsample_size(n: int, frac: float) -> int:
     """Rows used for the update: `frac` of the batch plus one (reference code), at most n."""
     return min(n, int(frac * n) + 1)
@@ -112,17 +115,16 @@ class Decorrelation(nn.Module):
         x = rows if batch_mean is None else rows - batch_mean
         x = x.to(self.matrix.dtype)
         M = self.matrix
-        xh = x @ M.T
         n = x.shape[0]
-        # In place, so that no d × d temporary is made when n < d.
+        m = _Moments(x, M, left=s.rule == "copi" or s.update_order == "CM")
+        # Updated in place, so that no d × d temporary is made when n < d.
         if s.rule == "crgd":  # M ← g M − g η C M
-            A, B = _moment_factors(xh, M, left=s.update_order == "CM")
-            gain = (x.norm(dim=1) / xh.norm(dim=1).clamp_min(1e-12)).mean()
-            M.mul_(gain).addmm_(A, B * gain, alpha=-s.lr / n)
+            xs, xhs = x[:GAIN_ROWS], m.decorrelated[:GAIN_ROWS]
+            gain = (xs.norm(dim=1) / xhs.norm(dim=1).clamp_min(1e-12)).mean()
+            M.mul_(gain).addmm_(m.A, m.B * gain, alpha=-s.lr / n)
         else:  # M ← M − α C M + α diag(⟨x̂²⟩) M
-            A, B = _moment_factors(xh, M, left=True)
-            M.addcmul_((xh * xh).mean(0)[:, None], M, value=s.lr)
-            M.addmm_(A, B, alpha=-s.lr / n)
+            M.addcmul_(m.second[:, None], M, value=s.lr)
+            M.addmm_(m.A, m.B, alpha=-s.lr / n)
         if batch_mean is not None:
             self.running_mean.lerp_(batch_mean.to(self.running_mean.dtype), s.momentum)
 
@@ -140,17 +142,35 @@ class Decorrelation(nn.Module):
         }
 
 
-def _moment_factors(xh: Tensor, M: Tensor, *, left: bool) -> tuple[Tensor, Tensor]:
-    """Two factors whose product is `n C M` (left) or `n M C`, with `C = xhᵀ xh / n`.
+class _Moments:
+    """What the rules need of the decorrelated rows `x̂ = x Mᵀ`, each in its cheapest form:
 
-    With fewer samples than dimensions C is never formed (2 n d² flops instead of
-    n d² + d³). The factors never alias M, so M can be updated in place.
+    A, B:          factors with A @ B = n C M (left) or n M C, C = x̂ᵀ x̂ / n; they never
+                   alias M, so M can be updated in place
+    decorrelated:  x̂ of (at least) the first GAIN_ROWS rows, for the CRGD gain
+    second:        ⟨x̂²⟩ per unit, for the COPI rule
+
+    Few rows (n < d): C is never formed (3 n d² flops). Up to d + GAIN_ROWS rows:
+    C = x̂ᵀ x̂ / n (2 n d² + d³). More rows (conv patches): n C = M (xᵀx) Mᵀ without
+    decorrelating every row ((n + GAIN_ROWS) d² + 2 d³).
     """
-    n, d = xh.shape
-    if n < d:
-        return (xh.T, xh @ M) if left else (M @ xh.T, xh)
-    C = xh.T @ xh
-    return (C, M.clone()) if left else (M.clone(), C)
+
+    def __init__(self, x: Tensor, M: Tensor, *, left: bool) -> None:
+        n, d = x.shape
+        if n > d + GAIN_ROWS:
+            nC = M @ (x.T @ x) @ M.T
+            self.A, self.B = (nC, M.clone()) if left else (M.clone(), nC)
+            self.decorrelated = x[:GAIN_ROWS] @ M.T
+            self.second = nC.diagonal() / n
+            return
+        xh = x @ M.T
+        if n < d:
+            self.A, self.B = (xh.T, xh @ M) if left else (M @ xh.T, xh)
+        else:
+            C = xh.T @ xh
+            self.A, self.B = (C, M.clone()) if left else (M.clone(), C)
+        self.decorrelated = xh
+        self.second = xh.pow(2).mean(0)
 
 
 def off_diagonal_correlation(x: Tensor) -> float:
