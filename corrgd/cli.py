@@ -13,7 +13,6 @@ exit code 2, with nothing written.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -209,9 +208,13 @@ def train(
         config = validate(parsed.grids[0].settings, parsed.source)
     except SpecError as e:
         raise fail(str(e)) from None
+    from corrgd.data import DataNotFoundError
     from corrgd.launch import train_one
 
-    status_ = train_one(config, device=device, data_dir=data_dir, console=console)
+    try:
+        status_ = train_one(config, device=device, data_dir=data_dir, console=console)
+    except DataNotFoundError as e:
+        raise fail(str(e)) from None
     raise typer.Exit(0 if status_ == "done" else 1)
 
 
@@ -286,8 +289,3 @@ def report(
                                                   sweep=sweep, lrs=lrs, out=out,
                                                   console=console))
 
-
-def main() -> None:  # pragma: no cover - console script entry
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    app(prog_name="corrgd")
-    sys.exit(0)

@@ -109,3 +109,11 @@ def test_worker_killed_mid_run_resumes_without_duplicates(tmp_path: Path) -> Non
     epochs = db.epochs_frame("long")
     keys = list(zip(epochs["epoch"], epochs["split"], strict=True))
     assert len(keys) == len(set(keys)) == 31 * 3
+
+
+def test_missing_data_set_offline_is_one_line_exit_2(tmp_path: Path) -> None:
+    proc = corrgd("train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "none"),
+                  "--epochs", "1", cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cifar-10-batches-py" in lines[0] and str(tmp_path) in lines[0]
