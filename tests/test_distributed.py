@@ -21,7 +21,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,14 +29,13 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
-from sqlalchemy import create_engine, make_url, text
+from pg_schema import PG_URL, fresh_pg_schema
 
 from corrgd.config import RunConfig
 from corrgd.executors import slurm_job_states
 from corrgd.runner import run
 from corrgd.storage import ResultsDB, UnknownSweep, open_db
 
-PG_URL = os.environ.get("CORRGD_TEST_PG_URL")
 SLURM_CONF_DEFAULT = Path("/tmp/corrgd-slurm/slurm.conf")
 SPLITS = ("train", "val", "test")
 HOST = socket.gethostname()
@@ -141,23 +139,6 @@ def straight_run_rows(config: dict[str, Any]) -> dict[tuple[int, str], tuple[flo
 
     run(RunConfig(**config), reporter=Collect())
     return rows
-
-
-@contextlib.contextmanager
-def fresh_pg_schema() -> Iterator[str]:
-    """A URL to an empty schema of the test PostgreSQL server, dropped afterwards."""
-    assert PG_URL is not None
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
 
 
 @pytest.fixture(params=[

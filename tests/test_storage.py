@@ -7,19 +7,18 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import pickle
 import queue
 import shutil
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, inspect, make_url, text
+from pg_schema import PG_URL, fresh_pg_schema
+from sqlalchemy import create_engine, inspect, text
 
 from corrgd.storage import (
     LostLease,
@@ -35,7 +34,6 @@ from corrgd.storage.engine import WRITE_OPTIONS, make_engine
 from corrgd.storage.migrate import MIGRATIONS_DIR, current_revision, head_revision, upgrade
 from corrgd.storage.models import Base
 
-PG_URL = os.environ.get("CORRGD_TEST_PG_URL")
 LEASE = 60.0
 
 
@@ -56,18 +54,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/results.sqlite"
         return
-    assert PG_URL is not None
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    with fresh_pg_schema() as url:
+        yield url
 
 
 @pytest.fixture
