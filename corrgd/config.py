@@ -104,9 +104,6 @@ class RunConfig(BaseModel):
     def hash(self) -> str:
         return hashlib.sha256(self.canonical().encode()).hexdigest()
 
-    def axes(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in AXIS_COLUMNS}
-
     @property
     def label(self) -> str:
         """Short curve name, e.g. 'BP+decor'."""
