@@ -15,7 +15,6 @@ import contextlib
 import os
 import random
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -30,13 +29,13 @@ import pandas as pd
 import pytest
 import yaml
 from pg_schema import PG_URL, fresh_pg_schema
+from slurm_cluster import slurm_conf_or_skip
 
 from corrgd.config import RunConfig
 from corrgd.executors import slurm_job_states
 from corrgd.runner import run
 from corrgd.storage import ResultsDB, UnknownSweep, open_db
 
-SLURM_CONF_DEFAULT = Path("/tmp/corrgd-slurm/slurm.conf")
 SPLITS = ("train", "val", "test")
 HOST = socket.gethostname()
 
@@ -260,21 +259,12 @@ def test_workers_killed_at_random_moments_lose_nothing_after_rerun(
 @pytest.fixture(scope="module")
 def slurm_cluster() -> Iterator[None]:
     """A reachable SLURM cluster, with SLURM_CONF set for the CLI and its jobs."""
-    conf = os.environ.get("SLURM_CONF") or (
-        str(SLURM_CONF_DEFAULT) if SLURM_CONF_DEFAULT.exists() else None)
-    if conf is None or not Path(conf).exists() or shutil.which("sinfo") is None:
-        pytest.skip("no SLURM cluster (run tests/services/slurm.sh start)")
+    conf = slurm_conf_or_skip()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SLURM_CONF", conf)
         # jobs inherit the environment: the test cluster runs many one-CPU jobs on few cores,
         # where torch's default of a thread per core would make them spin and crawl
         mp.setenv("OMP_NUM_THREADS", "1")
-        try:
-            probe = subprocess.run(["sinfo", "-h"], capture_output=True, text=True, timeout=15)
-        except subprocess.TimeoutExpired:
-            pytest.skip("SLURM not reachable: sinfo timed out")
-        if probe.returncode != 0:
-            pytest.skip(f"SLURM not reachable: {probe.stderr.strip()}")
         yield
 
 

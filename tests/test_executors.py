@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
+from slurm_cluster import slurm_conf_or_skip
 
 from corrgd.executors import (
     LocalExecutor,
@@ -37,7 +37,6 @@ from corrgd.executors.slurm import _parse_states
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_DIR = TESTS_DIR.parent
-SLURM_CONF_DEFAULT = Path("/tmp/corrgd-slurm/slurm.conf")
 
 
 def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -277,22 +276,12 @@ def test_ctrl_c_stops_local_workers_cleanly(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A reachable SLURM cluster; yields a folder for submitit's logs."""
-    conf = os.environ.get("SLURM_CONF") or (
-        str(SLURM_CONF_DEFAULT) if SLURM_CONF_DEFAULT.exists() else None
-    )
-    if conf is None or not Path(conf).exists() or shutil.which("sinfo") is None:
-        pytest.skip("no SLURM cluster (run tests/services/slurm.sh start)")
+    conf = slurm_conf_or_skip()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SLURM_CONF", conf)
         # the jobs unpickle the worker functions of this module
         path = [str(TESTS_DIR), str(REPO_DIR), os.environ.get("PYTHONPATH", "")]
         mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, path)))
-        try:
-            probe = subprocess.run(["sinfo", "-h"], capture_output=True, text=True, timeout=15)
-        except subprocess.TimeoutExpired:
-            pytest.skip("SLURM not reachable: sinfo timed out")
-        if probe.returncode != 0:
-            pytest.skip(f"SLURM not reachable: {probe.stderr.strip()}")
         yield tmp_path_factory.mktemp("slurm-logs")
 
 
