@@ -122,9 +122,11 @@ def test_registry_names() -> None:
     assert dataset_names() == [
         "cifar10",
         "cifar100",
+        "diabetes",
         "digits",
         "fashion-mnist",
         "mnist",
+        "sarcos",
         "synthetic-correlated",
         "tiny-imagenet",
     ]

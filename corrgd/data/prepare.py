@@ -1,5 +1,6 @@
 """From a loader's raw official splits to ``DataSplits``: validation hold-out, scaling,
-per-channel standardisation and flattening, shared by every data set."""
+per-channel standardisation and flattening, shared by every data set (regression data takes
+the branch in ``corrgd.data.regression``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from corrgd.data.splits import DataSplits, Split
+from corrgd.data.regression import check_raw_targets, prepare_regression
+from corrgd.data.splits import DataSplits, Split, Task
 from corrgd.data.transforms import BatchTransform
 
 CHUNK_ROWS = 1024
@@ -20,35 +22,55 @@ CHUNK_ROWS = 1024
 class RawData:
     """What a loader returns: the official splits, before any hold-out or scaling.
 
-    pixel_max: ``None`` for float32 vector data ``(N, D)``, used as it is; otherwise the
-        inputs are pixels ``(N, C, H, W)`` with values in ``[0, pixel_max]``.
+    pixel_max: ``None`` for float32 vector data ``(N, D)``, used as it is (regression
+        inputs excepted); otherwise the inputs are pixels ``(N, C, H, W)`` with values in
+        ``[0, pixel_max]``.
     store_uint8: keep the pixels as uint8 in ``Split.x`` and scale them in the transforms
         (for sets too large to hold as float32).
     crop: square crop applied by the transforms (random in training, centre in eval);
         needs ``store_uint8``, since training crops are drawn batch by batch.
+
+    The task follows from the targets (see ``Split``): classification data has int64 labels
+    and ``num_classes`` classes; regression data (float32 targets ``(N, k)``, vector
+    inputs) leaves ``num_classes`` at 0 and may set ``standardize_targets`` (see
+    ``corrgd.data.regression``).
     """
 
     train: Split
     test: Split | None
-    num_classes: int
+    num_classes: int = 0
     pixel_max: float | None = None
     store_uint8: bool = False
     crop: int | None = None
+    standardize_targets: bool = False
 
     def __post_init__(self) -> None:
         if self.crop is not None and not self.store_uint8:
             raise ValueError("crop needs store_uint8=True")
         if self.store_uint8 and self.pixel_max is None:
             raise ValueError("store_uint8 needs pixel data (pixel_max)")
+        check_raw_targets(self)
+
+    @property
+    def task(self) -> Task:
+        return self.train.task
+
+    @property
+    def num_outputs(self) -> int:
+        """Width of the model's output layer: ``num_classes``, or the number of targets."""
+        return self.num_classes if self.task == "classification" else self.train.y.shape[1]
 
 
 def prepare(
     name: str, raw: RawData, *, val_size: int, seed: int, normalize: bool, flatten: bool
 ) -> DataSplits:
     """Hold out ``val_size`` training rows (seeded by ``seed``), then scale and standardise
-    pixel data with per-channel statistics of the remaining training rows."""
+    pixel data with per-channel statistics of the remaining training rows. Regression data
+    is standardised per feature (and target) instead, by ``prepare_regression``."""
     train, val = hold_out(raw.train, val_size, seed)
     test = raw.test
+    if raw.task == "regression":  # vector inputs and float targets: see regression.py
+        return prepare_regression(name, raw, train, val, test, normalize=normalize)
 
     if raw.pixel_max is None:  # vector data: nothing to scale or flatten
         return DataSplits(name, train, val, test, raw.num_classes, tuple(train.x.shape[1:]))

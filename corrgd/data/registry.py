@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from corrgd.data.cifar import load_cifar10, load_cifar100
+from corrgd.data.diabetes import load_diabetes
 from corrgd.data.digits import load_digits
 from corrgd.data.mnist import load_fashion_mnist, load_mnist
 from corrgd.data.prepare import RawData, prepare
-from corrgd.data.splits import DataSplits
+from corrgd.data.sarcos import load_sarcos
+from corrgd.data.splits import DataSplits, Task
 from corrgd.data.synthetic import load_synthetic_correlated
 from corrgd.data.tiny_imagenet import load_tiny_imagenet
 
@@ -26,13 +28,33 @@ DATASETS: dict[str, Loader] = {
     "cifar10": load_cifar10,
     "cifar100": load_cifar100,
     "tiny-imagenet": load_tiny_imagenet,
+    # regression (float32 targets (N, k)); synthetic-correlated also has task="regression"
+    "diabetes": load_diabetes,
+    "sarcos": load_sarcos,
 }
+
+REGRESSION_DATASETS = frozenset({"diabetes", "sarcos"})
+"""Sets whose targets are always float32 ``(N, k)``."""
+EITHER_TASK = frozenset({"synthetic-correlated"})
+"""Sets whose ``task`` loader option picks classification (default) or regression."""
 
 DEFAULT_DATA_DIR = "~/.cache/corrgd/data"
 
 
 def dataset_names() -> list[str]:
     return sorted(DATASETS)
+
+
+def dataset_task(name: str, **options: Any) -> Task:
+    """The task of data set ``name`` loaded with loader ``options``, without loading it."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; known: {', '.join(dataset_names())}")
+    if name in REGRESSION_DATASETS:
+        return "regression"
+    task = options.get("task", "classification") if name in EITHER_TASK else "classification"
+    if task not in ("classification", "regression"):
+        raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+    return task
 
 
 def default_data_dir() -> Path:
@@ -56,13 +78,21 @@ def load_dataset(
     data_dir: where the files live (default ``default_data_dir()``).
     val_size: rows held out of the official training split as ``val``, chosen by a
         permutation seeded with ``seed``; ``train`` excludes them. ``test`` is the official
-        test split (a fixed hold-out for digits).
+        test split (a fixed hold-out for digits and diabetes).
     download: fetch missing files; if that fails or is off, raise ``DataNotFoundError``.
     flatten: give ``(N, D)`` model inputs, for dense networks.
     normalize: for pixel data, standardise each channel with the mean and std of ``train``
-        (after the hold-out) on top of scaling to [0, 1]; vector data is used as it is.
-    options: passed to the loader, e.g. ``crop`` for tiny-imagenet or ``correlation``
-        for synthetic-correlated; unknown options raise ``TypeError``.
+        (after the hold-out) on top of scaling to [0, 1]; for regression data, standardise
+        each input feature with the mean and std of ``train``; classification vector data
+        (synthetic-correlated) is used as it is.
+    options: passed to the loader, e.g. ``crop`` for tiny-imagenet, ``correlation`` or
+        ``task="regression"`` for synthetic-correlated, ``standardize_targets`` for the
+        regression sets; unknown options raise ``TypeError``.
+
+    Regression sets (``DataSplits.task == "regression"``: diabetes, sarcos,
+    synthetic-correlated with ``task="regression"``) have float32 targets ``(N, k)``;
+    ``DataSplits.target_mean``/``target_std`` say whether and how they were standardised
+    (see ``corrgd.data.regression``).
     """
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; known: {', '.join(dataset_names())}")
