@@ -38,9 +38,10 @@ class RunConfig(BaseModel):
     padding: int | None = Field(None, ge=0)  # paper 0; CRGD reference code 1
     bias: bool | None = None
     last_hidden_activation: bool = True  # CRGD reference dense net: False
+    output_activation: bool = False  # COPI: y_L = f(a_L)
     # learning rule
     algorithm: str
-    loss: Literal["ce", "mse"] = "ce"
+    loss: Literal["ce", "mse", "sse", "half_sse"] = "ce"  # COPI: sse, ‖y − y*‖²
     sigma2: float = Field(1e-6, gt=0)  # NP family noise variance (reference code: 1e-12)
     np_samples: int = Field(1, ge=1)
     noisy_baseline: bool = False
@@ -49,9 +50,13 @@ class RunConfig(BaseModel):
     decor: bool = False
     decor_lr: float = Field(0.0, ge=0)
     decor_rule: Literal["crgd", "copi"] = "crgd"
-    decor_sample_frac: float = Field(0.1, gt=0, le=1)
-    decor_demean: bool | None = None
-    decor_update_order: Literal["CM", "MC"] = "CM"  # paper CM; reference code MC
+    decor_sample_frac: float | None = Field(None, gt=0, le=1)  # None: crgd 0.1, copi 1
+    decor_demean: bool | None = None  # None: crgd yes, copi no
+    decor_update_order: Literal["CM", "MC"] = "CM"  # CRGD paper, NPD: CM; COPI, CRGD code: MC
+    decor_conv_update_order: Literal["CM", "MC"] | None = None  # None: decor_update_order
+    decor_conv_lr: float | None = Field(None, gt=0)  # None: decor_lr; CRGD code: 1e-5
+    decor_channel_mean: bool = False  # conv: demean by channel (CRGD code), not by patch
+    decor_mean_in_graph: bool = False  # batch mean in the autograd graph (CRGD code)
     first_epoch_decor_lr: float | None = Field(None, gt=0)  # COPI: lateral LR of epoch 1
     # optimisation
     optimizer: Literal["adam", "sgd"] = "adam"
@@ -86,7 +91,7 @@ class RunConfig(BaseModel):
     @classmethod
     def _decor_off_means_lr_zero(cls, data: Any) -> Any:
         if isinstance(data, dict) and not data.get("decor", False):
-            data = {**data, "decor_lr": 0.0}
+            data = {**data, "decor_lr": 0.0, "decor_conv_lr": None, "first_epoch_decor_lr": None}
         return data
 
     @model_validator(mode="after")

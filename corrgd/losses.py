@@ -1,4 +1,14 @@
-"""Per-sample losses: each returns a vector with one loss per sample."""
+"""Per-sample losses: each returns a vector with one loss per sample.
+
+Targets are class labels (int64, one per sample; squared-error losses compare
+against their one-hot code) or, for regression, float vectors shaped like the
+output.
+
+    ce        categorical cross-entropy of softmax(output)
+    mse       mean over outputs of (y − t)²      (torch's MSELoss, per sample)
+    sse       Σ (y − t)²                          (COPI Algorithm 1: ‖y_L − y*‖², no ½)
+    half_sse  ½ Σ (y − t)²
+"""
 
 from __future__ import annotations
 
@@ -15,13 +25,29 @@ def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
     return F.cross_entropy(logits, target, reduction="none")
 
 
-def squared_error(output: Tensor, target: Tensor) -> Tensor:
-    """½ ‖y − onehot(target)‖², the COPI paper's quadratic loss."""
-    onehot = F.one_hot(target, output.shape[1]).to(output.dtype)
-    return 0.5 * (output - onehot).pow(2).sum(1)
+def _targets(output: Tensor, target: Tensor) -> Tensor:
+    if target.is_floating_point():
+        return target.to(output.dtype).view_as(output)
+    return F.one_hot(target, output.shape[1]).to(output.dtype)
 
 
-LOSSES: dict[str, LossFn] = {"ce": cross_entropy, "mse": squared_error}
+def sum_squared_error(output: Tensor, target: Tensor) -> Tensor:
+    """‖y − t‖² per sample, t the target vector (one-hot for class labels)."""
+    return (output - _targets(output, target)).pow(2).flatten(1).sum(1)
+
+
+def half_squared_error(output: Tensor, target: Tensor) -> Tensor:
+    """½ ‖y − t‖² per sample."""
+    return 0.5 * sum_squared_error(output, target)
+
+
+def mean_squared_error(output: Tensor, target: Tensor) -> Tensor:
+    """Mean over outputs of (y − t)² per sample."""
+    return (output - _targets(output, target)).pow(2).flatten(1).mean(1)
+
+
+LOSSES: dict[str, LossFn] = {"ce": cross_entropy, "mse": mean_squared_error,
+                             "sse": sum_squared_error, "half_sse": half_squared_error}
 
 
 def get_loss(name: str) -> LossFn:

@@ -7,7 +7,9 @@ for a given input shape, class count and decorrelation setting:
     ("conv", channels, k, s)    k × k convolution, stride s
     ("pool", 2)                 2 × 2 max-pool after the previous layer's activation
 
-Every weight layer but the last is followed by a leaky ReLU; the last gives logits.
+Every weight layer but the last is followed by a leaky ReLU; the last gives logits
+(or, with `output_activation`, passes them through the leaky ReLU too, as COPI's
+`y_L = f(a_L)`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 from corrgd.nn.decorrelation import DecorSettings
 from corrgd.nn.layers import DecorConv2d, DecorLayer, DecorLinear
@@ -88,16 +92,24 @@ def build_network(
     num_classes: int,
     decor: DecorSettings | None = None,
     *,
+    conv_decor: DecorSettings | None = None,
     padding: int | None = None,
     bias: bool | None = None,
     last_hidden_activation: bool = True,
+    output_activation: bool = False,
+    generator: torch.Generator | None = None,
     **arch_options: Any,
 ) -> Net:
     """Build architecture `name` for inputs of `input_shape` (without the batch axis).
 
+    decor:                  decorrelation of every layer (None or lr 0: none)
+    conv_decor:             a different setting for the conv layers (default: `decor`)
     padding:                conv padding (paper: 0; the CRGD reference code uses 1)
     last_hidden_activation: False drops the activation after the last hidden layer
                             (the CRGD reference dense net)
+    output_activation:      the leaky ReLU after the output layer too (COPI)
+    generator:              draws the initial weights, layer by layer (default: torch's
+                            global generator)
     arch_options:           the architecture's own knobs (width, depth, hidden, ...)
     """
     if name not in ARCHITECTURES:
@@ -121,7 +133,9 @@ def build_network(
             _, channels, k, stride = spec
             if len(shape) != 3:
                 raise ValueError(f"{name}: conv layers need image inputs (C, H, W), got {shape}")
-            layer = DecorConv2d(shape[0], channels, k, stride, padding, decor, bias)
+            layer = DecorConv2d(shape[0], channels, k, stride, padding,
+                                conv_decor if conv_decor is not None else decor, bias,
+                                generator=generator)
             size = [(s + 2 * padding - k) // stride + 1 for s in shape[1:]]
             if min(size) < 1:
                 raise ValueError(f"{name}: input {input_shape} too small for its convolutions")
@@ -131,7 +145,8 @@ def build_network(
             in_features = 1
             for s in shape:
                 in_features *= s
-            layers.append((DecorLinear(in_features, spec[1], decor, bias), 0))
+            layers.append((DecorLinear(in_features, spec[1], decor, bias, generator=generator),
+                           0))
             shape = (spec[1],)
         else:
             raise ValueError(f"{name}: unknown layer kind {kind!r}")
@@ -139,6 +154,7 @@ def build_network(
     last = len(layers) - 1
     blocks = []
     for i, (layer, pool) in enumerate(layers):
-        activation = i < last and (last_hidden_activation or i < last - 1)
+        activation = output_activation if i == last else \
+            (last_hidden_activation or i < last - 1)
         blocks.append(Block(layer, activation=activation, pool=pool))
     return Net(blocks)

@@ -7,8 +7,12 @@ The runner knows nothing of sweeps or databases: it hands each epoch's metric
 rows to `Reporter.epoch_end`. Resuming: when `checkpoint` names a file saved by
 an earlier, interrupted run of the same config, training continues after its
 last finished epoch, and that epoch's rows are reported again (reporters must
-treat a repeated epoch as already written). Each epoch reseeds the random
-generators from (seed, epoch), so a resumed run draws the same batches and noise.
+treat a repeated epoch as already written).
+
+Randomness comes from the run's named streams (`corrgd.streams`): the initial
+weights, feedback matrices and validation split from their own streams, and the
+data order, noise and crops from per-epoch streams, so a resumed run draws the
+same batches and noise as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
+from corrgd import streams
 from corrgd.config import RunConfig
 from corrgd.data import DataSplits, load_dataset
 from corrgd.diagnostics import decorrelation_stats, update_angles
@@ -58,19 +63,31 @@ class RunResult:
     final: list[dict[str, Any]]  # rows of the last finished epoch
 
 
+def decor_settings(config: RunConfig, lr: float | None = None, conv_lr: float | None = None
+                   ) -> tuple[DecorSettings | None, DecorSettings | None]:
+    """(dense, conv) decorrelation settings of a config; LRs default to the config's."""
+    if not config.decor:
+        return None, None
+    dense = DecorSettings(rule=config.decor_rule, lr=lr or config.decor_lr,
+                          sample_frac=config.decor_sample_frac, demean=config.decor_demean,
+                          update_order=config.decor_update_order,
+                          channel_mean=config.decor_channel_mean,
+                          mean_in_graph=config.decor_mean_in_graph)
+    conv = replace(dense, lr=conv_lr or config.decor_conv_lr or dense.lr,
+                   update_order=config.decor_conv_update_order or dense.update_order)
+    return dense, conv
+
+
 def build(config: RunConfig, data: DataSplits, device: torch.device | str
           ) -> tuple[Net, LearningRule, torch.optim.Optimizer]:
     """The network, learning rule and optimizer a config describes, initialised from its seed."""
-    torch.manual_seed(config.seed)
-    decor = None
-    if config.decor:
-        decor = DecorSettings(rule=config.decor_rule, lr=config.decor_lr,
-                              sample_frac=config.decor_sample_frac, demean=config.decor_demean,
-                              update_order=config.decor_update_order)
+    decor, conv_decor = decor_settings(config)
     arch = {k: v for k in ("width", "depth", "hidden") if (v := getattr(config, k)) is not None}
     net = build_network(config.network, data.input_shape, data.num_classes, decor,
-                        padding=config.padding, bias=config.bias,
-                        last_hidden_activation=config.last_hidden_activation, **arch).to(device)
+                        conv_decor=conv_decor, padding=config.padding, bias=config.bias,
+                        last_hidden_activation=config.last_hidden_activation,
+                        output_activation=config.output_activation,
+                        generator=streams.generator(config.seed, "init"), **arch).to(device)
     options: dict[str, Any] = {"seed": config.seed}
     if config.algorithm in ("np", "inp", "anp"):
         options |= {"sigma2": config.sigma2, "samples": config.np_samples,
@@ -91,7 +108,8 @@ def build(config: RunConfig, data: DataSplits, device: torch.device | str
 def load_data(config: RunConfig, data_dir: str | None = None) -> DataSplits:
     """The data set of a run, with its validation split and the input layout its net needs."""
     return load_dataset(config.dataset, data_dir=data_dir, val_size=config.val_size,
-                        seed=config.seed, flatten=takes_flat_input(config.network), **config.data)
+                        seed=streams.stream_seed(config.seed, "split"),
+                        flatten=takes_flat_input(config.network), **config.data)
 
 
 def data_key(config: RunConfig) -> tuple:
@@ -100,13 +118,16 @@ def data_key(config: RunConfig) -> tuple:
             tuple(sorted(config.data.items())))
 
 
-def learning_rates(config: RunConfig, epoch: int) -> tuple[float, float]:
-    """(forward LR, decor LR) of training epoch `epoch` (1-based): the `first_epoch_*`
-    values in epoch 1 where set."""
+def learning_rates(config: RunConfig, epoch: int) -> tuple[float, float, float]:
+    """(forward LR, decor LR, conv decor LR) of training epoch `epoch` (1-based): the
+    `first_epoch_*` values in epoch 1 where set."""
+    conv = config.decor_conv_lr or config.decor_lr
+    if epoch == 1 and config.first_epoch_decor_lr:
+        conv = config.decor_conv_lr or config.first_epoch_decor_lr
     if epoch == 1:
         return (config.first_epoch_lr or config.lr,
-                config.first_epoch_decor_lr or config.decor_lr)
-    return config.lr, config.decor_lr
+                config.first_epoch_decor_lr or config.decor_lr, conv)
+    return config.lr, config.decor_lr, conv
 
 
 def run(config: RunConfig, *, device: str = "cpu", data_dir: str | None = None,
@@ -140,19 +161,22 @@ def run(config: RunConfig, *, device: str = "cpu", data_dir: str | None = None,
     for epoch in range(first, config.epochs + 1):
         seconds, diverged = 0.0, False
         if epoch > 0:
-            _reseed(config.seed, epoch)
-            lr, decor_lr = learning_rates(config, epoch)
+            lr, decor_lr, conv_decor_lr = learning_rates(config, epoch)
             for group in opt.param_groups:
                 group["lr"] = lr
             if config.decor:
-                net.set_decorrelation_lr(decor_lr)
+                net.set_decorrelation_lr(decor_lr, conv_decor_lr)
+            if hasattr(rule, "reseed"):
+                rule.reseed(epoch, device=dev)
+            crops = streams.generator(config.seed, "crop", epoch)
             net.train()
             t0 = time.perf_counter()
-            order = torch.randperm(n, device=dev)
+            order = torch.randperm(n, generator=streams.generator(config.seed, "order", epoch))
+            order = order.to(dev)
             steps = math.ceil(n / config.batch_size)
             for step in range(steps):
                 idx = order[step * config.batch_size:(step + 1) * config.batch_size]
-                xb = data.train_transform(x_train[idx], None)
+                xb = data.train_transform(x_train[idx], crops)
                 loss = train_step(net, rule, opt, xb, y_train[idx], loss_fn)
                 if step % CHECK_EVERY == 0 or step == steps - 1:  # a sync point on GPUs
                     value = float(loss)
@@ -166,7 +190,9 @@ def run(config: RunConfig, *, device: str = "cpu", data_dir: str | None = None,
         rows = _evaluate_splits(net, on_device, data, loss_fn, config, seconds)
         diverged = diverged or any(not math.isfinite(r["loss"]) for r in rows)
         if config.diagnostics and not diverged:
-            _reseed(config.seed, -epoch - 1)
+            if hasattr(rule, "noise_generator"):
+                rule.noise_generator = streams.generator(config.seed, "diagnostics", epoch,
+                                                         device=dev)
             rows[0]["diagnostics"] = _diagnostics(net, rule, data, x_train[diag_idx],
                                                   y_train[diag_idx], loss_fn)
         status = "diverged" if diverged else "running"
@@ -179,10 +205,6 @@ def run(config: RunConfig, *, device: str = "cpu", data_dir: str | None = None,
         if diverged:
             return RunResult("diverged", epoch, rows)
     return RunResult("done", config.epochs, last_rows)
-
-
-def _reseed(seed: int, epoch: int) -> None:
-    torch.manual_seed((seed * 1_000_003 + epoch) % 2**63)
 
 
 def _evaluate_splits(net: Net, on_device: dict, data: DataSplits, loss_fn, config: RunConfig,

@@ -1,10 +1,11 @@
 """The decorrelation rules: their update formulas, and that they decorrelate.
 
-    crgd:  C = ⟨x̂ x̂ᵀ⟩,  g = ⟨‖x − μ‖ / ‖x̂‖⟩,  M ← g (M − η C M)    ("MC": M ← g (M − η M C))
-    copi:  M ← M − α (C − diag⟨x̂²⟩) M
+    crgd:  C = ⟨x̂ x̂ᵀ⟩,  g = ⟨‖x‖ / ‖x̂‖⟩,  M ← g (M − η C M)    ("MC": M ← g (M − η M C))
+    copi:  D = diag⟨x̂²⟩,                 M ← M − α (C − D) M    ("MC": M ← M − α M (C − D))
 
 with x̂ = M (x − μ) for the rows the rule sees (a subsample of the batch; every
-patch of the subsampled images for a convolution) and μ the batch mean.
+patch of the subsampled images for a convolution), μ the batch mean, and x in the
+gain the input as the layer received it, before demeaning (CRGD §3, Algorithm 1).
 """
 
 from __future__ import annotations
@@ -69,17 +70,30 @@ def gaussian_source(kind: str, seed: int, mean_scale: float) -> Callable[[int], 
 
 def expected_update(M: Tensor, rows: Tensor, mean: Tensor | None, settings: DecorSettings
                     ) -> Tensor:
-    """The rule written out with C formed explicitly."""
+    """The rule written out with C formed explicitly; `rows` as the layer received them."""
     x = rows if mean is None else rows - mean
     xh = x @ M.T
     n = x.shape[0]
     C = xh.T @ xh / n
     if settings.rule == "copi":
-        return M - settings.lr * (C - torch.diag((xh**2).mean(0))) @ M
-    rows_for_gain = slice(0, GAIN_ROWS)  # the gain is measured on the first GAIN_ROWS rows
-    gain = (x[rows_for_gain].norm(dim=1) / xh[rows_for_gain].norm(dim=1)).mean()
+        off = C - torch.diag((xh**2).mean(0))
+        return M - settings.lr * (off @ M if settings.update_order == "CM" else M @ off)
+    first = slice(0, GAIN_ROWS)  # the gain is measured on the first GAIN_ROWS rows
+    gain = gain_of(rows[first], xh[first])  # raw rows: not x − μ
     CM = C @ M if settings.update_order == "CM" else M @ C
     return gain * (M - settings.lr * CM)
+
+
+def gain_of(raw: Tensor, xh: Tensor) -> Tensor:
+    """mean_n ‖x_n‖ / ‖x̂_n‖, ‖x̂_n‖ guarded as in the reference code: √(Σ x̂² + 1e-8)."""
+    return (raw.norm(dim=1) / (xh.pow(2).sum(1) + 1e-8).sqrt()).mean()
+
+
+def update(decor: Decorrelation, rows: Tensor, mean: Tensor | None) -> None:
+    """One step of `decor` on raw rows demeaned by `mean` (the batch mean), as a layer does."""
+    decor.update(rows if mean is None else rows - mean, rows)
+    if mean is not None:
+        decor.track_mean(mean)
 
 
 def random_matrix(d: int, scale: float = 0.3) -> Tensor:
@@ -118,8 +132,9 @@ def test_off_diagonal_correlation_of_non_finite_data_is_nan():
     DecorSettings(rule="crgd", lr=0.05, update_order="MC"),
     DecorSettings(rule="crgd", lr=0.05, demean=False),
     DecorSettings(rule="copi", lr=0.05),
+    DecorSettings(rule="copi", lr=0.05, update_order="MC"),
     DecorSettings(rule="copi", lr=0.05, demean=True),
-], ids=["crgd-CM", "crgd-MC", "crgd-no-demean", "copi", "copi-demean"])
+], ids=["crgd-CM", "crgd-MC", "crgd-no-demean", "copi-CM", "copi-MC", "copi-demean"])
 def test_update_matches_formula(float64, settings, n):
     d = 12
     decor = Decorrelation(d, settings)
@@ -130,7 +145,7 @@ def test_update_matches_formula(float64, settings, n):
     rows = torch.randn(n, d) @ random_matrix(d, 1.0) + 2.0
     mean = (torch.randn(n * 3, d) + 2.0).mean(0) if settings.demeans else None
 
-    decor.update(rows, mean)
+    update(decor, rows, mean)
 
     torch.testing.assert_close(decor.matrix, expected_update(M0, rows, mean, settings),
                                rtol=1e-10, atol=1e-12)
@@ -140,17 +155,36 @@ def test_update_matches_formula(float64, settings, n):
         torch.testing.assert_close(decor.running_mean, running0 + 0.1 * (mean - running0))
 
 
-def test_update_orders_differ(float64):
+@pytest.mark.parametrize("rule", ["crgd", "copi"])
+def test_update_orders_differ(float64, rule):
     d = 10
     rows = torch.randn(30, d) @ random_matrix(d, 1.0)
     M0 = random_matrix(d)
     results = {}
     for order in ("CM", "MC"):
-        decor = Decorrelation(d, DecorSettings(lr=0.05, update_order=order))
+        decor = Decorrelation(d, DecorSettings(rule=rule, lr=0.05, update_order=order))
         decor.matrix.copy_(M0)
-        decor.update(rows, rows.mean(0))
+        update(decor, rows, rows.mean(0) if decor.settings.demeans else None)
         results[order] = decor.matrix.clone()
     assert (results["CM"] - results["MC"]).norm() > 1e-3 * results["CM"].norm()
+
+
+def test_gain_is_measured_on_the_raw_input(float64):
+    """CRGD §3: g = ‖x‖ / ‖x̂‖ with x as it arrives. On inputs with a large mean, g is far
+    from the ‖x − μ‖ / ‖x̂‖ of the demeaned input, and the layer's output keeps the raw
+    input's norm."""
+    d, mean = 8, 5.0
+    decor = Decorrelation(d, DecorSettings(lr=1e-3, sample_frac=1.0))
+    x = torch.randn(64, d) + mean
+    update(decor, x, x.mean(0))
+    centred = x - x.mean(0)
+    gain = gain_of(x, centred)  # M was I: x̂ = x − μ
+    assert gain > 4
+    C = centred.T @ centred / 64
+    torch.testing.assert_close(decor.matrix, gain * (torch.eye(d) - 1e-3 * C))
+    stats = decor.stats(centred, x)
+    torch.testing.assert_close(torch.tensor(stats["norm_ratio"]),
+                               (centred @ decor.matrix.T).norm() / x.norm())
 
 
 def test_dense_layer_update_uses_subsample_and_full_batch_mean(float64):
@@ -195,14 +229,14 @@ def run_decorrelation(settings: DecorSettings, kind: str, steps: int, seed: int 
 
     def measure() -> dict[str, float]:
         x = sample(EVAL)
-        return decor.stats(x, x.mean(0) if settings.demeans else None)
+        return decor.stats(x - x.mean(0) if settings.demeans else x, x)
 
     start = measure()
     assert start["offdiag_corr"] == start["input_offdiag_corr"]  # M starts as the identity
     ratios = []
     for step in range(1, steps + 1):
         x = sample(BATCH)
-        decor.update(x, x.mean(0) if settings.demeans else None)
+        update(decor, x, x.mean(0) if settings.demeans else None)
         if step % 10 == 0:
             ratios.append(measure()["norm_ratio"])
     return start["input_offdiag_corr"], measure()["offdiag_corr"], ratios
@@ -362,6 +396,60 @@ def test_decorrelation_stats_at_identity():
     stats = layer.decorrelation_stats(x)
     assert set(stats) == {"offdiag_corr", "input_offdiag_corr", "gain", "norm_ratio"}
     assert stats["offdiag_corr"] == pytest.approx(stats["input_offdiag_corr"], abs=1e-6)
-    assert stats["gain"] == pytest.approx(1.0, abs=1e-6)
-    assert stats["norm_ratio"] == pytest.approx(1.0, abs=1e-6)
+    centred = x - x.mean(0)  # x̂ at M = I; the gain and norm ratio compare it with raw x
+    gain = gain_of(x, centred)
+    assert stats["gain"] == pytest.approx(float(gain), rel=1e-5)
+    assert stats["norm_ratio"] == pytest.approx(float(centred.norm() / x.norm()), rel=1e-5)
     assert DecorLinear(6, 2).decorrelation_stats(x) is None
+
+
+# --- the reference code's variants, as options ---------------------------------------------
+@pytest.mark.parametrize("fold", [True, False])
+def test_conv_channel_mean_demeans_the_image_before_its_patches(float64, fold):
+    """channel_mean (CRGD reference code): the per-channel mean is subtracted from the image,
+    then zero padding, then patches; the rule sees patches of the demeaned subsample and
+    measures its gain on the raw patches."""
+    settings = DecorSettings(lr=0.05, sample_frac=0.4, channel_mean=True)
+    layer = DecorConv2d(2, 3, 3, padding=1, decor=settings)
+    layer.fold = fold
+    M0 = random_matrix(18)
+    layer.decor.matrix.copy_(M0)
+    x = torch.randn(5, 2, 6, 6) + torch.tensor([3.0, -2.0])[:, None, None]
+    mu = x.mean((0, 2, 3))
+
+    def rows_of(images: Tensor) -> Tensor:
+        return F.unfold(images, 3, padding=1).transpose(1, 2).reshape(-1, 18)
+
+    rows = rows_of(x - mu[:, None, None])
+    a = rows @ M0.T @ layer.weight.detach().reshape(3, -1).T + layer.bias.detach()
+    torch.testing.assert_close(layer(x), a.reshape(5, 36, 3).transpose(1, 2).reshape(5, 3, 6, 6))
+    assert layer.decor.running_mean.shape == (2,)
+
+    layer.update_decorrelation(x)
+    k = int(0.4 * 5) + 1
+    sub, raw = rows_of(x[:k] - mu[:, None, None]), rows_of(x[:k])
+    xh = sub @ M0.T
+    gain = gain_of(raw, xh)
+    expected = gain * (M0 - 0.05 * (xh.T @ xh / len(xh)) @ M0)
+    torch.testing.assert_close(layer.decor.matrix, expected)
+    torch.testing.assert_close(layer.decor.running_mean, 0.1 * mu)
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_mean_in_graph_centres_the_input_gradient(float64, fold):
+    """mean_in_graph (CRGD reference code): ∂ℓ/∂x is the gradient with μ held constant,
+    centred over the batch; the forward pass is the same."""
+    x = torch.randn(7, 5) + 1.0
+    r = torch.randn(7, 3)
+    grads, outputs = {}, {}
+    for in_graph in (False, True):
+        layer = DecorLinear(5, 3, DecorSettings(lr=1e-3, mean_in_graph=in_graph))
+        torch.manual_seed(0)
+        layer.reset_parameters()
+        layer.decor.matrix.copy_(random_matrix(5))
+        layer.fold = fold
+        xi = x.clone().requires_grad_()
+        outputs[in_graph] = layer(xi)
+        (grads[in_graph],) = torch.autograd.grad((outputs[in_graph] * r).sum(), xi)
+    torch.testing.assert_close(outputs[True], outputs[False])
+    torch.testing.assert_close(grads[True], grads[False] - grads[False].mean(0))

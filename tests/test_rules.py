@@ -23,7 +23,13 @@ from corrgd.diagnostics import (
     layer_updates,
     update_angles,
 )
-from corrgd.losses import cross_entropy, get_loss, squared_error
+from corrgd.losses import (
+    cross_entropy,
+    get_loss,
+    half_squared_error,
+    mean_squared_error,
+    sum_squared_error,
+)
 from corrgd.models import build_network
 from corrgd.nn import Block, DecorConv2d, DecorLinear, DecorSettings, Net
 from corrgd.rules import RULES, LearningRule, make_rule
@@ -62,17 +68,23 @@ class HandPass:
     xh: list[Tensor]       # x̂ of every layer, as rows
     preacts: list[Tensor]  # a_l (noise included)
     output: Tensor
+    means: list[Tensor | None]  # the mean each layer's rows were demeaned by
 
 
-def hand_pass(net: Net, x: Tensor, noise: list[Tensor | None] | None = None) -> HandPass:
-    xhs, preacts = [], []
+def hand_pass(net: Net, x: Tensor, noise: list[Tensor | None] | None = None,
+              means: list[Tensor | None] | None = None) -> HandPass:
+    """The forward pass written out; `means` replaces each layer's own batch mean (a noisy
+    pass of node perturbation demeans by the clean pass's)."""
+    xhs, preacts, used = [], [], []
     for i, block in enumerate(net.blocks):
         layer = block.layer
         conv = isinstance(layer, DecorConv2d)
         rows = patch_rows(layer, x) if conv else x.flatten(1)
+        mean = None
         if layer.decor is not None:
             if layer.decor.settings.demeans:
-                rows = rows - rows.mean(0).detach()
+                mean = rows.mean(0).detach() if means is None else means[i]
+                rows = rows - mean
             rows = rows @ layer.decor.matrix.T
         W = layer.weight.reshape(layer.weight.shape[0], -1)
         a = rows @ W.T + (0 if layer.bias is None else layer.bias)
@@ -84,10 +96,11 @@ def hand_pass(net: Net, x: Tensor, noise: list[Tensor | None] | None = None) -> 
             a = a + noise[i]
         xhs.append(rows)
         preacts.append(a)
+        used.append(mean)
         x = leaky(a) if block.activation else a
         if block.pool:
             x = F.max_pool2d(x, block.pool)
-    return HandPass(xhs, preacts, x)
+    return HandPass(xhs, preacts, x, used)
 
 
 def expected_grads(deltas: list[Tensor], xhs: list[Tensor], n: int
@@ -257,12 +270,13 @@ def expected_np_family(name: str, net: Net, x: Tensor, y: Tensor, draws: list[Te
                     v = next(it)
                     noise: list[Tensor | None] = [None] * L
                     noise[l] = v
-                    dL = per_sample_ce(hand_pass(net, x, noise).output, y) - base_loss
+                    noisy_out = hand_pass(net, x, noise, base.means).output
+                    dL = per_sample_ce(noisy_out, y) - base_loss
                     sq = v.flatten(1).pow(2).sum(1)
                     deltas[l] += units[l] * col(dL / sq, v) * v / samples
                 continue
             eps = [next(it) for _ in range(L)]
-            noisy = hand_pass(net, x, eps)
+            noisy = hand_pass(net, x, eps, base.means)  # demeaned by the clean pass's μ
             dL = per_sample_ce(noisy.output, y) - base_loss
             if name == "np":
                 for l in range(L):
@@ -392,12 +406,16 @@ def test_npd_fig2_ordering_at_equal_samples(float64, decor):
 @pytest.mark.parametrize("feedback", ["bp", "fa"])
 @pytest.mark.parametrize("decor", [None, "copi", "crgd"])
 def test_copi_update_matches_formula(float64, decor, feedback):
+    """COPI §2.5: with BP signals δ_l = −∂ℓ/∂a_l (through W_{l+1} M_{l+1}); with FA signals
+    the fixed B_{l+1} replaces the whole (W_{l+1} M_{l+1})ᵀ: δ_l = f'(a_l) ⊙ B_{l+1} δ_{l+1},
+    no decorrelating matrix in the backward path."""
     net = small_dense(decor)
     x, y = batch("dense", 9)
     n = x.shape[0]
     rule = make_rule("copi", feedback=feedback, seed=2)
     rule.setup(net, x)
-    assert all((layer.feedback is not None) == (feedback == "fa") for layer in net.layers)
+    assert all(layer.feedback is None for layer in net.layers)  # not CRGD's FA (B M)
+    assert len(rule.matrices) == (3 if feedback == "fa" else 0)
     rule.gradients(net, x, y, cross_entropy)
 
     hp = hand_pass(net, x)
@@ -408,8 +426,9 @@ def test_copi_update_matches_formula(float64, decor, feedback):
             errors = [None] * 3
             errors[-1] = hp.output.softmax(1) - F.one_hot(y, 4).to(x.dtype)
             for l in (2, 1):
-                err = input_error(net.layers[l], errors[l], hp.preacts[l - 1].shape)
-                errors[l - 1] = leaky_derivative(hp.preacts[l - 1]) * err
+                B = rule.matrices[l]
+                assert B.shape == net.layers[l].weight.shape
+                errors[l - 1] = leaky_derivative(hp.preacts[l - 1]) * (errors[l] @ B)
     with torch.no_grad():
         for layer, a, xh, err in zip(net.layers, hp.preacts, hp.xh, errors, strict=True):
             z = a - err  # target: a + δ with δ = −∂ℓ_n/∂a_n
@@ -417,6 +436,31 @@ def test_copi_update_matches_formula(float64, decor, feedback):
             db = z.mean(0) - layer.bias
             torch.testing.assert_close(layer.weight.grad, -dW, rtol=1e-9, atol=1e-12)
             torch.testing.assert_close(layer.bias.grad, -db, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("feedback", ["bp", "fa"])
+def test_copi_output_layer_and_loss_follow_algorithm_1(float64, feedback):
+    """COPI Algorithm 1: y_L = f(a_L), ℓ = ‖y_L − y*‖² (no ½), δ_L = −f'(a_L) ∂ℓ/∂y_L,
+    written out here for the output layer's update."""
+    torch.manual_seed(4)
+    net = build_network("mlp", (7,), 4, DecorSettings(rule="copi", lr=1e-2), hidden=(6,),
+                        output_activation=True)
+    assert net.blocks[-1].activation
+    x, y = batch("dense", 9)
+    n = x.shape[0]
+    rule = make_rule("copi", feedback=feedback)
+    rule.setup(net, x)
+    rule.gradients(net, x, y, get_loss("sse"))
+    with torch.no_grad():
+        hp = hand_pass(net, x)
+        a = hp.preacts[-1]
+        y_out = leaky(a)
+        torch.testing.assert_close(net(x), y_out)
+        delta = -leaky_derivative(a) * 2 * (y_out - F.one_hot(y, 4).to(x.dtype))
+        xh = hp.xh[-1]
+        W = net.layers[-1].weight
+        dW = (a + delta).T @ xh / n - W * (xh**2).mean(0)
+        torch.testing.assert_close(W.grad, -dW, rtol=1e-9, atol=1e-12)
 
 
 def test_copi_without_biases_and_on_conv():
@@ -466,7 +510,7 @@ def training_setup(name: str, kind: str, decor: str | None
 @pytest.mark.parametrize("name,kind,decor", TRAIN_CASES)
 def test_one_step_updates_every_forward_weight(name, kind, decor):
     net, rule, x, y = training_setup(name, kind, decor)
-    loss = squared_error if name == "copi" else cross_entropy
+    loss = half_squared_error if name == "copi" else cross_entropy
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     weights = [layer.weight.detach().clone() for layer in net.layers]
     matrices = [None if layer.decor is None else layer.decor.matrix.clone()
@@ -494,7 +538,7 @@ STEPS_TO_FALL = 30
 def test_loss_falls_on_a_fixed_batch(name, kind, decor):
     net, rule, x, y = training_setup(name, kind, decor)
     if name == "copi":
-        loss = squared_error
+        loss = half_squared_error
         opt = torch.optim.SGD(net.parameters(), lr=COPI_LR)
     else:
         loss = cross_entropy
@@ -509,16 +553,21 @@ def test_loss_falls_on_a_fixed_batch(name, kind, decor):
 
 
 # --- losses and diagnostics -------------------------------------------------------------------
-def test_squared_error_value_and_gradient(float64):
+def test_squared_error_losses_value_and_gradient(float64):
     out = torch.randn(5, 4, requires_grad=True)
     y = torch.tensor([0, 3, 1, 1, 2])
     onehot = F.one_hot(y, 4).to(out.dtype)
-    per_sample = squared_error(out, y)
-    assert per_sample.shape == (5,)
-    torch.testing.assert_close(per_sample, 0.5 * ((out - onehot) ** 2).sum(1))
-    (grad,) = torch.autograd.grad(per_sample.sum(), out)
-    torch.testing.assert_close(grad, out.detach() - onehot)
-    assert get_loss("mse") is squared_error and get_loss("ce") is cross_entropy
+    for name, fn, scale in (("sse", sum_squared_error, 1.0),
+                            ("half_sse", half_squared_error, 0.5),
+                            ("mse", mean_squared_error, 0.25)):
+        per_sample = fn(out, y)
+        assert per_sample.shape == (5,) and get_loss(name) is fn
+        torch.testing.assert_close(per_sample, scale * ((out - onehot) ** 2).sum(1))
+        (grad,) = torch.autograd.grad(per_sample.sum(), out)
+        torch.testing.assert_close(grad, 2 * scale * (out.detach() - onehot))
+    targets = torch.randn(5, 4)  # regression: float targets are used as they are
+    torch.testing.assert_close(mean_squared_error(out, targets), ((out - targets) ** 2).mean(1))
+    assert get_loss("ce") is cross_entropy
     with pytest.raises(ValueError):
         get_loss("hinge")
 
@@ -566,3 +615,24 @@ def test_make_rule_rejects_unknown_names():
     with pytest.raises(ValueError, match="unknown algorithm"):
         make_rule("hebb")
     assert set(RULES) == {"bp", "fa", "dfa", "np", "inp", "anp", "copi"}
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+def test_noise_on_one_sample_reaches_no_other_through_the_batch_mean(float64, kind):
+    """The NP family's noisy passes demean by the clean pass's batch mean (`means=`): noise
+    added to sample 0 leaves every other sample's loss as in the clean pass, so δℒ_n
+    measures sample n's own noise. Demeaned by its own mean, a noisy pass would move
+    every sample."""
+    net = make_net(kind, "crgd")
+    x, y = batch(kind)
+    with torch.no_grad():
+        clean = net.trace(x)
+        eps = [torch.zeros_like(a) for a in clean.preacts]
+        for e in eps:
+            e[0] = 0.1 * torch.randn_like(e[0])
+        base_loss = per_sample_ce(clean.output, y)
+        shared = per_sample_ce(net.trace(x, eps, means=clean.means).output, y) - base_loss
+        own = per_sample_ce(net.trace(x, eps).output, y) - base_loss
+    assert shared[0].abs() > 1e-6
+    assert shared[1:].abs().max() < 1e-12
+    assert own[1:].abs().max() > 1e-6

@@ -8,8 +8,14 @@ with the layer's input batch after the forward weights got their gradients.
 
 Two rules (SPEC "Decorrelation rules"); rows of `X̂` are samples, `n` of them:
 
-    crgd:  C = X̂ᵀX̂ / n,   g = mean_n ‖x_n − μ‖ / ‖x̂_n‖,   M ← g (M − η C M)
-    copi:  M ← M − η (X̂ᵀX̂ / n − diag(mean X̂²)) M
+    crgd:  C = X̂ᵀX̂ / n,   g = mean_n ‖x_n‖ / ‖x̂_n‖,   M ← g (M − η C M)
+    copi:  D = diag(mean X̂²),                        M ← M − η (C − D) M
+
+`x_n` in the gain is the input as it arrives, before demeaning (CRGD §3 and
+Algorithm 1): the gain keeps the decorrelated activity at the norm of the raw
+activity. `update_order` "MC" multiplies the other way round: `M ← g (M − η M C)`
+(the CRGD reference code's dense layers) and `M ← M − η M (C − D)` (COPI eq. 4);
+"CM" is CRGD's paper and NPD §2.2.
 
 The product `C M` is formed as `X̂ᵀ (X̂ M) / n` when the subsample is smaller than
 the dimension (2 n d² flops, no d × d temporary), and as `(X̂ᵀX̂ / n) M` otherwise.
@@ -31,19 +37,27 @@ UpdateOrder = Literal["CM", "MC"]
 class DecorSettings:
     """How a decorrelation layer learns. `lr == 0` means no decorrelation layer at all.
 
-    rule:          "crgd" (CRGD paper, with gain) or "copi" (COPI / NPD papers)
-    lr:            decorrelation learning rate η_M (α in COPI)
-    sample_frac:   fraction of the batch used to measure C and g (reference code: 0.1, plus one)
-    demean:        subtract a mean before decorrelating; default: True for crgd, False for copi
-    update_order:  "CM" (paper) or "MC" (reference code), crgd only
-    momentum:      rate of the running-mean update
+    rule:           "crgd" (CRGD paper, with gain) or "copi" (COPI / NPD papers)
+    lr:             decorrelation learning rate η_M (α in COPI)
+    sample_frac:    fraction of the batch used to measure C and g, plus one sample;
+                    default: 0.1 for crgd (CRGD reference code), the whole batch for copi
+    demean:         subtract a mean before decorrelating; default: True for crgd, False for copi
+    update_order:   "CM" (CRGD paper, NPD) or "MC" (CRGD reference code's dense layers, COPI)
+    channel_mean:   conv layers subtract the per-channel mean of the image before forming
+                    patches (CRGD reference code) instead of the mean patch
+    mean_in_graph:  keep the batch mean in the autograd graph while training, so the BP
+                    gradient is centred over the batch (CRGD reference code); the paper
+                    treats μ as a constant
+    momentum:       rate of the running-mean update
     """
 
     rule: Rule = "crgd"
     lr: float = 0.0
-    sample_frac: float = 0.1
+    sample_frac: float | None = None
     demean: bool | None = None
     update_order: UpdateOrder = "CM"
+    channel_mean: bool = False
+    mean_in_graph: bool = False
     momentum: float = 0.1
 
     def __post_init__(self) -> None:
@@ -51,7 +65,7 @@ class DecorSettings:
             raise ValueError(f"decorrelation rule must be 'crgd' or 'copi', got {self.rule!r}")
         if self.lr < 0:
             raise ValueError(f"decorrelation lr must be >= 0, got {self.lr}")
-        if not 0 < self.sample_frac <= 1:
+        if self.sample_frac is not None and not 0 < self.sample_frac <= 1:
             raise ValueError(f"sample_frac must be in (0, 1], got {self.sample_frac}")
         if self.update_order not in ("CM", "MC"):
             raise ValueError(f"update_order must be 'CM' or 'MC', got {self.update_order!r}")
@@ -63,6 +77,13 @@ class DecorSettings:
     @property
     def demeans(self) -> bool:
         return self.rule == "crgd" if self.demean is None else self.demean
+
+    @property
+    def fraction(self) -> float:
+        """The batch fraction the rule measures C (and g) on."""
+        if self.sample_frac is not None:
+            return self.sample_frac
+        return 0.1 if self.rule == "crgd" else 1.0
 
 
 GAIN_ROWS = 4096  # rows the CRGD gain (a mean of per-row norm ratios) is measured on
@@ -79,24 +100,25 @@ class Decorrelation(nn.Module):
     matrix: Tensor
     running_mean: Tensor
 
-    def __init__(self, dim: int, settings: DecorSettings) -> None:
+    def __init__(self, dim: int, settings: DecorSettings, mean_dim: int | None = None) -> None:
         super().__init__()
         if not settings.enabled:
             raise ValueError("a Decorrelation layer needs lr > 0; lr 0 means no layer")
         self.dim = dim
         self.settings = settings
         self.register_buffer("matrix", torch.eye(dim))
-        self.register_buffer("running_mean", torch.zeros(dim))
+        # mean_dim: conv layers with a channel mean keep one value per channel
+        self.register_buffer("running_mean", torch.zeros(mean_dim or dim))
 
     def extra_repr(self) -> str:
         s = self.settings
         return f"dim={self.dim}, rule={s.rule}, lr={s.lr:g}, demean={s.demeans}"
 
-    def center(self, batch_mean: Tensor) -> Tensor | None:
+    def center(self, batch_mean: Tensor) -> Tensor:
         """The μ to subtract: the batch mean while training, the running mean in eval."""
-        if not self.settings.demeans:
-            return None
-        return batch_mean.detach() if self.training else self.running_mean
+        if not self.training:
+            return self.running_mean
+        return batch_mean if self.settings.mean_in_graph else batch_mean.detach()
 
     def decorrelate(self, rows: Tensor, mean: Tensor | None = None) -> Tensor:
         """x̂ for a matrix of samples (rows)."""
@@ -105,41 +127,55 @@ class Decorrelation(nn.Module):
         return rows @ self.matrix.T
 
     @torch.no_grad()
-    def update(self, rows: Tensor, batch_mean: Tensor | None) -> None:
+    def update(self, rows: Tensor, raw: Tensor | None = None) -> None:
         """One step of the rule from sample rows (n × dim), already subsampled.
 
-        `batch_mean` is the mean the forward pass subtracted (None when the layer
-        does not demean); it also moves the running mean.
+        `rows` are demeaned as the forward pass demeaned them (x − μ); `raw` are the
+        same rows as the layer received them, before demeaning, for the CRGD gain
+        (default: `rows`, for layers that do not demean).
         """
         s = self.settings
-        x = rows if batch_mean is None else rows - batch_mean
-        x = x.to(self.matrix.dtype)
+        raw = rows if raw is None else raw
+        x = rows.to(self.matrix.dtype)
         M = self.matrix
         n = x.shape[0]
-        m = _Moments(x, M, left=s.rule == "copi" or s.update_order == "CM")
+        left = s.update_order == "CM"
+        m = _Moments(x, M, left=left)
         # Updated in place, so that no d × d temporary is made when n < d.
-        if s.rule == "crgd":  # M ← g M − g η C M
-            xs, xhs = x[:GAIN_ROWS], m.decorrelated[:GAIN_ROWS]
-            gain = (xs.norm(dim=1) / xhs.norm(dim=1).clamp_min(1e-12)).mean()
+        if s.rule == "crgd":  # M ← g M − g η C M  (or g M − g η M C)
+            gain = _gain(raw[:GAIN_ROWS].to(x.dtype), m.decorrelated[:GAIN_ROWS])
             M.mul_(gain).addmm_(m.A, m.B * gain, alpha=-s.lr / n)
-        else:  # M ← M − α C M + α diag(⟨x̂²⟩) M
-            M.addcmul_(m.second[:, None], M, value=s.lr)
+        else:  # M ← M + α D M − α C M  (or M + α M D − α M C),  D = diag(⟨x̂²⟩)
+            D = m.second[:, None] if left else m.second[None, :]
+            M.addcmul_(D, M, value=s.lr)
             M.addmm_(m.A, m.B, alpha=-s.lr / n)
-        if batch_mean is not None:
-            self.running_mean.lerp_(batch_mean.to(self.running_mean.dtype), s.momentum)
 
     @torch.no_grad()
-    def stats(self, rows: Tensor, mean: Tensor | None) -> dict[str, float]:
-        """Diagnostics on sample rows: residual correlation of x̂, CRGD gain, ‖x̂‖ / ‖x‖."""
-        x = rows if mean is None else rows - mean
+    def track_mean(self, batch_mean: Tensor) -> None:
+        """Move the running mean (used in eval mode) towards a training batch's mean."""
+        self.running_mean.lerp_(batch_mean.detach().to(self.running_mean.dtype),
+                                self.settings.momentum)
+
+    @torch.no_grad()
+    def stats(self, rows: Tensor, raw: Tensor | None = None) -> dict[str, float]:
+        """Diagnostics on demeaned sample rows: residual correlation of x̂ and of x − μ, the
+        CRGD gain mean_n ‖x_n‖ / ‖x̂_n‖ and the norm ratio ‖x̂‖ / ‖x‖, x the raw rows."""
+        raw = rows if raw is None else raw
+        x = rows
         xh = x @ self.matrix.T
-        in_norm, out_norm = x.norm(dim=1), xh.norm(dim=1)
+        in_norm, out_norm = raw.norm(dim=1), xh.norm(dim=1)
         return {
             "offdiag_corr": off_diagonal_correlation(xh),
             "input_offdiag_corr": off_diagonal_correlation(x),
-            "gain": float((in_norm / out_norm.clamp_min(1e-12)).mean()),
+            "gain": float(_gain(raw, xh)),
             "norm_ratio": float(out_norm.norm() / in_norm.norm().clamp_min(1e-12)),
         }
+
+
+def _gain(raw: Tensor, decorrelated: Tensor) -> Tensor:
+    """CRGD's g = mean_n ‖x_n‖ / ‖x̂_n‖ over rows, x_n as the layer received it (guarded
+    as the reference code guards it: ‖x̂_n‖ = √(Σ x̂² + 1e-8))."""
+    return (raw.norm(dim=1) / (decorrelated.pow(2).sum(1) + 1e-8).sqrt()).mean()
 
 
 class _Moments:

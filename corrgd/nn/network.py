@@ -34,9 +34,10 @@ def activation_derivative(a: Tensor) -> Tensor:
 class Trace:
     """One forward pass, layer by layer."""
 
-    inputs: list[Tensor]   # x_{l-1}: what layer l received, before its decorrelation
-    preacts: list[Tensor]  # a_l, with any injected noise
-    output: Tensor         # the network's output (a_L, or f(a_L) if the last block has f)
+    inputs: list[Tensor]          # x_{l-1}: what layer l received, before its decorrelation
+    preacts: list[Tensor]         # a_l, with any injected noise
+    output: Tensor                # the network's output (a_L, or f(a_L) with an output f)
+    means: list[Tensor | None]    # the batch mean each layer subtracted (None: none)
 
 
 class Block(nn.Module):
@@ -52,6 +53,10 @@ class Block(nn.Module):
 
     def prepare(self, x: Tensor) -> Tensor:
         return x.flatten(1) if self.flattens else x
+
+    def derivative(self, a: Tensor) -> Tensor:
+        """f'(a) of this block's activation (1 without one)."""
+        return activation_derivative(a) if self.activation else torch.ones_like(a)
 
     def finish(self, a: Tensor) -> Tensor:
         x = F.leaky_relu(a, NEGATIVE_SLOPE) if self.activation else a
@@ -76,24 +81,29 @@ class Net(nn.Module):
         return x
 
     def trace(self, x: Tensor, noise: Sequence[Tensor | None] | None = None,
-              detach: bool = False) -> Trace:
+              detach: bool = False, means: Sequence[Tensor | None] | None = None) -> Trace:
         """Forward pass recording every layer's input and pre-activation.
 
         noise:  a tensor (or None) per layer, added to that layer's pre-activation.
         detach: cut the graph between blocks, so ∂a_l reaches only layer l.
+        means:  batch means to demean by instead of each layer's own (e.g. a clean pass's,
+                so that noise added to one sample reaches no other through the mean).
         """
-        inputs, preacts = [], []
+        inputs, preacts, used = [], [], []
         for i, block in enumerate(self.blocks):
             x = block.prepare(x)
             if detach:
                 x = x.detach()
             inputs.append(x)
-            a = block.layer(x)
+            mean = means[i] if means is not None else \
+                (block.layer.batch_mean(x) if self.training else None)
+            used.append(mean)
+            a = block.layer(x, mean)
             if noise is not None and noise[i] is not None:
                 a = a + noise[i]
             preacts.append(a)
             x = block.finish(a)
-        return Trace(inputs, preacts, x)
+        return Trace(inputs, preacts, x, used)
 
     @torch.no_grad()
     def update_decorrelation(self, inputs: Sequence[Tensor]) -> None:
@@ -101,11 +111,13 @@ class Net(nn.Module):
         for layer, x in zip(self.layers, inputs, strict=True):
             layer.update_decorrelation(x)
 
-    def set_decorrelation_lr(self, lr: float) -> None:
-        """Change every decorrelation layer's learning rate (e.g. a schedule)."""
+    def set_decorrelation_lr(self, lr: float, conv_lr: float | None = None) -> None:
+        """Change every decorrelation layer's learning rate (e.g. a schedule); conv layers
+        take `conv_lr` where given."""
         for layer in self.layers:
             if layer.decor is not None:
-                layer.decor.settings = replace(layer.decor.settings, lr=lr)
+                rate = conv_lr if conv_lr is not None and isinstance(layer, DecorConv2d) else lr
+                layer.decor.settings = replace(layer.decor.settings, lr=rate)
 
     @property
     def decorrelated(self) -> bool:

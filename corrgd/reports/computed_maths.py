@@ -23,7 +23,6 @@ from torch import Tensor
 from corrgd.diagnostics import angle, bp_gradients, layer_updates
 from corrgd.losses import LossFn
 from corrgd.nn import Decorrelation, DecorSettings, Net
-from corrgd.nn.layers import DecorLayer
 from corrgd.rules import make_rule
 
 # -- CRGD Fig. 2: gradient descent on correlated inputs --------------------------------
@@ -60,7 +59,7 @@ def learn_crgd_decorrelator(cov: np.ndarray, *, lr: float = 1e-2, steps: int = 2
     decor = Decorrelation(dim, DecorSettings(rule="crgd", lr=lr, sample_frac=1.0)).double()
     for _ in range(steps):
         x = torch.randn(batch, dim, generator=generator, dtype=torch.float64) @ chol.T
-        decor.update(x, x.mean(0))
+        decor.update(x - x.mean(0), x)
     return decor.matrix.numpy().copy()
 
 
@@ -197,7 +196,7 @@ def decorrelation_dynamics(*, dim: int = 16, scales: Sequence[float] = (0.3, 1.0
             if step == steps:
                 break
             x = torch.randn(batch, dim, generator=generator, dtype=torch.float64) @ chol.T
-            crgd.update(x, None)
+            crgd.update(x)
             xh = x @ plain.T
             plain = plain - lr * (xh.T @ xh / batch) @ plain
         for name, rows in stats.items():
@@ -223,17 +222,18 @@ def averaged_updates(net: Net, rule: str, x: Tensor, y: Tensor, loss: LossFn, *,
     """Per K in `samples`: each layer's update of `rule` averaged over K noise samples.
 
     The rules average their per-sample error estimates before the (linear) weight update,
-    so the K-sample update is assembled from increments `make_rule(rule, samples=k)`
-    weighted by k; they draw the same noise, in the same order, as one call with
-    samples=K after `torch.manual_seed(seed)` would.
+    so the K-sample update is assembled from increments of k noise samples weighted by k;
+    one rule draws them all from its noise stream, so they are the noise that one call
+    with samples=K would draw.
     """
-    torch.manual_seed(seed)
+    perturbation = make_rule(rule, sigma2=sigma2, samples=1, seed=seed)
+    perturbation.reseed(device=x.device)
     result: dict[int, list[Tensor]] = {}
     total: list[Tensor] = []
     done = 0
     for k in sorted({int(k) for k in samples}):
-        update = layer_updates(net, make_rule(rule, sigma2=sigma2, samples=k - done), x, y,
-                               loss)
+        perturbation.samples = k - done
+        update = layer_updates(net, perturbation, x, y, loss)
         weighted = [u * (k - done) for u in update]
         total = [t + w for t, w in zip(total, weighted, strict=True)] if total else weighted
         done = k
@@ -265,18 +265,10 @@ def alignment_angles(net: Net, x: Tensor, y: Tensor, loss: LossFn, *,
 # -- COPI Fig. 3: linear maps from decorrelated activities -----------------------------
 
 
-def decorrelated_input(layer: DecorLayer, x: Tensor) -> Tensor:
-    """x̂ = M (x − μ) of a dense layer (x itself when the layer has no decorrelation)."""
-    if layer.decor is None:
-        return x
-    mean = layer.decor.center(x.mean(0)) if layer.decor.settings.demeans else None
-    return layer.decor.decorrelate(x, mean)
-
-
 def block_outputs(net: Net, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
     """(decorrelated input x̂_{l−1} of every layer, output of every block) on inputs x."""
     trace = net.trace(x)
-    inputs = [decorrelated_input(layer, inp) for layer, inp in
+    inputs = [layer.decorrelated_input(inp) for layer, inp in
               zip(net.layers, trace.inputs, strict=True)]
     outputs = [block.finish(a) for block, a in zip(net.blocks, trace.preacts, strict=True)]
     return inputs, outputs
@@ -363,7 +355,7 @@ def replaced_layer_accuracy(net: Net, stats: LayerStatistics, x: Tensor, y: Tens
         else:
             first = blocks[0]
             h = first.finish(first.layer(first.prepare(xb)))
-            h = (decorrelated_input(blocks[1].layer, blocks[1].prepare(h)).double()
+            h = (blocks[1].layer.decorrelated_input(blocks[1].prepare(h)).double()
                  @ weight.T).to(xb.dtype)
             for block in blocks[1 + replaced:]:
                 h = block.finish(block.layer(block.prepare(h)))

@@ -14,15 +14,25 @@ import math
 import torch
 from torch import Tensor
 
+from corrgd import streams
 from corrgd.losses import LossFn
 from corrgd.nn.network import Net, activation_derivative
 from corrgd.rules.base import LearningRule, Step
 
 
 def kaiming_uniform(shape: tuple[int, ...], fan_in: int, generator: torch.Generator) -> Tensor:
-    """Uniform(−1/√fan_in, 1/√fan_in), the default init of torch's layers."""
-    bound = 1 / math.sqrt(fan_in)
+    """Uniform(−√(6/fan_in), √(6/fan_in)): torch's `kaiming_uniform_` default, which the CRGD
+    reference code uses for its feedback matrices."""
+    bound = math.sqrt(6 / fan_in)
     return (torch.rand(shape, generator=generator) * 2 - 1) * bound
+
+
+def feedback_matrices(net: Net, seed: int) -> list[Tensor]:
+    """One fixed random matrix per layer, shaped like its weight, from the run's
+    'feedback' stream (independent of the forward weights' 'init' stream)."""
+    g = streams.generator(seed, "feedback")
+    return [kaiming_uniform(tuple(layer.weight.shape), layer.fan_in, g)
+            .to(layer.weight.device, layer.weight.dtype) for layer in net.layers]
 
 
 class BP(LearningRule):
@@ -41,10 +51,8 @@ class FA(BP):
     name = "fa"
 
     def setup(self, net: Net, example: Tensor) -> None:
-        g = self.generator()
-        for layer in net.layers:
-            B = kaiming_uniform(tuple(layer.weight.shape), layer.fan_in, g)
-            layer.feedback = B.to(layer.weight.device, layer.weight.dtype)
+        for layer, B in zip(net.layers, feedback_matrices(net, self.seed), strict=True):
+            layer.feedback = B
 
 
 class DFA(LearningRule):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from corrgd import streams
 from corrgd.losses import LossFn
 from corrgd.nn.network import Net, Trace
 
@@ -33,7 +34,7 @@ class LearningRule:
     name = "rule"
 
     def __init__(self, seed: int = 0) -> None:
-        self.seed = seed  # for fixed random feedback matrices
+        self.seed = seed  # the run seed: the rule's random streams derive from it
 
     def setup(self, net: Net, example: Tensor) -> None:
         """Prepare `net` (e.g. attach feedback matrices); `example` is a batch of inputs."""
@@ -41,8 +42,9 @@ class LearningRule:
     def gradients(self, net: Net, x: Tensor, y: Tensor, loss: LossFn) -> Step:
         raise NotImplementedError
 
-    def generator(self) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed)
+    def generator(self, stream: str = "feedback", *counters: int) -> torch.Generator:
+        """A generator for one of the run's named random streams (see `corrgd.streams`)."""
+        return streams.generator(self.seed, stream, *counters)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"

@@ -1,13 +1,22 @@
 """Constrained parameter inference (COPI paper) for the forward weights.
 
-The target of layer l is `z_l = a_l + δ_l` with `δ_l = −∂ℓ/∂a_l` from BP or from
-FA; the update is Hebbian plus a decay on the squared (decorrelated) input:
+The target of layer l is `z_l = a_l + δ_l`, with `δ_l` the perturbation that
+credit assignment sends down (COPI Algorithm 1, §2.5):
+
+    BP:  δ_L = −∂ℓ/∂a_L,   δ_l = f'(a_l) ⊙ (W_{l+1} R_{l+1})ᵀ δ_{l+1}     (= −∂ℓ/∂a_l)
+    FA:  δ_L = −∂ℓ/∂a_L,   δ_l = f'(a_l) ⊙ B_{l+1} δ_{l+1}
+
+With FA signals the fixed random `B_{l+1}` stands in for the whole
+`(W_{l+1} R_{l+1})ᵀ`: no decorrelating matrix is in the backward path. The
+update is Hebbian plus a decay on the squared (decorrelated) input:
 
     ΔW_l = ⟨z_l x̂_{l-1}ᵀ⟩ − W_l diag(⟨x̂_{l-1}²⟩)        (W ← W + η ΔW)
 
 A bias is a weight on a constant input 1: Δb = ⟨z_l⟩ − b. The update is handed to
 the optimizer as the gradient `−ΔW`, so plain SGD takes the paper's steps. The
-decorrelating matrices should use the "copi" decorrelation rule.
+paper's network ends in `y_L = f(a_L)` with loss `‖y_L − y*‖²` (no ½): build it
+with `output_activation=True` and the "sse" loss. The decorrelating matrices
+should use the "copi" decorrelation rule.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from torch import Tensor
 from corrgd.losses import LossFn
 from corrgd.nn.layers import DecorLinear
 from corrgd.nn.network import Net
-from corrgd.rules.backprop import FA
+from corrgd.rules.backprop import feedback_matrices
 from corrgd.rules.base import LearningRule, Step
 
 
@@ -30,26 +39,40 @@ class COPI(LearningRule):
         if feedback not in ("bp", "fa"):
             raise ValueError(f"COPI feedback must be 'bp' or 'fa', got {feedback!r}")
         self.feedback = feedback
+        self.matrices: list[Tensor] = []  # B_l per layer (FA signals)
 
     def setup(self, net: Net, example: Tensor) -> None:
         for layer in net.layers:
             if not isinstance(layer, DecorLinear):
                 raise ValueError("COPI is implemented for dense layers only")
         if self.feedback == "fa":
-            FA(self.seed).setup(net, example)
+            self.matrices = feedback_matrices(net, self.seed)
+
+    def perturbations(self, net: Net, trace_preacts: list[Tensor], mean_loss: Tensor
+                      ) -> list[Tensor]:
+        """δ_l per sample and layer: −∂ℓ_n/∂a_l (BP) or sent down through B (FA)."""
+        n = trace_preacts[0].shape[0]
+        if self.feedback == "bp":
+            grads = torch.autograd.grad(mean_loss, trace_preacts)
+            return [-n * g for g in grads]
+        (last,) = torch.autograd.grad(mean_loss, trace_preacts[-1])
+        deltas = [-n * last]
+        with torch.no_grad():
+            for block, a, B in zip(reversed(net.blocks[:-1]), reversed(trace_preacts[:-1]),
+                                   reversed(self.matrices[1:]), strict=True):
+                deltas.append(block.derivative(a) * (deltas[-1] @ B))
+        return deltas[::-1]
 
     def gradients(self, net: Net, x: Tensor, y: Tensor, loss: LossFn) -> Step:
         trace = net.trace(x)
         mean_loss = loss(trace.output, y).mean()
-        grads = torch.autograd.grad(mean_loss, trace.preacts)
+        deltas = self.perturbations(net, trace.preacts, mean_loss)
         n = x.shape[0]
         with torch.no_grad():
-            for layer, inp, a, g in zip(net.layers, trace.inputs, trace.preacts, grads,
+            for layer, inp, a, d in zip(net.layers, trace.inputs, trace.preacts, deltas,
                                         strict=True):
-                xh = inp if layer.decor is None else layer.decor.decorrelate(
-                    inp, layer.decor.center(inp.mean(0)) if layer.decor.settings.demeans
-                    else None)
-                z = a - n * g  # a + δ, δ = −∂ℓ_n/∂a_n per sample
+                xh = layer.decorrelated_input(inp)
+                z = a + d
                 dW = z.T @ xh / n - layer.weight * xh.pow(2).mean(0)
                 layer.weight.grad = -dW
                 if layer.bias is not None:

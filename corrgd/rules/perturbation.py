@@ -11,7 +11,11 @@ stand-in `δ_l` for `∂ℓ/∂a_l`; the weight update is then `δ_l x̂_{l-1}�
 
 (N_l: units in layer l; N = Σ N_l; ‖δa‖² over all layers.) `samples` noisy
 draws are averaged per step. With `noisy_baseline` there is no clean pass: a
-second noisy pass stands in for it (NPD §3.4).
+second noisy pass stands in for it (NPD §3.4). Noisy passes demean every layer
+by the clean pass's batch mean, so the noise added to one sample changes no
+other sample's activity through the mean, and δℒ_n measures sample n's noise
+alone. (The CRGD reference code demeans the clean and noisy samples together,
+with one mean over both.)
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from corrgd import streams
 from corrgd.losses import LossFn
 from corrgd.nn.network import Net, Trace
 from corrgd.rules.base import LearningRule, Step
@@ -49,9 +54,18 @@ class NodePerturbation(LearningRule):
         if noisy_baseline and not self.supports_noisy_baseline:
             raise ValueError(f"{self.name}: the noisy baseline needs noise at every layer")
         self.sigma2, self.samples, self.noisy_baseline = sigma2, samples, noisy_baseline
+        self.noise_generator: torch.Generator | None = None
+
+    def reseed(self, *counters: int, device: torch.device | str = "cpu") -> None:
+        """Draw noise from the run's 'noise' stream at `counters` (the runner: the epoch)."""
+        self.noise_generator = streams.generator(self.seed, "noise", *counters, device=device)
 
     def noise(self, like: Tensor) -> Tensor:
-        return torch.randn_like(like) * self.sigma2**0.5
+        if self.noise_generator is None or self.noise_generator.device != like.device:
+            self.reseed(device=like.device)
+        assert self.noise_generator is not None
+        return torch.randn(like.shape, generator=self.noise_generator, device=like.device,
+                           dtype=like.dtype) * self.sigma2**0.5
 
     def gradients(self, net: Net, x: Tensor, y: Tensor, loss: LossFn) -> Step:
         baseline_noise = [self.noise(a) for a in self._shapes(net, x)] if self.noisy_baseline \
@@ -84,7 +98,7 @@ class NP(NodePerturbation):
     def estimate(self, net: Net, x: Tensor, y: Tensor, loss: LossFn, base: Trace,
                  base_loss: Tensor) -> list[Tensor]:
         eps = [self.noise(a) for a in base.preacts]
-        dL = loss(net.trace(x, eps).output, y) - base_loss
+        dL = loss(net.trace(x, eps, means=base.means).output, y) - base_loss
         return [_expand(dL, e) * e / self.sigma2 for e in eps]
 
 
@@ -99,7 +113,7 @@ class INP(NodePerturbation):
             v = self.noise(a)
             noise: list[Tensor | None] = [None] * len(base.preacts)
             noise[layer] = v
-            dL = loss(net.trace(x, noise).output, y) - base_loss
+            dL = loss(net.trace(x, noise, means=base.means).output, y) - base_loss
             deltas.append(a[0].numel() * _expand(dL / _sq_norms(v), v) * v)
         return deltas
 
@@ -109,7 +123,7 @@ class ANP(NodePerturbation):
 
     def estimate(self, net: Net, x: Tensor, y: Tensor, loss: LossFn, base: Trace,
                  base_loss: Tensor) -> list[Tensor]:
-        noisy = net.trace(x, [self.noise(a) for a in base.preacts])
+        noisy = net.trace(x, [self.noise(a) for a in base.preacts], means=base.means)
         dL = loss(noisy.output, y) - base_loss
         da = [an - a for an, a in zip(noisy.preacts, base.preacts, strict=True)]
         units = sum(a[0].numel() for a in da)
