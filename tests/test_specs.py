@@ -268,10 +268,12 @@ def test_copi_specs(name: str, network: str, first_lr: float, lr: float) -> None
     assert curves == {("copi", "bp", True): 5, ("copi", "fa", True): 5, ("bp", "bp", True): 5,
                       ("bp", "bp", False): 5}
     for r in runs:
-        assert (r.network, r.loss, r.batch_size, r.epochs) == (network, "mse", 50, 100)
-        if r.decor:  # SGD, boosted after epoch 1, lateral LR = forward LR
+        # COPI Algorithm 1: y_L = f(a_L), loss ‖y_L − y*‖² without ½
+        assert (r.network, r.loss, r.output_activation, r.batch_size, r.epochs) == \
+            (network, "sse", True, 50, 100)
+        if r.decor:  # SGD, boosted after epoch 1, lateral LR = forward LR, COPI's R (C − D)
             assert (r.optimizer, r.first_epoch_lr, r.lr) == ("sgd", first_lr, lr)
-            assert (r.decor_rule, r.decor_lr) == ("copi", lr)
+            assert (r.decor_rule, r.decor_lr, r.decor_update_order) == ("copi", lr, "MC")
         else:  # the BP + Adam baseline
             assert (r.optimizer, r.lr, r.betas, r.first_epoch_lr) == ("adam", 1e-4,
                                                                       (0.9, 0.99), None)
