@@ -14,13 +14,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from corrgd.architectures import network_names
 from corrgd.data import dataset_names
-from corrgd.models import network_names
 from corrgd.rules import RULES
 
 # The columns a run's axes are stored under, in the order reports group by.
 CURVE_KEYS = ("dataset", "network", "algorithm", "decor")
 AXIS_COLUMNS = (*CURVE_KEYS, "decor_lr", "lr", "seed")
+# Settings that may differ between the runs that train together as one group
+# (corrgd.runner): scalars that change neither a tensor's shape nor the sequence
+# of operations.
+PER_MEMBER = ("seed", "lr", "first_epoch_lr", "decor_lr", "first_epoch_decor_lr",
+              "decor_conv_lr", "sigma2", "betas", "eps", "momentum")
 
 
 class RunConfig(BaseModel):
@@ -108,6 +113,13 @@ class RunConfig(BaseModel):
 
     def hash(self) -> str:
         return hashlib.sha256(self.canonical().encode()).hexdigest()
+
+    def group_key(self) -> str:
+        """Runs with equal keys can train as one group: their configs agree on everything
+        but the `PER_MEMBER` settings."""
+        shared = {k: v for k, v in self.model_dump(mode="json").items() if k not in PER_MEMBER}
+        text = json.dumps(shared, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
 
     @property
     def label(self) -> str:

@@ -1,7 +1,7 @@
-"""What the runner logs besides loss and accuracy.
+"""What the runner logs besides loss and accuracy, per member of a network (`corrgd.nn`).
 
 - per decorrelated layer: residual |off-diagonal correlation| of its output x̂,
-  the CRGD gain, and the norm ratio ‖x̂‖ / ‖x − μ‖;
+  the CRGD gain, and the norm ratio ‖x̂‖ / ‖x‖;
 - for any rule: the angle between its update and the true BP gradient, per layer.
 """
 
@@ -34,7 +34,7 @@ def without_feedback(net: Net) -> Iterator[None]:
 
 def layer_updates(net: Net, rule: LearningRule, x: Tensor, y: Tensor, loss: LossFn
                   ) -> list[Tensor]:
-    """Each layer's update from `rule` on one batch (weight and bias, flattened).
+    """Each layer's update from `rule` on one batch: (G, weights + biases) per layer.
 
     Leaves the parameters' `.grad` as they were and nothing else changes.
     """
@@ -46,10 +46,10 @@ def layer_updates(net: Net, rule: LearningRule, x: Tensor, y: Tensor, loss: Loss
         rule.gradients(net, x, y, loss)
         updates = []
         for layer in net.layers:
-            parts = [layer.weight.grad.flatten()]
+            parts = [layer.weight.grad.flatten(1)]
             if layer.bias is not None:
-                parts.append(layer.bias.grad.flatten())
-            updates.append(torch.cat(parts).detach().clone())
+                parts.append(layer.bias.grad.flatten(1))
+            updates.append(torch.cat(parts, 1).detach().clone())
     finally:
         for p, g in zip(params, saved, strict=True):
             p.grad = g
@@ -72,15 +72,18 @@ def angle(u: Tensor, v: Tensor) -> float:
 
 
 def update_angles(net: Net, rule: LearningRule, x: Tensor, y: Tensor, loss: LossFn
-                  ) -> list[float]:
-    """Per layer, the angle (degrees) between `rule`'s update and the BP gradient."""
+                  ) -> list[list[float]]:
+    """Per layer and member, the angle (degrees) between `rule`'s update and the BP
+    gradient."""
     true = bp_gradients(net, x, y, loss)
     ours = layer_updates(net, rule, x, y, loss)
-    return [angle(u, v) for u, v in zip(ours, true, strict=True)]
+    return [[angle(u[g], v[g]) for g in range(u.shape[0])]
+            for u, v in zip(ours, true, strict=True)]
 
 
 @torch.no_grad()
-def decorrelation_stats(net: Net, x: Tensor) -> list[dict[str, float] | None]:
-    """Per layer (None where undecorrelated): offdiag_corr, gain, norm_ratio on batch x."""
+def decorrelation_stats(net: Net, x: Tensor) -> list[list[dict[str, float]] | None]:
+    """Per layer (None where undecorrelated) and member: offdiag_corr, gain, norm_ratio on
+    batch x."""
     inputs = net.trace(x).inputs
     return [layer.decorrelation_stats(inp) for layer, inp in zip(net.layers, inputs, strict=True)]

@@ -1,8 +1,9 @@
-"""Per-sample losses: each returns a vector with one loss per sample.
+"""Per-sample losses: each returns one loss per sample.
 
-Targets are class labels (int64, one per sample; squared-error losses compare
-against their one-hot code) or, for regression, float vectors shaped like the
-output.
+Outputs are (..., k) (e.g. (G, n, k) for G members of n samples); targets are
+class labels (int64, (...); squared-error losses compare against their one-hot
+code) or, for regression, float vectors shaped like the output. The loss has the
+targets' leading shape (...).
 
     ce        categorical cross-entropy of softmax(output)
     mse       mean over outputs of (y − t)²      (torch's MSELoss, per sample)
@@ -22,18 +23,20 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 
 def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
     """Categorical cross-entropy of softmax(logits) against class labels."""
-    return F.cross_entropy(logits, target, reduction="none")
+    per_sample = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                                 reduction="none")
+    return per_sample.view(target.shape)
 
 
 def _targets(output: Tensor, target: Tensor) -> Tensor:
     if target.is_floating_point():
         return target.to(output.dtype).view_as(output)
-    return F.one_hot(target, output.shape[1]).to(output.dtype)
+    return F.one_hot(target, output.shape[-1]).to(output.dtype)
 
 
 def sum_squared_error(output: Tensor, target: Tensor) -> Tensor:
     """‖y − t‖² per sample, t the target vector (one-hot for class labels)."""
-    return (output - _targets(output, target)).pow(2).flatten(1).sum(1)
+    return (output - _targets(output, target)).pow(2).sum(-1)
 
 
 def half_squared_error(output: Tensor, target: Tensor) -> Tensor:
@@ -43,7 +46,7 @@ def half_squared_error(output: Tensor, target: Tensor) -> Tensor:
 
 def mean_squared_error(output: Tensor, target: Tensor) -> Tensor:
     """Mean over outputs of (y − t)² per sample."""
-    return (output - _targets(output, target)).pow(2).flatten(1).mean(1)
+    return (output - _targets(output, target)).pow(2).mean(-1)
 
 
 LOSSES: dict[str, LossFn] = {"ce": cross_entropy, "mse": mean_squared_error,

@@ -1,18 +1,26 @@
-"""One training run from a validated `RunConfig`, reporting through a small callback.
+"""Training runs from validated `RunConfig`s, reporting through a small callback.
+
+A *group* is several runs that differ only in per-member settings (`PER_MEMBER`:
+learning rates, seed, noise variance, ...): they train as one batched model
+(`corrgd.nn`), one process, one set of kernels. A single run is a group of one;
+there is no other code path. Per run:
 
     data → network → rule → optimizer; epoch 0 is evaluated before training;
     then per epoch: train, evaluate every split, checkpoint, report.
 
-The runner knows nothing of sweeps or databases: it hands each epoch's metric
-rows to `Reporter.epoch_end`. Resuming: when `checkpoint` names a file saved by
-an earlier, interrupted run of the same config, training continues after its
-last finished epoch, and that epoch's rows are reported again (reporters must
-treat a repeated epoch as already written).
+Each member stays its own run: its own initialisation, validation split, data
+order, feedback matrices and noise (from its seed's named streams,
+`corrgd.streams`), its own learning rates and optimizer state, metric rows and
+checkpoint file. A member whose loss turns NaN is marked diverged and leaves
+the group; the others go on. A run's results do not depend on the group it
+trained in.
 
-Randomness comes from the run's named streams (`corrgd.streams`): the initial
-weights, feedback matrices and validation split from their own streams, and the
-data order, noise and crops from per-epoch streams, so a resumed run draws the
-same batches and noise as an uninterrupted one.
+The runner knows nothing of sweeps or databases: it hands each epoch's metric
+rows to `GroupReporter.epoch_end`. Resuming: a member whose checkpoint (a file
+saved by an earlier, interrupted run of the same config) exists continues after
+its last finished epoch, and that epoch's rows are reported again (reporters must
+treat a repeated epoch as already written). Members saved at different epochs
+resume as separate groups, one after the other.
 """
 
 from __future__ import annotations
@@ -20,27 +28,63 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from torch import Tensor
 
 from corrgd import streams
-from corrgd.config import RunConfig
+from corrgd.config import PER_MEMBER, RunConfig
 from corrgd.data import DataSplits, load_dataset
+from corrgd.data.prepare import hold_out_rows
 from corrgd.diagnostics import decorrelation_stats, update_angles
 from corrgd.losses import get_loss
 from corrgd.models import build_network, takes_flat_input
 from corrgd.nn import DecorSettings, Net
-from corrgd.rules import LearningRule, make_rule
+from corrgd.optim import MemberAdam, MemberOptimizer, MemberSGD
+from corrgd.rules import LearningRule, NodePerturbation, make_rule
 from corrgd.training import evaluate, train_step
 
 DIAGNOSTIC_SAMPLES = 256  # batch the per-epoch diagnostics are measured on
 CHECK_EVERY = 10  # steps between loss checks (NaN) and progress reports
 
+def group_key(config: RunConfig) -> str:
+    """Runs with equal keys can train as one group (`RunConfig.group_key`)."""
+    return config.group_key()
+
+
+@dataclass
+class RunResult:
+    status: str  # "done" or "diverged"
+    epochs: int  # last finished epoch
+    final: list[dict[str, Any]]  # rows of the last finished epoch
+
+
+@dataclass
+class MemberEpoch:
+    """One finished epoch of one member of a group."""
+
+    member: int  # its index in the configs given to `train_group`
+    rows: list[dict[str, Any]]  # one per split
+    checkpoint: str | None
+    status: str  # "running", "done" or "diverged"
+
+
+class GroupReporter(Protocol):
+    def epoch_end(self, epoch: int, members: list[MemberEpoch]) -> None:
+        """Metric rows of one finished epoch of every member still training (and of those
+        that diverged in it), after their checkpoints are saved."""
+
+    def progress(self, epoch: int, step: int, steps: int, losses: list[float]) -> None:
+        """Called every few training steps with the members' current losses; cheap."""
+
 
 class Reporter(Protocol):
+    """The callback of a single run (`run`)."""
+
     def epoch_end(self, epoch: int, rows: list[dict[str, Any]], checkpoint: str | None) -> None:
         """Metric rows of one finished epoch (one per split), after its checkpoint is saved."""
 
@@ -56,66 +100,77 @@ class NullReporter:
         pass
 
 
-@dataclass
-class RunResult:
-    status: str  # "done" or "diverged"
-    epochs: int  # last finished epoch
-    final: list[dict[str, Any]]  # rows of the last finished epoch
+class _OneRun:
+    """A single run's `Reporter` seen as a `GroupReporter`."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+
+    def epoch_end(self, epoch: int, members: list[MemberEpoch]) -> None:
+        for m in members:
+            self.reporter.epoch_end(epoch, m.rows, m.checkpoint)
+
+    def progress(self, epoch: int, step: int, steps: int, losses: list[float]) -> None:
+        self.reporter.progress(epoch, step, steps, losses[0])
 
 
-def decor_settings(config: RunConfig, lr: float | None = None, conv_lr: float | None = None
-                   ) -> tuple[DecorSettings | None, DecorSettings | None]:
-    """(dense, conv) decorrelation settings of a config; LRs default to the config's."""
+# --- building ------------------------------------------------------------------------------
+def decor_settings(config: RunConfig) -> tuple[DecorSettings | None, DecorSettings | None]:
+    """(dense, conv) decorrelation settings of a config, at its decor LRs."""
     if not config.decor:
         return None, None
-    dense = DecorSettings(rule=config.decor_rule, lr=lr or config.decor_lr,
+    dense = DecorSettings(rule=config.decor_rule, lr=config.decor_lr,
                           sample_frac=config.decor_sample_frac, demean=config.decor_demean,
                           update_order=config.decor_update_order,
                           channel_mean=config.decor_channel_mean,
                           mean_in_graph=config.decor_mean_in_graph)
-    conv = replace(dense, lr=conv_lr or config.decor_conv_lr or dense.lr,
+    conv = replace(dense, lr=config.decor_conv_lr or dense.lr,
                    update_order=config.decor_conv_update_order or dense.update_order)
     return dense, conv
 
 
-def build(config: RunConfig, data: DataSplits, device: torch.device | str
-          ) -> tuple[Net, LearningRule, torch.optim.Optimizer]:
-    """The network, learning rule and optimizer a config describes, initialised from its seed."""
-    decor, conv_decor = decor_settings(config)
-    arch = {k: v for k in ("width", "depth", "hidden") if (v := getattr(config, k)) is not None}
-    net = build_network(config.network, data.input_shape, data.num_classes, decor,
-                        conv_decor=conv_decor, padding=config.padding, bias=config.bias,
-                        last_hidden_activation=config.last_hidden_activation,
-                        output_activation=config.output_activation,
-                        generator=streams.generator(config.seed, "init"), **arch).to(device)
-    options: dict[str, Any] = {"seed": config.seed}
-    if config.algorithm in ("np", "inp", "anp"):
-        options |= {"sigma2": config.sigma2, "samples": config.np_samples,
-                    "noisy_baseline": config.noisy_baseline}
-    if config.algorithm == "copi":
-        options["feedback"] = config.copi_feedback
-    rule = make_rule(config.algorithm, **options)
-    example = data.eval_transform(data.train.x[:2].to(device))
-    rule.setup(net, example)
-    if config.optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(net.parameters(), lr=config.lr,
-                                                      betas=config.betas, eps=config.eps)
+def build(configs: Sequence[RunConfig], data: DataSplits, device: torch.device | str
+          ) -> tuple[Net, LearningRule, MemberOptimizer]:
+    """The network, learning rule and optimizer of a group, each member initialised from its
+    own seed exactly as it would be alone."""
+    c = configs[0]
+    G = len(configs)
+    decor, conv_decor = decor_settings(c)
+    arch = {k: v for k in ("width", "depth", "hidden") if (v := getattr(c, k)) is not None}
+    net = build_network(c.network, data.input_shape, data.num_outputs, decor,
+                        conv_decor=conv_decor, padding=c.padding, bias=c.bias,
+                        last_hidden_activation=c.last_hidden_activation,
+                        output_activation=c.output_activation, members=G,
+                        generators=[streams.generator(m.seed, "init") for m in configs],
+                        **arch).to(device)
+    options: dict[str, Any] = {"seed": [m.seed for m in configs]}
+    if c.algorithm in ("np", "inp", "anp"):
+        options |= {"sigma2": [m.sigma2 for m in configs], "samples": c.np_samples,
+                    "noisy_baseline": c.noisy_baseline}
+    if c.algorithm == "copi":
+        options["feedback"] = c.copi_feedback
+    rule = make_rule(c.algorithm, **options)
+    rule.setup(net, data.eval_transform(data.train.x[:2].to(device)))
+    optimizer: MemberOptimizer
+    if c.optimizer == "adam":
+        optimizer = MemberAdam(net.parameters(), G, lr=[m.lr for m in configs],
+                               betas=[m.betas for m in configs], eps=[m.eps for m in configs])
     else:
-        opt = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum)
-    return net, rule, opt
+        optimizer = MemberSGD(net.parameters(), G, lr=[m.lr for m in configs],
+                              momentum=[m.momentum for m in configs])
+    return net, rule, optimizer
 
 
 def load_data(config: RunConfig, data_dir: str | None = None) -> DataSplits:
-    """The data set of a run, with its validation split and the input layout its net needs."""
-    return load_dataset(config.dataset, data_dir=data_dir, val_size=config.val_size,
-                        seed=streams.stream_seed(config.seed, "split"),
+    """The data set of a run before any validation hold-out (the runner holds out each
+    run's rows itself), in the input layout its net needs."""
+    return load_dataset(config.dataset, data_dir=data_dir, val_size=0,
                         flatten=takes_flat_input(config.network), **config.data)
 
 
 def data_key(config: RunConfig) -> tuple:
     """Runs with equal keys can share one loaded data set."""
-    return (config.dataset, config.val_size, config.seed, takes_flat_input(config.network),
-            tuple(sorted(config.data.items())))
+    return (config.dataset, takes_flat_input(config.network), tuple(sorted(config.data.items())))
 
 
 def learning_rates(config: RunConfig, epoch: int) -> tuple[float, float, float]:
@@ -130,108 +185,311 @@ def learning_rates(config: RunConfig, epoch: int) -> tuple[float, float, float]:
     return config.lr, config.decor_lr, conv
 
 
+# --- a group ---------------------------------------------------------------------------------
+class Group:
+    """The live members of a group: their network, rule, optimizer and data rows."""
+
+    def __init__(self, configs: Sequence[RunConfig], data: DataSplits, device: torch.device,
+                 members: Sequence[int] | None = None) -> None:
+        if len({group_key(c) for c in configs}) != 1:
+            raise ValueError("a group's configs must differ only in " + ", ".join(PER_MEMBER))
+        if data.val is not None:
+            raise ValueError("pass the whole training split (val None): each run holds out "
+                             "its own validation rows")
+        self.configs = list(configs)
+        self.members = list(range(len(configs))) if members is None else list(members)
+        self.data, self.device = data, device
+        self.shared = configs[0]
+        self.loss_fn = get_loss(self.shared.loss)
+        self.net, self.rule, self.optimizer = build(configs, data, device)
+        rows = [hold_out_rows(len(data.train), c.val_size, streams.stream_seed(c.seed, "split"))
+                for c in configs]
+        self.train_rows = torch.stack([r[0] for r in rows]).to(device)
+        self.val_rows = torch.stack([r[1] for r in rows]).to(device) \
+            if self.shared.val_size else None
+
+    def __len__(self) -> int:
+        return len(self.configs)
+
+    def select(self, keep: Sequence[int]) -> None:
+        """Keep only the members at positions `keep`."""
+        index = torch.tensor(keep, dtype=torch.long)
+        self.net.select_members(index.to(self.device))
+        self.rule.select_members(index)
+        self.optimizer.select_members(index.to(self.device))
+        self.configs = [self.configs[i] for i in keep]
+        self.members = [self.members[i] for i in keep]
+        self.train_rows = self.train_rows[index.to(self.device)]
+        if self.val_rows is not None:
+            self.val_rows = self.val_rows[index.to(self.device)]
+
+    def start_epoch(self, epoch: int) -> None:
+        """Each member's learning rates and random streams for training epoch `epoch`."""
+        rates = [learning_rates(c, epoch) for c in self.configs]
+        self.optimizer.set(lr=[r[0] for r in rates])
+        if self.shared.decor:
+            self.net.set_decorrelation_lr(torch.tensor([r[1] for r in rates]),
+                                          torch.tensor([r[2] for r in rates]))
+        if isinstance(self.rule, NodePerturbation):
+            self.rule.reseed(epoch, device=self.device)
+
+    def epoch_order(self, epoch: int) -> Tensor:
+        """Each member's training rows in its order for `epoch`: (G, n_train)."""
+        n = self.train_rows.shape[1]
+        orders = torch.stack([torch.randperm(n, generator=streams.generator(c.seed, "order",
+                                                                           epoch))
+                              for c in self.configs]).to(self.device)
+        return self.train_rows.gather(1, orders)
+
+    def batch(self, x: Tensor, rows: Tensor, crops: list[torch.Generator] | None) -> Tensor:
+        """Model inputs (G, b, ...) of the stored rows (G, b), with each member's random
+        crops while training (`crops`), deterministic transforms otherwise."""
+        stored = x[rows]
+        if crops is not None and self.data.transform.crop is not None:
+            return torch.stack([self.data.train_transform(s, g) for s, g in
+                                zip(stored, crops, strict=True)])
+        flat = self.data.eval_transform(stored.flatten(0, 1))
+        return flat.view(*rows.shape, *flat.shape[1:])
+
+
+# --- training --------------------------------------------------------------------------------
+def train_group(configs: Sequence[RunConfig], *, device: str = "cpu",
+                data: DataSplits | None = None, data_dir: str | None = None,
+                checkpoints: Sequence[str | Path | None] | None = None,
+                reporter: GroupReporter | None = None) -> list[RunResult]:
+    """Train runs that differ only in `PER_MEMBER` settings as one group; one result per
+    config, in their order. `checkpoints` names each run's checkpoint file (None: none)."""
+    configs = list(configs)
+    reporter = reporter or _NullGroupReporter()
+    dev = torch.device(device)
+    data = data or load_data(configs[0], data_dir)
+    paths = [None if p is None else Path(p) for p in (checkpoints or [None] * len(configs))]
+    saved = [_load_checkpoint(p, c, dev) for p, c in zip(paths, configs, strict=True)]
+    results: list[RunResult | None] = [None] * len(configs)
+
+    # Members already finished (done or diverged) report their last epoch again and stop.
+    pending: dict[int, list[int]] = {}  # resume epoch -> members
+    for i, (c, state) in enumerate(zip(configs, saved, strict=True)):
+        if state is not None and (state["status"] == "diverged" or state["epoch"] >= c.epochs):
+            reporter.epoch_end(state["epoch"], [MemberEpoch(i, state["rows"], str(paths[i]),
+                                                            state["status"])])
+            status = "diverged" if state["status"] == "diverged" else "done"
+            results[i] = RunResult(status, state["epoch"], state["rows"])
+        else:
+            pending.setdefault(-1 if state is None else state["epoch"], []).append(i)
+    for start, members in sorted(pending.items()):
+        for i, result in zip(members, _train(configs, members, start, saved, paths, data, dev,
+                                             reporter), strict=True):
+            results[i] = result
+    return [r for r in results if r is not None]
+
+
+def _train(configs: list[RunConfig], members: list[int], start: int,
+           saved: list[dict[str, Any] | None], paths: list[Path | None], data: DataSplits,
+           dev: torch.device, reporter: GroupReporter) -> list[RunResult]:
+    """Train `members` (all resuming after epoch `start`, -1: from scratch) to the end."""
+    group = Group([configs[i] for i in members], data, dev, members)
+    if start >= 0:
+        for g, i in enumerate(members):
+            state = saved[i]
+            assert state is not None
+            group.net.load_member_state(g, state["net"])
+            group.optimizer.load_member_state(g, state["optimizer"])
+        reporter.epoch_end(start, [MemberEpoch(i, saved[i]["rows"], str(paths[i]), "running")
+                                   for i in members])  # type: ignore[index]
+    results: dict[int, RunResult] = {}
+    x_train, y_train = data.train.x.to(dev), data.train.y.to(dev)
+    test = None if data.test is None else (data.test.x.to(dev), data.test.y.to(dev))
+    c = group.shared
+    for epoch in range(start + 1, c.epochs + 1):
+        seconds, diverged = 0.0, {}
+        if epoch > 0:
+            seconds, diverged = _train_epoch(group, epoch, x_train, y_train, reporter)
+        rows = _evaluate(group, x_train, y_train, test, seconds) if len(group) else []
+        for pos, member_rows in enumerate(rows):
+            if any(not math.isfinite(r["loss"]) for r in member_rows):
+                diverged[group.members[pos]] = (None, member_rows)
+        if c.diagnostics and len(group):
+            for pos, diag in enumerate(_diagnostics(group, x_train, y_train, epoch)):
+                if group.members[pos] not in diverged:
+                    rows[pos][0]["diagnostics"] = diag
+        finished = []
+        for pos, i in enumerate(group.members):
+            if i in diverged:
+                continue
+            status = "done" if epoch == c.epochs else "running"
+            finished.append(_finish(group, pos, i, epoch, rows[pos], status, paths[i]))
+        for i, (snapshot, member_rows) in diverged.items():
+            finished.append(_finish_diverged(group, i, epoch, snapshot, member_rows, paths[i],
+                                             configs[i], data, dev))
+        finished.sort(key=lambda m: m.member)
+        reporter.epoch_end(epoch, finished)
+        for m in finished:
+            if m.status != "running":
+                results[m.member] = RunResult(m.status, epoch, m.rows)
+        keep = [pos for pos, i in enumerate(group.members) if i not in diverged]
+        if len(keep) < len(group):
+            group.select(keep)
+        if not len(group):
+            break
+    return [results[i] for i in members]
+
+
+def _train_epoch(group: Group, epoch: int, x: Tensor, y: Tensor, reporter: GroupReporter
+                 ) -> tuple[float, dict[int, tuple[dict[str, Any] | None, Any]]]:
+    """One epoch of training; members whose loss turns NaN leave the group at once (their
+    state as it was then is kept for their last evaluation)."""
+    c = group.shared
+    group.start_epoch(epoch)
+    crops = [streams.generator(m.seed, "crop", epoch) for m in group.configs] \
+        if group.data.transform.crop is not None else None
+    group.net.train()
+    t0 = time.perf_counter()
+    order = group.epoch_order(epoch)
+    n = order.shape[1]
+    steps = math.ceil(n / c.batch_size)
+    diverged: dict[int, tuple[dict[str, Any] | None, Any]] = {}
+    for step in range(steps):
+        rows = order[:, step * c.batch_size:(step + 1) * c.batch_size]
+        xb = group.batch(x, rows, crops)
+        losses = train_step(group.net, group.rule, group.optimizer, xb, y[rows], group.loss_fn)
+        if step % CHECK_EVERY == 0 or step == steps - 1:  # a sync point on GPUs
+            values = losses.tolist()
+            bad = [pos for pos, v in enumerate(values) if not math.isfinite(v)]
+            if bad:  # NaN stays NaN: caught within a few steps; freeze these members
+                for pos in bad:
+                    diverged[group.members[pos]] = (_snapshot(group, pos), None)
+                keep = [pos for pos in range(len(group)) if pos not in bad]
+                if crops is not None:
+                    crops = [crops[pos] for pos in keep]
+                order = order[torch.tensor(keep, dtype=torch.long, device=order.device)]
+                group.select(keep)
+                values = [values[pos] for pos in keep]
+                if not len(group):
+                    break
+            reporter.progress(epoch, step + 1, steps, values)
+    if group.device.type == "cuda":
+        torch.cuda.synchronize(group.device)
+    return time.perf_counter() - t0, diverged
+
+
+def _snapshot(group: Group, pos: int) -> dict[str, Any]:
+    return {"net": group.net.member_state(pos), "optimizer": group.optimizer.member_state(pos)}
+
+
+def _eval_batches(x: Tensor, y: Tensor, rows: Tensor | None, size: int, group: Group
+                  ) -> Iterator[tuple[Tensor, Tensor]]:
+    """Chunks of a split: per member rows (G, n) of the stored training set, or the whole
+    shared split (rows None)."""
+    n = x.shape[0] if rows is None else rows.shape[1]
+    for i in range(0, n, size):
+        if rows is None:
+            yield group.data.eval_transform(x[i:i + size]), y[i:i + size]
+        else:
+            chunk = rows[:, i:i + size]
+            yield group.batch(x, chunk, None), y[chunk]
+
+
+def _evaluate(group: Group, x: Tensor, y: Tensor, test: tuple[Tensor, Tensor] | None,
+              seconds: float) -> list[list[dict[str, Any]]]:
+    """Per member, one row per split (train, val, test)."""
+    size = group.shared.eval_batch_size
+    splits: list[tuple[str, Iterator[tuple[Tensor, Tensor]]]] = [
+        ("train", _eval_batches(x, y, group.train_rows, size, group))]
+    if group.val_rows is not None:
+        splits.append(("val", _eval_batches(x, y, group.val_rows, size, group)))
+    if test is not None:
+        splits.append(("test", _eval_batches(*test, None, size, group)))
+    classification = group.data.task == "classification"
+    per_member: list[list[dict[str, Any]]] = [[] for _ in range(len(group))]
+    for split, batches in splits:
+        metrics = evaluate(group.net, batches, group.loss_fn, classification=classification)
+        for rows, m in zip(per_member, metrics, strict=True):
+            rows.append({"split": split, **m, "seconds": seconds if split == "train" else 0.0,
+                         "diagnostics": None})
+    return per_member
+
+
+def _diagnostics(group: Group, x: Tensor, y: Tensor, epoch: int) -> list[dict[str, Any]]:
+    """Per member and layer: decorrelation stats (decorrelated layers) and the update's
+    angle to BP, on the first samples of the member's training split."""
+    rows = group.train_rows[:, :DIAGNOSTIC_SAMPLES]
+    xb, yb = group.batch(x, rows, None), y[rows]
+    net, rule = group.net, group.rule
+    if isinstance(rule, NodePerturbation):
+        rule.reseed(epoch, stream="diagnostics", device=group.device)
+    net.train()
+    layers: list[list[dict[str, Any]]] = [[{} for _ in net.layers] for _ in range(len(group))]
+    if net.decorrelated:
+        small = xb[:, :64] if xb.dim() > 3 else xb  # conv statistics run over every patch
+        for layer, stats in enumerate(decorrelation_stats(net, small)):
+            if stats is not None:
+                for member, s in zip(layers, stats, strict=True):
+                    member[layer].update(s)
+    if rule.name != "bp":
+        for layer, angles in enumerate(update_angles(net, rule, xb, yb, group.loss_fn)):
+            for member, a in zip(layers, angles, strict=True):
+                member[layer]["angle_to_bp"] = a
+    return [{"layers": member} for member in layers]
+
+
+def _finish(group: Group, pos: int, member: int, epoch: int, rows: list[dict[str, Any]],
+            status: str, path: Path | None) -> MemberEpoch:
+    if path is not None:
+        _save(path, {"config_hash": group.configs[pos].hash(), "epoch": epoch, "rows": rows,
+                     "status": status, "net": group.net.member_state(pos),
+                     "optimizer": group.optimizer.member_state(pos)})
+    return MemberEpoch(member, rows, None if path is None else str(path), status)
+
+
+def _finish_diverged(group: Group, member: int, epoch: int, snapshot: dict[str, Any] | None,
+                     rows: list[dict[str, Any]] | None, path: Path | None, config: RunConfig,
+                     data: DataSplits, dev: torch.device) -> MemberEpoch:
+    """A member that diverged: evaluate it (as a group of one, from the state it had when
+    its loss turned NaN) unless already evaluated, save and report it."""
+    alone = Group([config], data, dev, [member])
+    if snapshot is not None:
+        alone.net.load_member_state(0, snapshot["net"])
+        alone.optimizer.load_member_state(0, snapshot["optimizer"])
+    if rows is None:
+        x, y = data.train.x.to(dev), data.train.y.to(dev)
+        test = None if data.test is None else (data.test.x.to(dev), data.test.y.to(dev))
+        rows = _evaluate(alone, x, y, test, 0.0)[0]
+    elif snapshot is None:  # diverged in the evaluation: save the group's state of it
+        pos = group.members.index(member)
+        alone.net.load_member_state(0, group.net.member_state(pos))
+        alone.optimizer.load_member_state(0, group.optimizer.member_state(pos))
+    return _finish(alone, 0, member, epoch, rows, "diverged", path)
+
+
+class _NullGroupReporter:
+    def epoch_end(self, epoch: int, members: list[MemberEpoch]) -> None:
+        pass
+
+    def progress(self, epoch: int, step: int, steps: int, losses: list[float]) -> None:
+        pass
+
+
+# --- one run -----------------------------------------------------------------------------
 def run(config: RunConfig, *, device: str = "cpu", data_dir: str | None = None,
         checkpoint: str | Path | None = None, reporter: Reporter | None = None,
         data: DataSplits | None = None) -> RunResult:
-    reporter = reporter or NullReporter()
-    dev = torch.device(device)
-    data = data or load_data(config, data_dir)
-    splits = {name: s for name in ("train", "val", "test") if (s := getattr(data, name))}
-    on_device = {name: (s.x.to(dev), s.y.to(dev)) for name, s in splits.items()}
-    net, rule, opt = build(config, data, dev)
-    loss_fn = get_loss(config.loss)
-    ckpt = Path(checkpoint) if checkpoint else None
-
-    first, last_rows = 0, []
-    if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=dev, weights_only=False)
-        if state["config_hash"] != config.hash():
-            raise ValueError(f"checkpoint {ckpt} belongs to another config")
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["optimizer"])
-        last_rows = state["rows"]
-        reporter.epoch_end(state["epoch"], last_rows, str(ckpt))  # may not have reached it
-        if state["status"] == "diverged":
-            return RunResult("diverged", state["epoch"], last_rows)
-        first = state["epoch"] + 1
-
-    x_train, y_train = on_device["train"]
-    n = x_train.shape[0]
-    diag_idx = torch.arange(min(n, DIAGNOSTIC_SAMPLES), device=dev)
-    for epoch in range(first, config.epochs + 1):
-        seconds, diverged = 0.0, False
-        if epoch > 0:
-            lr, decor_lr, conv_decor_lr = learning_rates(config, epoch)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            if config.decor:
-                net.set_decorrelation_lr(decor_lr, conv_decor_lr)
-            if hasattr(rule, "reseed"):
-                rule.reseed(epoch, device=dev)
-            crops = streams.generator(config.seed, "crop", epoch)
-            net.train()
-            t0 = time.perf_counter()
-            order = torch.randperm(n, generator=streams.generator(config.seed, "order", epoch))
-            order = order.to(dev)
-            steps = math.ceil(n / config.batch_size)
-            for step in range(steps):
-                idx = order[step * config.batch_size:(step + 1) * config.batch_size]
-                xb = data.train_transform(x_train[idx], crops)
-                loss = train_step(net, rule, opt, xb, y_train[idx], loss_fn)
-                if step % CHECK_EVERY == 0 or step == steps - 1:  # a sync point on GPUs
-                    value = float(loss)
-                    if not math.isfinite(value):  # NaN stays NaN: caught within a few steps
-                        diverged = True
-                        break
-                    reporter.progress(epoch, step + 1, steps, value)
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            seconds = time.perf_counter() - t0
-        rows = _evaluate_splits(net, on_device, data, loss_fn, config, seconds)
-        diverged = diverged or any(not math.isfinite(r["loss"]) for r in rows)
-        if config.diagnostics and not diverged:
-            if hasattr(rule, "noise_generator"):
-                rule.noise_generator = streams.generator(config.seed, "diagnostics", epoch,
-                                                         device=dev)
-            rows[0]["diagnostics"] = _diagnostics(net, rule, data, x_train[diag_idx],
-                                                  y_train[diag_idx], loss_fn)
-        status = "diverged" if diverged else "running"
-        if ckpt is not None:
-            _save(ckpt, {"config_hash": config.hash(), "epoch": epoch, "rows": rows,
-                         "status": status, "net": net.state_dict(),
-                         "optimizer": opt.state_dict()})
-        reporter.epoch_end(epoch, rows, str(ckpt) if ckpt else None)
-        last_rows = rows
-        if diverged:
-            return RunResult("diverged", epoch, rows)
-    return RunResult("done", config.epochs, last_rows)
+    """Train one run: a group of one."""
+    (result,) = train_group([config], device=device, data=data, data_dir=data_dir,
+                            checkpoints=[checkpoint],
+                            reporter=_OneRun(reporter or NullReporter()))
+    return result
 
 
-def _evaluate_splits(net: Net, on_device: dict, data: DataSplits, loss_fn, config: RunConfig,
-                     seconds: float) -> list[dict[str, Any]]:
-    rows = []
-    for split, (x, y) in on_device.items():
-        m = evaluate(net, x, y, loss_fn, config.eval_batch_size, data.eval_transform)
-        rows.append({"split": split, **m, "seconds": seconds if split == "train" else 0.0,
-                     "diagnostics": None})
-    return rows
-
-
-def _diagnostics(net: Net, rule: LearningRule, data: DataSplits, x: torch.Tensor,
-                 y: torch.Tensor, loss_fn) -> dict[str, Any]:
-    """Per layer: decorrelation stats (decorrelated layers) and the update's angle to BP."""
-    x = data.eval_transform(x)
-    net.train()
-    layers: list[dict[str, Any]] = [{} for _ in net.layers]
-    if net.decorrelated:
-        small = x[:64] if x.dim() > 2 else x  # conv statistics run over every patch
-        for entry, stats in zip(layers, decorrelation_stats(net, small), strict=True):
-            if stats is not None:
-                entry.update(stats)
-    if rule.name != "bp":
-        for entry, a in zip(layers, update_angles(net, rule, x, y, loss_fn), strict=True):
-            entry["angle_to_bp"] = a
-    return {"layers": layers}
+# --- checkpoints -------------------------------------------------------------------------
+def _load_checkpoint(path: Path | None, config: RunConfig, dev: torch.device
+                     ) -> dict[str, Any] | None:
+    if path is None or not path.exists():
+        return None
+    state = torch.load(path, map_location=dev, weights_only=False)
+    if state["config_hash"] != config.hash():
+        raise ValueError(f"checkpoint {path} belongs to another config")
+    return state
 
 
 def _save(path: Path, state: dict[str, Any]) -> None:

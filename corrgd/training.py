@@ -1,18 +1,28 @@
-"""One training step and one evaluation: the loop a runner repeats."""
+"""One training step and one evaluation: the loop a runner repeats.
+
+The network holds G members (`corrgd.nn`); a step trains all of them on their
+own batches and returns each member's loss, an evaluation scores each member.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from corrgd.losses import LossFn
 from corrgd.nn.network import Net
+from corrgd.optim import MemberOptimizer
 from corrgd.rules import LearningRule
+from corrgd.rules.base import member_targets
 
 
-def train_step(net: Net, rule: LearningRule, optimizer: torch.optim.Optimizer, x: Tensor,
-               y: Tensor, loss: LossFn) -> Tensor:
-    """Rule gradients, an optimizer step, then the decorrelation rules; returns the loss."""
+def train_step(net: Net, rule: LearningRule, optimizer: MemberOptimizer | torch.optim.Optimizer,
+               x: Tensor, y: Tensor, loss: LossFn) -> Tensor:
+    """Rule gradients, an optimizer step, then the decorrelation rules; returns each
+    member's mean loss (G,)."""
     optimizer.zero_grad(set_to_none=True)
     step = rule.gradients(net, x, y, loss)
     optimizer.step()
@@ -21,24 +31,37 @@ def train_step(net: Net, rule: LearningRule, optimizer: torch.optim.Optimizer, x
 
 
 @torch.no_grad()
-def evaluate(net: Net, x: Tensor, y: Tensor, loss: LossFn, batch_size: int = 1000,
-             transform=None) -> dict[str, float]:
-    """Mean loss, accuracy and (with more than 10 classes) top-5 accuracy, in eval mode."""
+def evaluate(net: Net, batches: Iterable[tuple[Tensor, Tensor]], loss: LossFn, *,
+             classification: bool = True) -> list[dict[str, Any]]:
+    """Per member: mean loss, accuracy and (with more than 10 classes) top-5 accuracy over
+    `batches` of (inputs, targets), per member (G, b, ...) or shared (b, ...), in eval mode.
+    Regression (`classification=False`) reports the loss only (accuracy None)."""
     was_training = net.training
     net.eval()
-    total_loss, correct, correct5, n = 0.0, 0, 0, x.shape[0]
-    for i in range(0, n, batch_size):
-        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-        if transform is not None:
-            xb = transform(xb)
+    total = correct = correct5 = None
+    n, classes = 0, 0
+    for xb, yb in batches:
         out = net(xb)
-        total_loss += float(loss(out, yb).sum())
-        correct += int((out.argmax(1) == yb).sum())
-        if out.shape[1] > 10:
-            top5 = out.topk(5, dim=1).indices
-            correct5 += int((top5 == yb[:, None]).any(1).sum())
+        yb = member_targets(yb, out)
+        losses = loss(out, yb).double().sum(1)
+        total = losses if total is None else total + losses
+        n += yb.shape[1]
+        classes = out.shape[-1]
+        if classification:
+            hits = (out.argmax(-1) == yb).sum(1)
+            correct = hits if correct is None else correct + hits
+            if classes > 10:
+                top5 = (out.topk(5, dim=-1).indices == yb[..., None]).any(-1).sum(1)
+                correct5 = top5 if correct5 is None else correct5 + top5
     net.train(was_training)
-    result = {"loss": total_loss / n, "accuracy": correct / n, "top5": None}
-    if x.shape[0] and out.shape[1] > 10:
-        result["top5"] = correct5 / n
-    return result
+    if total is None:
+        raise ValueError("evaluate needs at least one batch")
+    results = []
+    for g in range(net.members):
+        row: dict[str, Any] = {"loss": float(total[g]) / n, "accuracy": None, "top5": None}
+        if correct is not None:
+            row["accuracy"] = int(correct[g]) / n
+        if correct5 is not None:
+            row["top5"] = int(correct5[g]) / n
+        results.append(row)
+    return results

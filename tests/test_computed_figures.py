@@ -29,9 +29,11 @@ from corrgd.reports.computed_maths import (
     decorrelation_dynamics,
     forward_passes,
     inferred_map,
+    layer_statistics,
     mean_abs_offdiag_correlation,
     quadratic_loss,
     regression_paths,
+    replaced_layer_accuracy,
 )
 from corrgd.rules import make_rule
 from corrgd.runner import run
@@ -162,6 +164,39 @@ def test_alignment_improves_with_samples_and_inp_beats_anp_beats_np(
     assert passes.loc[("np", 10), "forward_passes"] == 11
     assert passes.loc[("inp", 10), "forward_passes"] == 1 + 10 * 4  # 3 hidden + output
     assert forward_passes("anp", 50, 4) == 51
+
+
+def test_one_members_numbers_are_those_of_that_member_alone(
+        digits_batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Updates, layer statistics and replaced-layer accuracies of member 1 of a network of two
+    are those of a network of one member initialised as member 1."""
+    x, y = digits_batch[0][:64], digits_batch[1][:64]
+    loss = get_loss("ce")
+
+    def generator(seed: int) -> torch.Generator:
+        return torch.Generator().manual_seed(seed)
+
+    group = build_network("mlp", (64,), 10, hidden=[16, 16], bias=False, members=2,
+                          generators=[generator(1), generator(2)])
+    alone = build_network("mlp", (64,), 10, hidden=[16, 16], bias=False,
+                          generators=[generator(2)])
+    for rule in ("np", "inp"):
+        ours = averaged_updates(group, rule, x, y, loss, samples=(1, 2), seed=5)[2]
+        theirs = averaged_updates(alone, rule, x, y, loss, samples=(1, 2), seed=5)[2]
+        for a, b in zip(ours, theirs, strict=True):
+            assert a.shape[0] == 2 and b.shape[0] == 1
+            torch.testing.assert_close(a[1], b[0], rtol=1e-4, atol=1e-6)
+            assert not torch.allclose(a[0], b[0])
+    ours, theirs = layer_statistics(group, x, member=1), layer_statistics(alone, x)
+    for key in ours.input_cross:
+        torch.testing.assert_close(ours.input_cross[key], theirs.input_cross[key])
+    for key in ours.hidden_cross:
+        torch.testing.assert_close(ours.hidden_cross[key], theirs.hidden_cross[key])
+    torch.testing.assert_close(ours.input_power, theirs.input_power)
+    torch.testing.assert_close(ours.hidden_power, theirs.hidden_power)
+    for replaced in (0, 1, 2):
+        assert replaced_layer_accuracy(group, ours, x, y, replaced, member=1) == \
+            replaced_layer_accuracy(alone, theirs, x, y, replaced)
 
 
 # -- COPI Fig. 3 -------------------------------------------------------------------------

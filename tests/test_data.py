@@ -223,11 +223,20 @@ def test_validation_split(tmp_path: Path, rng: np.random.Generator) -> None:
         load_dataset("cifar10", data_dir=tmp_path, download=False, val_size=15)
 
 
-def test_statistics_exclude_the_validation_rows(tmp_path: Path, rng: np.random.Generator) -> None:
+def test_statistics_are_the_whole_training_split_whatever_the_hold_out(
+        tmp_path: Path, rng: np.random.Generator) -> None:
+    """Standardised with the statistics of every official training row, validation rows
+    included: runs that differ only in their hold-out (their seed) share one loaded set."""
     write_cifar10(tmp_path, rng)
     data = load_dataset("cifar10", data_dir=tmp_path, download=False, val_size=5)
-    assert torch.allclose(data.train.x.mean((0, 2, 3)), torch.zeros(3), atol=1e-5)
-    assert not torch.allclose(data.val.x.mean((0, 2, 3)), torch.zeros(3), atol=1e-3)
+    both = torch.cat([data.train.x, data.val.x])
+    assert torch.allclose(both.mean((0, 2, 3)), torch.zeros(3), atol=1e-5)
+    assert not torch.allclose(data.train.x.mean((0, 2, 3)), torch.zeros(3), atol=1e-3)
+    whole = load_dataset("cifar10", data_dir=tmp_path, download=False)
+    other = load_dataset("cifar10", data_dir=tmp_path, download=False, val_size=5, seed=9)
+    for split in (data, other):
+        rows = torch.cat([split.train.x, split.val.x]).flatten(1)
+        assert torch.equal(rows.sort(0).values, whole.train.x.flatten(1).sort(0).values)
 
 
 def test_cifar100_fine_labels(tmp_path: Path, rng: np.random.Generator) -> None:
@@ -386,7 +395,7 @@ def test_tiny_imagenet_transforms(tmp_path: Path) -> None:
     write_tiny_imagenet(tmp_path)
     data = load_dataset("tiny-imagenet", data_dir=tmp_path, download=False, val_size=2)
     assert data.train.x.dtype == torch.uint8 and len(data.train) == 4 and len(data.val) == 2
-    pixels = data.train.x.numpy() / 255
+    pixels = torch.cat([data.train.x, data.val.x]).numpy() / 255  # every training image
     mean = pixels.mean(axis=(0, 2, 3)).reshape(1, 3, 1, 1)
     std = pixels.std(axis=(0, 2, 3)).reshape(1, 3, 1, 1)
 
@@ -395,8 +404,9 @@ def test_tiny_imagenet_transforms(tmp_path: Path) -> None:
     expected = (data.test.x.numpy()[..., 4:60, 4:60] / 255 - mean) / std
     assert np.allclose(test.numpy(), expected, atol=1e-4)
 
-    batch = data.train_transform(data.train.x, torch.Generator().manual_seed(0))
-    assert batch.dtype == torch.float32 and batch.shape == (4, 3, 56, 56)
+    everything = torch.cat([data.train.x, data.val.x])
+    batch = data.train_transform(everything, torch.Generator().manual_seed(0))
+    assert batch.dtype == torch.float32 and batch.shape == (6, 3, 56, 56)
     assert torch.allclose(batch.mean((0, 2, 3)), torch.zeros(3), atol=0.05)  # near-flat images
 
     flat = load_dataset("tiny-imagenet", data_dir=tmp_path, download=False, crop=32, flatten=True)

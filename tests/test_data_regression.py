@@ -85,14 +85,17 @@ def test_sarcos_reader_shapes_and_input_standardisation(
     assert sorted([*train_rows, *val_rows]) == list(range(40))
     assert list(train_rows) == sorted(train_rows)  # hold-out keeps the file's row order
 
-    # inputs: standardised with the mean / std of the 32 training rows left after the hold-out
-    kept = train_raw[train_rows, :21].astype(np.float32).astype(np.float64)
-    mean, std = kept.mean(0), kept.std(0)
+    # inputs: standardised with the mean / std of all 40 rows of the training file (the
+    # statistics do not depend on the hold-out)
+    every = train_raw[:, :21].astype(np.float32).astype(np.float64)
+    mean, std = every.mean(0), every.std(0)
+    kept = every[train_rows]
     assert np.allclose(data.train.x.numpy(), (kept - mean) / std, atol=1e-5)
     test_x = test_raw[:, :21].astype(np.float32).astype(np.float64)
     assert np.allclose(data.test.x.numpy(), (test_x - mean) / std, atol=1e-5)
-    assert torch.allclose(data.train.x.mean(0), torch.zeros(21), atol=1e-5)
-    assert torch.allclose(data.train.x.std(0, correction=0), torch.ones(21), atol=1e-5)
+    both = torch.cat([data.train.x, data.val.x])
+    assert torch.allclose(both.mean(0), torch.zeros(21), atol=1e-5)
+    assert torch.allclose(both.std(0, correction=0), torch.ones(21), atol=1e-5)
     assert data.eval_transform(data.test.x) is data.test.x  # inputs stored ready to use
 
 
@@ -224,7 +227,7 @@ def test_diabetes_offline_with_fixed_test_split() -> None:
     for split in (data.train, data.val, data.test):
         assert split.x.dtype == split.y.dtype == torch.float32 and split.y.shape[1:] == (1,)
 
-    # the test rows do not depend on the run's seed or hold-out (their scaling does)
+    # the test rows and their scaling do not depend on the run's seed or hold-out
     other = load_dataset("diabetes", seed=2)
     assert len(other.train) == 353
     assert torch.allclose(
@@ -233,12 +236,14 @@ def test_diabetes_offline_with_fixed_test_split() -> None:
         atol=1e-3,
     )
 
-    # targets standardised by default with the training rows' statistics
-    assert torch.allclose(data.train.y.mean(), torch.zeros(()), atol=1e-5)
-    assert torch.allclose(data.train.y.std(correction=0), torch.ones(()), atol=1e-5)
+    # targets standardised by default with the statistics of every training row
+    ys = torch.cat([data.train.y, data.val.y])
+    assert torch.allclose(ys.mean(), torch.zeros(()), atol=1e-5)
+    assert torch.allclose(ys.std(correction=0), torch.ones(()), atol=1e-5)
     raw = load_dataset("diabetes", val_size=50, seed=1, standardize_targets=False)
     assert raw.target_mean == () and float(raw.train.y.min()) >= 25
-    assert data.target_mean == pytest.approx((raw.train.y.double().mean().item(),))
+    raw_ys = torch.cat([raw.train.y, raw.val.y]).double()
+    assert data.target_mean == pytest.approx((raw_ys.mean().item(),))
     assert torch.allclose(data.targets_in_original_units(data.test.y), raw.test.y, atol=1e-3)
     all_targets = torch.cat([raw.train.y, raw.val.y, raw.test.y])[:, 0].sort().values
     expected = torch.from_numpy(np.sort(sklearn_diabetes().target).astype(np.float32))

@@ -6,6 +6,10 @@
 with x̂ = M (x − μ) for the rows the rule sees (a subsample of the batch; every
 patch of the subsampled images for a convolution), μ the batch mean, and x in the
 gain the input as the layer received it, before demeaning (CRGD §3, Algorithm 1).
+
+Every tensor of a decorrelation layer has a leading member axis (`corrgd.nn`). The
+formula tests run G = 3 members with different matrices, running means, learning
+rates and inputs, and check each member against the formula on its own rows.
 """
 
 from __future__ import annotations
@@ -28,8 +32,12 @@ from corrgd.nn import (
     off_diagonal_correlation,
 )
 from corrgd.nn.decorrelation import GAIN_ROWS
+from corrgd.optim import MemberAdam
 
 pytestmark = pytest.mark.usefixtures("single_thread")
+
+G = 3  # members of the formula tests
+LRS = [0.05, 0.02, 0.08]  # their decorrelation learning rates
 
 # Convergence experiments: fresh Gaussian batches of BATCH rows every step (the rule
 # sees all of them, sample_frac = 1), residual correlation measured on a fresh batch
@@ -68,20 +76,22 @@ def gaussian_source(kind: str, seed: int, mean_scale: float) -> Callable[[int], 
     return sample
 
 
-def expected_update(M: Tensor, rows: Tensor, mean: Tensor | None, settings: DecorSettings
-                    ) -> Tensor:
-    """The rule written out with C formed explicitly; `rows` as the layer received them."""
+def expected_update(M: Tensor, rows: Tensor, mean: Tensor | None, settings: DecorSettings,
+                    lr: float | None = None) -> Tensor:
+    """The rule written out with C formed explicitly for one member; `rows` (n, d) as the
+    layer received them; `lr` replaces the settings' learning rate."""
+    lr = settings.lr if lr is None else lr
     x = rows if mean is None else rows - mean
     xh = x @ M.T
     n = x.shape[0]
     C = xh.T @ xh / n
     if settings.rule == "copi":
         off = C - torch.diag((xh**2).mean(0))
-        return M - settings.lr * (off @ M if settings.update_order == "CM" else M @ off)
+        return M - lr * (off @ M if settings.update_order == "CM" else M @ off)
     first = slice(0, GAIN_ROWS)  # the gain is measured on the first GAIN_ROWS rows
     gain = gain_of(rows[first], xh[first])  # raw rows: not x − μ
     CM = C @ M if settings.update_order == "CM" else M @ C
-    return gain * (M - settings.lr * CM)
+    return gain * (M - lr * CM)
 
 
 def gain_of(raw: Tensor, xh: Tensor) -> Tensor:
@@ -90,10 +100,16 @@ def gain_of(raw: Tensor, xh: Tensor) -> Tensor:
 
 
 def update(decor: Decorrelation, rows: Tensor, mean: Tensor | None) -> None:
-    """One step of `decor` on raw rows demeaned by `mean` (the batch mean), as a layer does."""
-    decor.update(rows if mean is None else rows - mean, rows)
+    """One step of `decor` on raw rows (G, n, d) demeaned by `mean` (G, d, the batch mean), as
+    a layer does."""
+    decor.update(rows if mean is None else rows - mean[:, None, :], rows)
     if mean is not None:
         decor.track_mean(mean)
+
+
+def random_matrices(members: int, d: int, scale: float = 0.3) -> Tensor:
+    """A different random M ≠ I per member: (members, d, d)."""
+    return torch.stack([random_matrix(d, scale) for _ in range(members)])
 
 
 def random_matrix(d: int, scale: float = 0.3) -> Tensor:
@@ -137,21 +153,25 @@ def test_off_diagonal_correlation_of_non_finite_data_is_nan():
 ], ids=["crgd-CM", "crgd-MC", "crgd-no-demean", "copi-CM", "copi-MC", "copi-demean"])
 def test_update_matches_formula(float64, settings, n):
     d = 12
-    decor = Decorrelation(d, settings)
-    M0 = random_matrix(d)
+    decor = Decorrelation(d, settings, members=G)
+    assert decor.lr.tolist() == [settings.lr] * G
+    decor.lr.copy_(torch.tensor(LRS))
+    M0 = random_matrices(G, d)
     decor.matrix.copy_(M0)
-    running0 = torch.randn(d)
+    running0 = torch.randn(G, d)
     decor.running_mean.copy_(running0)
-    rows = torch.randn(n, d) @ random_matrix(d, 1.0) + 2.0
-    mean = (torch.randn(n * 3, d) + 2.0).mean(0) if settings.demeans else None
+    rows = torch.stack([torch.randn(n, d) @ random_matrix(d, 1.0) + 2.0 + g for g in range(G)])
+    mean = (torch.randn(G, n * 3, d) + 2.0).mean(1) if settings.demeans else None
 
     update(decor, rows, mean)
 
-    torch.testing.assert_close(decor.matrix, expected_update(M0, rows, mean, settings),
-                               rtol=1e-10, atol=1e-12)
+    for g in range(G):
+        expected = expected_update(M0[g], rows[g], None if mean is None else mean[g], settings,
+                                   LRS[g])
+        torch.testing.assert_close(decor.matrix[g], expected, rtol=1e-10, atol=1e-12)
     if mean is None:
         torch.testing.assert_close(decor.running_mean, running0, rtol=0, atol=0)
-    else:  # μ ← μ + 0.1 (⟨x⟩ − μ)
+    else:  # μ ← μ + 0.1 (⟨x⟩ − μ), each member its own
         torch.testing.assert_close(decor.running_mean, running0 + 0.1 * (mean - running0))
 
 
@@ -163,9 +183,9 @@ def test_update_orders_differ(float64, rule):
     results = {}
     for order in ("CM", "MC"):
         decor = Decorrelation(d, DecorSettings(rule=rule, lr=0.05, update_order=order))
-        decor.matrix.copy_(M0)
-        update(decor, rows, rows.mean(0) if decor.settings.demeans else None)
-        results[order] = decor.matrix.clone()
+        decor.matrix[0].copy_(M0)
+        update(decor, rows[None], rows.mean(0)[None] if decor.settings.demeans else None)
+        results[order] = decor.matrix[0].clone()
     assert (results["CM"] - results["MC"]).norm() > 1e-3 * results["CM"].norm()
 
 
@@ -176,36 +196,43 @@ def test_gain_is_measured_on_the_raw_input(float64):
     d, mean = 8, 5.0
     decor = Decorrelation(d, DecorSettings(lr=1e-3, sample_frac=1.0))
     x = torch.randn(64, d) + mean
-    update(decor, x, x.mean(0))
+    update(decor, x[None], x.mean(0)[None])
     centred = x - x.mean(0)
     gain = gain_of(x, centred)  # M was I: x̂ = x − μ
     assert gain > 4
     C = centred.T @ centred / 64
-    torch.testing.assert_close(decor.matrix, gain * (torch.eye(d) - 1e-3 * C))
-    stats = decor.stats(centred, x)
+    torch.testing.assert_close(decor.matrix[0], gain * (torch.eye(d) - 1e-3 * C))
+    (stats,) = decor.stats(centred[None], x[None])
     torch.testing.assert_close(torch.tensor(stats["norm_ratio"]),
-                               (centred @ decor.matrix.T).norm() / x.norm())
+                               (centred @ decor.matrix[0].T).norm() / x.norm())
+    assert stats["gain"] == pytest.approx(float(gain_of(x, centred @ decor.matrix[0].T)))
 
 
 def test_dense_layer_update_uses_subsample_and_full_batch_mean(float64):
     settings = DecorSettings(lr=0.05, sample_frac=0.25)
-    layer = DecorLinear(6, 3, settings)
-    M0 = random_matrix(6)
+    layer = DecorLinear(6, 3, settings, members=G)
+    layer.decor.lr.copy_(torch.tensor(LRS))
+    M0 = random_matrices(G, 6)
     layer.decor.matrix.copy_(M0)
-    x = torch.randn(20, 6) @ random_matrix(6, 1.0) + 1.0
+    x = torch.stack([torch.randn(20, 6) @ random_matrix(6, 1.0) + 1.0 + g for g in range(G)])
     layer.update_decorrelation(x)
     k = int(0.25 * 20) + 1  # reference code: the fraction plus one sample
-    torch.testing.assert_close(layer.decor.matrix, expected_update(M0, x[:k], x.mean(0), settings),
-                               rtol=1e-10, atol=1e-12)
+    for g in range(G):
+        torch.testing.assert_close(layer.decor.matrix[g],
+                                   expected_update(M0[g], x[g, :k], x[g].mean(0), settings,
+                                                   LRS[g]),
+                                   rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(layer.decor.running_mean, 0.1 * x.mean(1))
 
 
 @pytest.mark.parametrize("rule", ["crgd", "copi"])
 def test_conv_layer_update_uses_patches_of_the_subsample(float64, rule):
     settings = DecorSettings(rule=rule, lr=0.05, sample_frac=0.3)
-    layer = DecorConv2d(2, 3, 3, stride=2, padding=1, decor=settings)
-    M0 = random_matrix(18)
+    layer = DecorConv2d(2, 3, 3, stride=2, padding=1, decor=settings, members=G)
+    layer.decor.lr.copy_(torch.tensor(LRS))
+    M0 = random_matrices(G, 18)
     layer.decor.matrix.copy_(M0)
-    x = torch.randn(7, 2, 6, 6) + 1.0
+    x = torch.randn(G, 7, 2, 6, 6) + torch.tensor([1.0, -0.5, 2.0]).view(G, 1, 1, 1, 1)
     layer.update_decorrelation(x)
 
     def patch_rows(images: Tensor) -> Tensor:
@@ -213,30 +240,35 @@ def test_conv_layer_update_uses_patches_of_the_subsample(float64, rule):
         return cols.transpose(1, 2).reshape(-1, 18)
 
     k = int(0.3 * 7) + 1
-    rows = patch_rows(x[:k])
-    assert rows.shape == (k * 9, 18)
-    mean = patch_rows(x).mean(0) if settings.demeans else None  # over all patches, all images
-    torch.testing.assert_close(layer.decor.matrix, expected_update(M0, rows, mean, settings),
-                               rtol=1e-10, atol=1e-12)
+    for g in range(G):
+        rows = patch_rows(x[g, :k])
+        assert rows.shape == (k * 9, 18)
+        # the mean over all patches of all of the member's images
+        mean = patch_rows(x[g]).mean(0) if settings.demeans else None
+        torch.testing.assert_close(layer.decor.matrix[g],
+                                   expected_update(M0[g], rows, mean, settings, LRS[g]),
+                                   rtol=1e-10, atol=1e-12)
 
 
 # --- 4. the rules decorrelate strongly correlated inputs ---------------------------------
 def run_decorrelation(settings: DecorSettings, kind: str, steps: int, seed: int = 0
                       ) -> tuple[float, float, list[float]]:
-    """(input |r|, output |r| after `steps`, norm ratios measured every 10 steps)."""
+    """(input |r|, output |r| after `steps`, norm ratios measured every 10 steps), for one
+    member."""
     sample = gaussian_source(kind, seed, mean_scale=2.0 if settings.demeans else 0.0)
     decor = Decorrelation(DIM, settings).double()
 
     def measure() -> dict[str, float]:
         x = sample(EVAL)
-        return decor.stats(x - x.mean(0) if settings.demeans else x, x)
+        (stats,) = decor.stats((x - x.mean(0) if settings.demeans else x)[None], x[None])
+        return stats
 
     start = measure()
     assert start["offdiag_corr"] == start["input_offdiag_corr"]  # M starts as the identity
     ratios = []
     for step in range(1, steps + 1):
         x = sample(BATCH)
-        update(decor, x, x.mean(0) if settings.demeans else None)
+        update(decor, x[None], x.mean(0)[None] if settings.demeans else None)
         if step % 10 == 0:
             ratios.append(measure()["norm_ratio"])
     return start["input_offdiag_corr"], measure()["offdiag_corr"], ratios
@@ -285,10 +317,10 @@ def test_conv_layer_decorrelates_its_patches(float64, rule):
     offset = 1.0 if rule == "crgd" else 0.0  # the copi rule does not demean
     layer = DecorConv2d(2, 4, 3, padding=1, decor=DecorSettings(rule=rule, lr=3e-2,
                                                                  sample_frac=1.0))
-    start = layer.decorrelation_stats(smooth_images(gen, 64, offset))
+    (start,) = layer.decorrelation_stats(smooth_images(gen, 64, offset)[None])
     for _ in range(CONV_STEPS):
-        layer.update_decorrelation(smooth_images(gen, 16, offset))
-    end = layer.decorrelation_stats(smooth_images(gen, 64, offset))
+        layer.update_decorrelation(smooth_images(gen, 16, offset)[None])
+    (end,) = layer.decorrelation_stats(smooth_images(gen, 64, offset)[None])
     floor = correlation_floor(64 * 12 * 12)
     assert start["offdiag_corr"] >= 0.3
     assert end["offdiag_corr"] < 2.5 * floor
@@ -298,15 +330,20 @@ def test_conv_layer_decorrelates_its_patches(float64, rule):
 
 # --- what a decorrelation layer is (and is not) ------------------------------------------
 @pytest.mark.parametrize("decor", [None, DecorSettings(lr=0.0), DecorSettings(rule="copi")])
-def test_lr_zero_builds_no_decorrelation_layer(decor):
-    dense = DecorLinear(5, 3, decor)
-    conv = DecorConv2d(2, 3, 3, stride=2, padding=1, decor=decor)
+def test_lr_zero_builds_no_decorrelation_layer(float64, decor):
+    members = 2
+    dense = DecorLinear(5, 3, decor, members=members)
+    conv = DecorConv2d(2, 3, 3, stride=2, padding=1, decor=decor, members=members)
     assert dense.decor is None and conv.decor is None
     assert not any("decor" in name for name in dense.state_dict())
-    x = torch.randn(4, 5) + 1.0
-    assert torch.equal(dense(x), F.linear(x, dense.weight, dense.bias))
-    images = torch.randn(4, 2, 7, 7) + 1.0
-    assert torch.equal(conv(images), F.conv2d(images, conv.weight, conv.bias, 2, 1))
+    x = torch.randn(members, 4, 5) + 1.0
+    plain = torch.stack([F.linear(x[g], dense.weight[g], dense.bias[g]) for g in range(members)])
+    # a plain linear map (a batched product: not bitwise F.linear), not demeaned, no M
+    torch.testing.assert_close(dense(x), plain, rtol=1e-14, atol=1e-14)
+    images = torch.randn(members, 4, 2, 7, 7) + 1.0
+    convolved = torch.stack([F.conv2d(images[g], conv.weight[g], conv.bias[g], 2, 1)
+                             for g in range(members)])
+    assert torch.equal(conv(images), convolved)  # on a CPU, each member's own convolution
     dense.update_decorrelation(x)  # a no-op, not an error
     net = build_network("mlp", (5,), 3, decor, hidden=(4,))
     assert not net.decorrelated
@@ -331,21 +368,23 @@ def test_demean_defaults():
 
 
 def test_matrix_and_mean_are_buffers_not_parameters():
-    layer = DecorConv2d(2, 3, 3, decor=DecorSettings(lr=1e-3))
+    layer = DecorConv2d(2, 3, 3, decor=DecorSettings(lr=1e-3), members=G)
     names = {name for name, _ in layer.named_parameters()}
     assert names == {"weight", "bias"}
     state = layer.state_dict()
     assert "decor.matrix" in state and "decor.running_mean" in state
-    assert state["decor.matrix"].shape == (18, 18)
+    assert state["decor.matrix"].shape == (G, 18, 18)
+    assert state["decor.running_mean"].shape == (G, 18)
+    assert torch.equal(layer.decor.matrix, torch.eye(18).expand(G, 18, 18))
     assert not layer.decor.matrix.requires_grad
 
 
 def test_optimizer_and_backward_leave_the_matrix_alone():
-    layer = DecorLinear(4, 3, DecorSettings(lr=1e-3))
-    M0 = random_matrix(4)
+    layer = DecorLinear(4, 3, DecorSettings(lr=1e-3), members=G)
+    M0 = random_matrices(G, 4)
     layer.decor.matrix.copy_(M0)
-    opt = torch.optim.Adam(layer.parameters(), lr=0.1)
-    layer(torch.randn(8, 4)).pow(2).sum().backward()
+    opt = MemberAdam(layer.parameters(), G, lr=0.1)
+    layer(torch.randn(G, 8, 4)).pow(2).sum().backward()
     opt.step()
     assert torch.equal(layer.decor.matrix, M0)
     assert layer.decor.matrix.grad is None
@@ -353,54 +392,68 @@ def test_optimizer_and_backward_leave_the_matrix_alone():
 
 @pytest.mark.parametrize("fold", [True, False])
 def test_eval_mode_uses_the_running_mean_and_forward_updates_nothing(float64, fold):
-    layer = DecorLinear(5, 3, DecorSettings(lr=1e-3))
+    layer = DecorLinear(5, 3, DecorSettings(lr=1e-3), members=G)
     layer.fold = fold
-    M, running = random_matrix(5), torch.randn(5)
+    M, running = random_matrices(G, 5), torch.randn(G, 5)
     layer.decor.matrix.copy_(M)
     layer.decor.running_mean.copy_(running)
-    x = torch.randn(6, 5) + 2.0
+    x = torch.randn(G, 6, 5) + 2.0
     W, b = layer.weight.detach(), layer.bias.detach()
 
     layer.train()
-    torch.testing.assert_close(layer(x), (x - x.mean(0)) @ M.T @ W.T + b)
+    out = layer(x)
+    for g in range(G):
+        torch.testing.assert_close(out[g], (x[g] - x[g].mean(0)) @ M[g].T @ W[g].T + b[g])
     layer.eval()
-    torch.testing.assert_close(layer(x), (x - running) @ M.T @ W.T + b)
+    out = layer(x)
+    for g in range(G):
+        torch.testing.assert_close(out[g], (x[g] - running[g]) @ M[g].T @ W[g].T + b[g])
     # The eval output of one sample does not depend on the rest of the batch.
-    torch.testing.assert_close(layer(x[:1]), layer(x)[:1])
+    torch.testing.assert_close(layer(x[:, :1]), out[:, :1])
     assert torch.equal(layer.decor.matrix, M)
     assert torch.equal(layer.decor.running_mean, running)
 
     layer.train()
     layer.update_decorrelation(x)
-    torch.testing.assert_close(layer.decor.running_mean, 0.9 * running + 0.1 * x.mean(0))
+    torch.testing.assert_close(layer.decor.running_mean, 0.9 * running + 0.1 * x.mean(1))
 
 
-def test_conv_eval_mode_uses_the_running_patch_mean(float64):
-    layer = DecorConv2d(2, 3, 3, padding=1, decor=DecorSettings(lr=1e-3))
-    running = torch.randn(18)
+@pytest.mark.parametrize("fold", [True, False])
+def test_conv_eval_mode_uses_the_running_patch_mean(float64, fold):
+    layer = DecorConv2d(2, 3, 3, padding=1, decor=DecorSettings(lr=1e-3), members=G)
+    layer.fold = fold
+    running = torch.randn(G, 18)
     layer.decor.running_mean.copy_(running)
-    layer.decor.matrix.copy_(random_matrix(18))
-    x = torch.randn(3, 2, 5, 5)
+    layer.decor.matrix.copy_(random_matrices(G, 18))
+    x = torch.randn(G, 3, 2, 5, 5)
     layer.eval()
-    rows = F.unfold(x, 3, padding=1).transpose(1, 2).reshape(-1, 18)
-    a = (rows - running) @ layer.decor.matrix.T @ layer.weight.reshape(3, -1).T + layer.bias
-    expected = a.reshape(3, 25, 3).transpose(1, 2).reshape(3, 3, 5, 5)
-    torch.testing.assert_close(layer(x), expected)
-    torch.testing.assert_close(layer(x[1:2]), layer(x)[1:2])
+    out = layer(x)
+    for g in range(G):
+        rows = F.unfold(x[g], 3, padding=1).transpose(1, 2).reshape(-1, 18)
+        a = (rows - running[g]) @ layer.decor.matrix[g].T @ layer.weight[g].reshape(3, -1).T \
+            + layer.bias[g]
+        expected = a.reshape(3, 25, 3).transpose(1, 2).reshape(3, 3, 5, 5)
+        torch.testing.assert_close(out[g], expected)
+    torch.testing.assert_close(layer(x[:, 1:2]), out[:, 1:2])
     assert torch.equal(layer.decor.running_mean, running)
 
 
 def test_decorrelation_stats_at_identity():
-    layer = DecorLinear(6, 2, DecorSettings(lr=1e-3))
-    x = torch.randn(50, 6) @ random_matrix(6, 1.0)
+    members = 2
+    layer = DecorLinear(6, 2, DecorSettings(lr=1e-3), members=members)
+    x = torch.stack([torch.randn(50, 6) @ random_matrix(6, 1.0) + g for g in range(members)])
     stats = layer.decorrelation_stats(x)
-    assert set(stats) == {"offdiag_corr", "input_offdiag_corr", "gain", "norm_ratio"}
-    assert stats["offdiag_corr"] == pytest.approx(stats["input_offdiag_corr"], abs=1e-6)
-    centred = x - x.mean(0)  # x̂ at M = I; the gain and norm ratio compare it with raw x
-    gain = gain_of(x, centred)
-    assert stats["gain"] == pytest.approx(float(gain), rel=1e-5)
-    assert stats["norm_ratio"] == pytest.approx(float(centred.norm() / x.norm()), rel=1e-5)
-    assert DecorLinear(6, 2).decorrelation_stats(x) is None
+    assert len(stats) == members
+    for g, s in enumerate(stats):
+        assert set(s) == {"offdiag_corr", "input_offdiag_corr", "gain", "norm_ratio"}
+        assert s["offdiag_corr"] == pytest.approx(s["input_offdiag_corr"], abs=1e-6)
+        assert s["input_offdiag_corr"] == pytest.approx(off_diagonal_correlation(x[g]),
+                                                        abs=1e-6)
+        centred = x[g] - x[g].mean(0)  # x̂ at M = I; the gain and norm ratio compare it with x
+        gain = gain_of(x[g], centred)
+        assert s["gain"] == pytest.approx(float(gain), rel=1e-5)
+        assert s["norm_ratio"] == pytest.approx(float(centred.norm() / x[g].norm()), rel=1e-5)
+    assert DecorLinear(6, 2, members=members).decorrelation_stats(x) is None
 
 
 # --- the reference code's variants, as options ---------------------------------------------
@@ -410,46 +463,55 @@ def test_conv_channel_mean_demeans_the_image_before_its_patches(float64, fold):
     then zero padding, then patches; the rule sees patches of the demeaned subsample and
     measures its gain on the raw patches."""
     settings = DecorSettings(lr=0.05, sample_frac=0.4, channel_mean=True)
-    layer = DecorConv2d(2, 3, 3, padding=1, decor=settings)
+    layer = DecorConv2d(2, 3, 3, padding=1, decor=settings, members=G)
     layer.fold = fold
-    M0 = random_matrix(18)
+    layer.decor.lr.copy_(torch.tensor(LRS))
+    M0 = random_matrices(G, 18)
     layer.decor.matrix.copy_(M0)
-    x = torch.randn(5, 2, 6, 6) + torch.tensor([3.0, -2.0])[:, None, None]
-    mu = x.mean((0, 2, 3))
+    offsets = torch.tensor([[3.0, -2.0], [-1.0, 0.5], [0.0, 4.0]])
+    x = torch.randn(G, 5, 2, 6, 6) + offsets[:, None, :, None, None]
+    mu = x.mean((1, 3, 4))  # (G, channels)
+    assert layer.decor.running_mean.shape == (G, 2)
 
     def rows_of(images: Tensor) -> Tensor:
         return F.unfold(images, 3, padding=1).transpose(1, 2).reshape(-1, 18)
 
-    rows = rows_of(x - mu[:, None, None])
-    a = rows @ M0.T @ layer.weight.detach().reshape(3, -1).T + layer.bias.detach()
-    torch.testing.assert_close(layer(x), a.reshape(5, 36, 3).transpose(1, 2).reshape(5, 3, 6, 6))
-    assert layer.decor.running_mean.shape == (2,)
+    out = layer(x)
+    for g in range(G):
+        rows = rows_of(x[g] - mu[g][:, None, None])
+        a = rows @ M0[g].T @ layer.weight[g].detach().reshape(3, -1).T + layer.bias[g].detach()
+        torch.testing.assert_close(out[g], a.reshape(5, 36, 3).transpose(1, 2).reshape(
+            5, 3, 6, 6))
 
     layer.update_decorrelation(x)
     k = int(0.4 * 5) + 1
-    sub, raw = rows_of(x[:k] - mu[:, None, None]), rows_of(x[:k])
-    xh = sub @ M0.T
-    gain = gain_of(raw, xh)
-    expected = gain * (M0 - 0.05 * (xh.T @ xh / len(xh)) @ M0)
-    torch.testing.assert_close(layer.decor.matrix, expected)
+    for g in range(G):
+        sub, raw = rows_of(x[g, :k] - mu[g][:, None, None]), rows_of(x[g, :k])
+        xh = sub @ M0[g].T
+        gain = gain_of(raw, xh)
+        expected = gain * (M0[g] - LRS[g] * (xh.T @ xh / len(xh)) @ M0[g])
+        torch.testing.assert_close(layer.decor.matrix[g], expected)
     torch.testing.assert_close(layer.decor.running_mean, 0.1 * mu)
 
 
 @pytest.mark.parametrize("fold", [True, False])
 def test_mean_in_graph_centres_the_input_gradient(float64, fold):
     """mean_in_graph (CRGD reference code): ∂ℓ/∂x is the gradient with μ held constant,
-    centred over the batch; the forward pass is the same."""
-    x = torch.randn(7, 5) + 1.0
-    r = torch.randn(7, 3)
+    centred over each member's batch; the forward pass is the same."""
+    members = 2
+    x = torch.randn(members, 7, 5) + 1.0
+    r = torch.randn(members, 7, 3)
     grads, outputs = {}, {}
     for in_graph in (False, True):
-        layer = DecorLinear(5, 3, DecorSettings(lr=1e-3, mean_in_graph=in_graph))
+        layer = DecorLinear(5, 3, DecorSettings(lr=1e-3, mean_in_graph=in_graph),
+                            members=members)
         torch.manual_seed(0)
         layer.reset_parameters()
-        layer.decor.matrix.copy_(random_matrix(5))
+        layer.decor.matrix.copy_(random_matrices(members, 5))
         layer.fold = fold
         xi = x.clone().requires_grad_()
         outputs[in_graph] = layer(xi)
         (grads[in_graph],) = torch.autograd.grad((outputs[in_graph] * r).sum(), xi)
     torch.testing.assert_close(outputs[True], outputs[False])
-    torch.testing.assert_close(grads[True], grads[False] - grads[False].mean(0))
+    torch.testing.assert_close(grads[True], grads[False] - grads[False].mean(1, keepdim=True))
+    assert (grads[False].mean(1) - grads[False].mean(1)[0]).abs().max() > 1e-3  # per member

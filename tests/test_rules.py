@@ -4,6 +4,11 @@ Every expected value is computed here from the parameter tensors with a forward
 pass written out by hand (x̂ = M (x − μ), a = W x̂ + b, leaky ReLU 0.01, max-pool,
 patches by F.unfold) and, for FA / DFA, a backward pass written out by hand with
 the feedback matrices.
+
+The formula tests run networks of G = 3 members (`corrgd.nn`) with different
+weights, decorrelating matrices, feedback matrices, noise (and noise variances)
+and batches, and check every member against its own hand computation on its own
+batch: members never mix.
 """
 
 from __future__ import annotations
@@ -32,15 +37,18 @@ from corrgd.losses import (
 )
 from corrgd.models import build_network
 from corrgd.nn import Block, DecorConv2d, DecorLinear, DecorSettings, Net
+from corrgd.optim import MemberAdam, MemberSGD
 from corrgd.rules import RULES, LearningRule, make_rule
 from corrgd.training import train_step
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 SLOPE = 0.01
+G = 3  # members of the networks of the formula tests
+SEEDS = [3, 8, 11]  # their run seeds (feedback matrices, noise)
 
 
-# --- the forward pass by hand -----------------------------------------------------------
+# --- the forward pass by hand, one member at a time --------------------------------------
 def leaky(a: Tensor) -> Tensor:
     return torch.where(a > 0, a, SLOPE * a)
 
@@ -50,7 +58,8 @@ def leaky_derivative(a: Tensor) -> Tensor:
 
 
 def per_sample_ce(logits: Tensor, y: Tensor) -> Tensor:
-    return torch.logsumexp(logits, 1) - logits.gather(1, y[:, None])[:, 0]
+    """−log softmax(logits)_y per sample, for logits (..., k) and labels (...)."""
+    return torch.logsumexp(logits, -1) - logits.gather(-1, y[..., None])[..., 0]
 
 
 def patch_rows(layer: DecorConv2d, x: Tensor) -> Tensor:
@@ -71,10 +80,11 @@ class HandPass:
     means: list[Tensor | None]  # the mean each layer's rows were demeaned by
 
 
-def hand_pass(net: Net, x: Tensor, noise: list[Tensor | None] | None = None,
+def hand_pass(net: Net, g: int, x: Tensor, noise: list[Tensor | None] | None = None,
               means: list[Tensor | None] | None = None) -> HandPass:
-    """The forward pass written out; `means` replaces each layer's own batch mean (a noisy
-    pass of node perturbation demeans by the clean pass's)."""
+    """Member g's forward pass written out, on its batch x (no member axis); `means`
+    replaces each layer's own batch mean (a noisy pass of node perturbation demeans by the
+    clean pass's)."""
     xhs, preacts, used = [], [], []
     for i, block in enumerate(net.blocks):
         layer = block.layer
@@ -85,9 +95,9 @@ def hand_pass(net: Net, x: Tensor, noise: list[Tensor | None] | None = None,
             if layer.decor.settings.demeans:
                 mean = rows.mean(0).detach() if means is None else means[i]
                 rows = rows - mean
-            rows = rows @ layer.decor.matrix.T
-        W = layer.weight.reshape(layer.weight.shape[0], -1)
-        a = rows @ W.T + (0 if layer.bias is None else layer.bias)
+            rows = rows @ layer.decor.matrix[g].T
+        W = layer.weight[g].reshape(layer.weight.shape[1], -1)
+        a = rows @ W.T + (0 if layer.bias is None else layer.bias[g])
         if conv:
             k, s, p = layer.kernel_size, layer.stride, layer.padding
             h, w = ((size + 2 * p - k) // s + 1 for size in x.shape[-2:])
@@ -110,12 +120,14 @@ def expected_grads(deltas: list[Tensor], xhs: list[Tensor], n: int
             for d, xh in zip(deltas, xhs, strict=True)]
 
 
-def assert_grads(net: Net, expected: list[tuple[Tensor, Tensor]], rtol: float = 1e-9) -> None:
+def assert_grads(net: Net, g: int, expected: list[tuple[Tensor, Tensor]],
+                 rtol: float = 1e-9) -> None:
+    """Member g's weight and bias gradients are `expected`."""
     for layer, (dW, db) in zip(net.layers, expected, strict=True):
         assert dW.abs().max() > 0
-        torch.testing.assert_close(layer.weight.grad, dW.view_as(layer.weight), rtol=rtol,
-                                   atol=1e-12)
-        torch.testing.assert_close(layer.bias.grad, db, rtol=rtol, atol=1e-12)
+        torch.testing.assert_close(layer.weight.grad[g], dW.view_as(layer.weight[g]),
+                                   rtol=rtol, atol=1e-12)
+        torch.testing.assert_close(layer.bias.grad[g], db, rtol=rtol, atol=1e-12)
 
 
 # --- nets ---------------------------------------------------------------------------------
@@ -124,51 +136,69 @@ def decor_settings(kind: str | None) -> DecorSettings | None:
 
 
 def randomize_decorrelation(net: Net, scale: float = 0.3) -> None:
+    """A different random M ≠ I for every member."""
     for layer in net.layers:
         if layer.decor is not None:
             d = layer.decor.dim
-            layer.decor.matrix.copy_(torch.eye(d) + scale * torch.randn(d, d) / d**0.5)
+            for g in range(layer.members):
+                layer.decor.matrix[g].copy_(torch.eye(d) + scale * torch.randn(d, d) / d**0.5)
 
 
-def small_dense(decor: str | None) -> Net:
-    net = Net([Block(DecorLinear(7, 6, decor_settings(decor))),
-               Block(DecorLinear(6, 5, decor_settings(decor))),
-               Block(DecorLinear(5, 4, decor_settings(decor)), activation=False)])
+def small_dense(decor: str | None, members: int = G) -> Net:
+    s = decor_settings(decor)
+    net = Net([Block(DecorLinear(7, 6, s, members=members)),
+               Block(DecorLinear(6, 5, s, members=members)),
+               Block(DecorLinear(5, 4, s, members=members), activation=False)], (7,))
     randomize_decorrelation(net)
     return net
 
 
-def small_conv(decor: str | None) -> Net:
+def small_conv(decor: str | None, members: int = G) -> Net:
     """2×6×6 → conv3×3 s1 p1 (3) → conv3×3 s2 p1 (4 × 3 × 3) → dense 5."""
-    net = Net([Block(DecorConv2d(2, 3, 3, stride=1, padding=1, decor=decor_settings(decor))),
-               Block(DecorConv2d(3, 4, 3, stride=2, padding=1, decor=decor_settings(decor))),
-               Block(DecorLinear(36, 5, decor_settings(decor)), activation=False)])
+    s = decor_settings(decor)
+    net = Net([Block(DecorConv2d(2, 3, 3, stride=1, padding=1, decor=s, members=members)),
+               Block(DecorConv2d(3, 4, 3, stride=2, padding=1, decor=s, members=members)),
+               Block(DecorLinear(36, 5, s, members=members), activation=False)], (2, 6, 6))
     randomize_decorrelation(net)
     return net
 
 
-def batch(kind: str, n: int = 8) -> tuple[Tensor, Tensor]:
+def batch(kind: str, n: int = 8, members: int | None = G) -> tuple[Tensor, Tensor]:
+    """A batch per member, (members, n, ...), or one without the member axis (None)."""
+    lead = () if members is None else (members,)
     if kind == "dense":
-        return torch.randn(n, 7) + 0.3, torch.randint(0, 4, (n,))
-    return torch.randn(n, 2, 6, 6) + 0.3, torch.randint(0, 5, (n,))
+        return torch.randn(*lead, n, 7) + 0.3, torch.randint(0, 4, (*lead, n))
+    return torch.randn(*lead, n, 2, 6, 6) + 0.3, torch.randint(0, 5, (*lead, n))
 
 
-def make_net(kind: str, decor: str | None) -> Net:
-    return small_dense(decor) if kind == "dense" else small_conv(decor)
+def make_net(kind: str, decor: str | None, members: int = G) -> Net:
+    return small_dense(decor, members) if kind == "dense" else small_conv(decor, members)
+
+
+def test_members_of_the_formula_nets_differ():
+    """Guard for the formula tests: every member has its own W, b and M."""
+    for kind in ("dense", "conv"):
+        net = make_net(kind, "crgd")
+        for layer in net.layers:
+            for t in (layer.weight, layer.bias, layer.decor.matrix):
+                assert t.shape[0] == G
+                for g in range(1, G):
+                    assert (t[g] - t[0]).abs().max() > 1e-3
 
 
 # --- 2. FA and DFA against the hand-written backward pass --------------------------------
-def input_error(layer: DecorLinear | DecorConv2d, delta: Tensor, x_shape: torch.Size
+def input_error(layer: DecorLinear | DecorConv2d, g: int, delta: Tensor, x_shape: torch.Size
                 ) -> Tensor:
-    """∂ℓ/∂x_{l-1} with the feedback matrix: rows δ_l B_l M_l, folded back for a conv."""
-    B = layer.feedback.reshape(layer.weight.shape[0], -1)
-    g = as_rows(delta) @ B
+    """∂ℓ/∂x_{l-1} of member g with its feedback matrix: rows δ_l B_l M_l, folded back for a
+    conv."""
+    B = layer.feedback[g].reshape(layer.weight.shape[1], -1)
+    grad = as_rows(delta) @ B
     if layer.decor is not None:
-        g = g @ layer.decor.matrix
+        grad = grad @ layer.decor.matrix[g]
     if isinstance(layer, DecorLinear):
-        return g.view(x_shape)
+        return grad.view(x_shape)
     n = x_shape[0]
-    cols = g.reshape(n, -1, g.shape[1]).transpose(1, 2)
+    cols = grad.reshape(n, -1, grad.shape[1]).transpose(1, 2)
     return F.fold(cols, x_shape[-2:], layer.kernel_size, padding=layer.padding,
                   stride=layer.stride)
 
@@ -178,29 +208,33 @@ def input_error(layer: DecorLinear | DecorConv2d, delta: Tensor, x_shape: torch.
 def test_fa_gradients_match_hand_computation(float64, kind, decor):
     net = make_net(kind, decor)
     x, y = batch(kind)
-    n = x.shape[0]
-    rule = make_rule("fa", seed=3)
+    n = x.shape[1]
+    rule = make_rule("fa", seed=SEEDS)
     rule.setup(net, x)
     for layer in net.layers:
         assert layer.feedback.shape == layer.weight.shape
         assert not torch.allclose(layer.feedback, layer.weight)
+        assert all(not torch.equal(layer.feedback[g], layer.feedback[0]) for g in range(1, G))
     rule.gradients(net, x, y, cross_entropy)
 
-    with torch.no_grad():
-        hp = hand_pass(net, x)
-        onehot = F.one_hot(y, hp.output.shape[1]).to(x.dtype)
-        deltas = [None] * len(net.layers)
-        deltas[-1] = (hp.output.softmax(1) - onehot) / n  # ∂(mean loss)/∂a_L
-        for l in range(len(net.layers) - 1, 0, -1):
-            a_prev = hp.preacts[l - 1]
-            err = input_error(net.layers[l], deltas[l], a_prev.shape)
-            deltas[l - 1] = leaky_derivative(a_prev) * err
-    assert_grads(net, expected_grads([d * n for d in deltas], hp.xh, n))
+    for g in range(G):
+        with torch.no_grad():
+            hp = hand_pass(net, g, x[g])
+            onehot = F.one_hot(y[g], hp.output.shape[1]).to(x.dtype)
+            deltas = [None] * len(net.layers)
+            deltas[-1] = (hp.output.softmax(1) - onehot) / n  # ∂(mean loss)/∂a_L
+            for l in range(len(net.layers) - 1, 0, -1):
+                a_prev = hp.preacts[l - 1]
+                err = input_error(net.layers[l], g, deltas[l], a_prev.shape)
+                deltas[l - 1] = leaky_derivative(a_prev) * err
+        assert_grads(net, g, expected_grads([d * n for d in deltas], hp.xh, n))
 
     # FA is not BP: the hidden layers' updates differ from the true gradient.
     angles = update_angles(net, rule, x, y, cross_entropy)
-    assert angles[-1] < 1e-3
-    assert min(angles[:-1]) > 1.0
+    assert all(len(a) == G for a in angles)
+    for g in range(G):
+        assert angles[-1][g] < 1e-3
+        assert min(a[g] for a in angles[:-1]) > 1.0
 
 
 @pytest.mark.parametrize("decor", [None, "crgd", "copi"])
@@ -208,26 +242,29 @@ def test_fa_gradients_match_hand_computation(float64, kind, decor):
 def test_dfa_gradients_match_hand_computation(float64, kind, decor):
     net = make_net(kind, decor)
     x, y = batch(kind)
-    n = x.shape[0]
-    rule = make_rule("dfa", seed=5)
+    n = x.shape[1]
+    rule = make_rule("dfa", seed=SEEDS)
     rule.setup(net, x)
     with torch.no_grad():
-        hp = hand_pass(net, x)
-    assert [B.shape for B in rule.feedback] == [(a[0].numel(), 4 if kind == "dense" else 5)
-                                               for a in hp.preacts[:-1]]
+        passes = [hand_pass(net, g, x[g]) for g in range(G)]
+    classes = 4 if kind == "dense" else 5
+    assert [B.shape for B in rule.feedback] == [(G, a[0].numel(), classes)
+                                               for a in passes[0].preacts[:-1]]
+    assert all(not torch.equal(B[g], B[0]) for B in rule.feedback for g in range(1, G))
     rule.gradients(net, x, y, cross_entropy)
 
-    with torch.no_grad():
-        onehot = F.one_hot(y, hp.output.shape[1]).to(x.dtype)
-        error = hp.output.softmax(1) - onehot  # per sample; the batch mean is taken below
-        deltas = [leaky_derivative(a) * (error @ B.T).view_as(a)
-                  for a, B in zip(hp.preacts[:-1], rule.feedback, strict=True)] + [error]
-    assert_grads(net, expected_grads(deltas, hp.xh, n))
+    for g, hp in enumerate(passes):
+        with torch.no_grad():
+            onehot = F.one_hot(y[g], hp.output.shape[1]).to(x.dtype)
+            error = hp.output.softmax(1) - onehot  # per sample; the batch mean is taken below
+            deltas = [leaky_derivative(a) * (error @ B[g].T).view_as(a)
+                      for a, B in zip(hp.preacts[:-1], rule.feedback, strict=True)] + [error]
+        assert_grads(net, g, expected_grads(deltas, hp.xh, n))
 
 
 # --- NP, INP, ANP against their formulas, for known noise ---------------------------------
 class ScriptedNoise:
-    """Stands in for rule.noise: hands out pre-drawn noise in call order."""
+    """Stands in for rule.noise: hands out pre-drawn noise (G, n, ...) in call order."""
 
     def __init__(self, draws: list[Tensor]) -> None:
         self.draws = draws
@@ -241,22 +278,30 @@ class ScriptedNoise:
         return e
 
 
-NP_SIGMA2 = 1e-2  # any σ² > 0: the formulas hold exactly for the drawn noise
+# any σ² > 0: the formulas hold exactly for the drawn noise; one per member
+NP_SIGMA2 = [1e-2, 4e-2, 2.5e-3]
 
 
 def draw(shapes: list[torch.Size], count: int) -> list[Tensor]:
-    return [torch.randn(shapes[i % len(shapes)]) * NP_SIGMA2**0.5
-            for i in range(count * len(shapes))]
+    """`count` rounds of noise for every shape (G, n, ...), member g's with variance
+    NP_SIGMA2[g]."""
+    std = torch.tensor(NP_SIGMA2).sqrt()
+    out = []
+    for i in range(count * len(shapes)):
+        shape = shapes[i % len(shapes)]
+        out.append(torch.randn(shape) * std.view(-1, *([1] * (len(shape) - 1))))
+    return out
 
 
-def expected_np_family(name: str, net: Net, x: Tensor, y: Tensor, draws: list[Tensor],
-                       samples: int, noisy_baseline: bool
+def expected_np_family(name: str, net: Net, g: int, x: Tensor, y: Tensor, draws: list[Tensor],
+                       samples: int, noisy_baseline: bool, sigma2: float
                        ) -> tuple[list[Tensor], HandPass, Tensor]:
-    """Per-layer δ_l averaged over `samples` draws, the baseline pass and its per-sample loss."""
+    """Member g's per-layer δ_l averaged over `samples` draws (its own slices of the noise),
+    its baseline pass and that pass's per-sample loss."""
     L = len(net.layers)
     it = iter(draws)
     with torch.no_grad():
-        base = hand_pass(net, x, [next(it) for _ in range(L)] if noisy_baseline else None)
+        base = hand_pass(net, g, x, [next(it) for _ in range(L)] if noisy_baseline else None)
         base_loss = per_sample_ce(base.output, y)
         deltas = [torch.zeros_like(a) for a in base.preacts]
         units = [a[0].numel() for a in base.preacts]
@@ -270,17 +315,17 @@ def expected_np_family(name: str, net: Net, x: Tensor, y: Tensor, draws: list[Te
                     v = next(it)
                     noise: list[Tensor | None] = [None] * L
                     noise[l] = v
-                    noisy_out = hand_pass(net, x, noise, base.means).output
+                    noisy_out = hand_pass(net, g, x, noise, base.means).output
                     dL = per_sample_ce(noisy_out, y) - base_loss
                     sq = v.flatten(1).pow(2).sum(1)
                     deltas[l] += units[l] * col(dL / sq, v) * v / samples
                 continue
             eps = [next(it) for _ in range(L)]
-            noisy = hand_pass(net, x, eps, base.means)  # demeaned by the clean pass's μ
+            noisy = hand_pass(net, g, x, eps, base.means)  # demeaned by the clean pass's μ
             dL = per_sample_ce(noisy.output, y) - base_loss
             if name == "np":
                 for l in range(L):
-                    deltas[l] += col(dL, eps[l]) * eps[l] / NP_SIGMA2 / samples
+                    deltas[l] += col(dL, eps[l]) * eps[l] / sigma2 / samples
             else:  # anp: the measured activity difference, normalised over all layers
                 da = [an - a for an, a in zip(noisy.preacts, base.preacts, strict=True)]
                 sq = sum(d.flatten(1).pow(2).sum(1) for d in da)
@@ -300,21 +345,47 @@ def test_np_family_update_matches_formula(float64, monkeypatch, name, noisy_base
     x, y = batch(kind)
     samples = 2
     with torch.no_grad():
-        shapes = [a.shape for a in hand_pass(net, x).preacts]
+        shapes = [a.shape for a in net.trace(x).preacts]
+    assert all(s[0] == G for s in shapes)
     per_sample = len(shapes)  # NP / ANP: one draw per layer; INP: one pass per layer
     draws = draw(shapes, samples + (1 if noisy_baseline else 0))
     assert len(draws) == per_sample * (samples + noisy_baseline)
-    rule = make_rule(name, sigma2=NP_SIGMA2, samples=samples, noisy_baseline=noisy_baseline)
+    rule = make_rule(name, sigma2=NP_SIGMA2, samples=samples, noisy_baseline=noisy_baseline,
+                     seed=SEEDS)
     noise = ScriptedNoise(draws)
     monkeypatch.setattr(rule, "noise", noise)
 
     step = rule.gradients(net, x, y, cross_entropy)
-
-    deltas, base, base_loss = expected_np_family(name, net, x, y, draws, samples,
-                                                 noisy_baseline)
     assert noise.calls == len(draws)
-    torch.testing.assert_close(step.loss, base_loss.mean())
-    assert_grads(net, expected_grads(deltas, base.xh, x.shape[0]), rtol=1e-8)
+    assert step.loss.shape == (G,)
+
+    for g in range(G):
+        deltas, base, base_loss = expected_np_family(
+            name, net, g, x[g], y[g], [d[g] for d in draws], samples, noisy_baseline,
+            NP_SIGMA2[g])
+        torch.testing.assert_close(step.loss[g], base_loss.mean())
+        assert_grads(net, g, expected_grads(deltas, base.xh, x.shape[1]), rtol=1e-8)
+
+
+def test_noise_is_drawn_per_member_from_its_own_stream():
+    """Member g's noise is what a rule of one member with its seed and σ² draws, in any
+    group; `reseed` moves every member to its stream at the given counters."""
+    variances = [1e-2, 1e-4, 1.0]
+    like = torch.zeros(G, 5, 4)
+    group = make_rule("np", sigma2=variances, seed=SEEDS)
+    drawn = [group.noise(like) for _ in range(2)]
+    for g, (seed, v) in enumerate(zip(SEEDS, variances, strict=True)):
+        alone = make_rule("np", sigma2=v, seed=seed)
+        for d in drawn:
+            assert torch.equal(d[g], alone.noise(like[g:g + 1])[0])
+        assert float(drawn[0][g].std()) == pytest.approx(v**0.5, rel=0.6)
+    group.reseed(7)
+    again = group.noise(like)
+    assert not torch.equal(again, drawn[0])
+    group.reseed(7)
+    assert torch.equal(group.noise(like), again)
+    with pytest.raises(ValueError, match="noise variances"):
+        make_rule("np", sigma2=[1e-2, 1e-3], seed=SEEDS)
 
 
 def test_inp_rejects_the_noisy_baseline():
@@ -325,12 +396,12 @@ def test_inp_rejects_the_noisy_baseline():
 @pytest.mark.parametrize("name", ["np", "anp"])
 def test_noisy_baseline_runs_in_training(name):
     net = build_network("mlp", (7,), 4, DecorSettings(rule="copi", lr=1e-3), hidden=(6,))
-    x, y = batch("dense", 16)
+    x, y = batch("dense", 16, members=None)
     rule = make_rule(name, noisy_baseline=True, samples=3)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    opt = MemberAdam(net.parameters(), net.members, lr=1e-3)
     before = [layer.weight.detach().clone() for layer in net.layers]
     loss = train_step(net, rule, opt, x, y, cross_entropy)
-    assert torch.isfinite(loss)
+    assert loss.shape == (1,) and torch.isfinite(loss).all()
     assert all(not torch.equal(b, layer.weight) for b, layer in zip(before, net.layers,
                                                                      strict=True))
 
@@ -349,7 +420,8 @@ ANGLE_SEEDS = 3
 def mean_angle(name: str, samples: int, hidden: tuple[int, ...], decor: str | None,
                seeds: int = ANGLE_SEEDS, weight_scale: float = 1.0, width_in: int = 6,
                classes: int = 3, n: int = 16) -> float:
-    """Angle (degrees) between the whole network's update and BP's, averaged over seeds."""
+    """Angle (degrees) between the whole network's update and BP's, averaged over seeds
+    (one network of one member per seed)."""
     angles = []
     for seed in range(seeds):
         torch.manual_seed(seed)
@@ -359,9 +431,9 @@ def mean_angle(name: str, samples: int, hidden: tuple[int, ...], decor: str | No
                 layer.weight.mul_(weight_scale)
         randomize_decorrelation(net)
         x, y = torch.randn(n, width_in), torch.randint(0, classes, (n,))
-        true = torch.cat(bp_gradients(net, x, y, cross_entropy))
-        ours = torch.cat(layer_updates(net, make_rule(name, samples=samples), x, y,
-                                       cross_entropy))
+        true = torch.cat([u[0] for u in bp_gradients(net, x, y, cross_entropy)])
+        ours = torch.cat([u[0] for u in layer_updates(net, make_rule(name, samples=samples),
+                                                      x, y, cross_entropy)])
         angles.append(angle(ours, true))
     return sum(angles) / len(angles)
 
@@ -411,65 +483,70 @@ def test_copi_update_matches_formula(float64, decor, feedback):
     no decorrelating matrix in the backward path."""
     net = small_dense(decor)
     x, y = batch("dense", 9)
-    n = x.shape[0]
-    rule = make_rule("copi", feedback=feedback, seed=2)
+    n = x.shape[1]
+    rule = make_rule("copi", feedback=feedback, seed=SEEDS)
     rule.setup(net, x)
     assert all(layer.feedback is None for layer in net.layers)  # not CRGD's FA (B M)
     assert len(rule.matrices) == (3 if feedback == "fa" else 0)
+    assert all(not torch.equal(B[g], B[0]) for B in rule.matrices for g in range(1, G))
     rule.gradients(net, x, y, cross_entropy)
 
-    hp = hand_pass(net, x)
-    if feedback == "bp":  # ∂ℓ_n/∂a_n per sample
-        errors = torch.autograd.grad(per_sample_ce(hp.output, y).sum(), hp.preacts)
-    else:
+    for g in range(G):
+        hp = hand_pass(net, g, x[g])
+        if feedback == "bp":  # ∂ℓ_n/∂a_n per sample
+            errors = torch.autograd.grad(per_sample_ce(hp.output, y[g]).sum(), hp.preacts)
+        else:
+            with torch.no_grad():
+                errors = [None] * 3
+                errors[-1] = hp.output.softmax(1) - F.one_hot(y[g], 4).to(x.dtype)
+                for l in (2, 1):
+                    B = rule.matrices[l]
+                    assert B.shape == net.layers[l].weight.shape
+                    errors[l - 1] = leaky_derivative(hp.preacts[l - 1]) * (errors[l] @ B[g])
         with torch.no_grad():
-            errors = [None] * 3
-            errors[-1] = hp.output.softmax(1) - F.one_hot(y, 4).to(x.dtype)
-            for l in (2, 1):
-                B = rule.matrices[l]
-                assert B.shape == net.layers[l].weight.shape
-                errors[l - 1] = leaky_derivative(hp.preacts[l - 1]) * (errors[l] @ B)
-    with torch.no_grad():
-        for layer, a, xh, err in zip(net.layers, hp.preacts, hp.xh, errors, strict=True):
-            z = a - err  # target: a + δ with δ = −∂ℓ_n/∂a_n
-            dW = z.T @ xh / n - layer.weight @ torch.diag((xh**2).mean(0))
-            db = z.mean(0) - layer.bias
-            torch.testing.assert_close(layer.weight.grad, -dW, rtol=1e-9, atol=1e-12)
-            torch.testing.assert_close(layer.bias.grad, -db, rtol=1e-9, atol=1e-12)
+            for layer, a, xh, err in zip(net.layers, hp.preacts, hp.xh, errors, strict=True):
+                z = a - err  # target: a + δ with δ = −∂ℓ_n/∂a_n
+                dW = z.T @ xh / n - layer.weight[g] @ torch.diag((xh**2).mean(0))
+                db = z.mean(0) - layer.bias[g]
+                torch.testing.assert_close(layer.weight.grad[g], -dW, rtol=1e-9, atol=1e-12)
+                torch.testing.assert_close(layer.bias.grad[g], -db, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("feedback", ["bp", "fa"])
 def test_copi_output_layer_and_loss_follow_algorithm_1(float64, feedback):
     """COPI Algorithm 1: y_L = f(a_L), ℓ = ‖y_L − y*‖² (no ½), δ_L = −f'(a_L) ∂ℓ/∂y_L,
-    written out here for the output layer's update."""
-    torch.manual_seed(4)
+    written out here for the output layer's update of every member."""
+    generators = [torch.Generator().manual_seed(4 + g) for g in range(G)]
     net = build_network("mlp", (7,), 4, DecorSettings(rule="copi", lr=1e-2), hidden=(6,),
-                        output_activation=True)
+                        output_activation=True, members=G, generators=generators)
+    randomize_decorrelation(net)
     assert net.blocks[-1].activation
     x, y = batch("dense", 9)
-    n = x.shape[0]
-    rule = make_rule("copi", feedback=feedback)
+    n = x.shape[1]
+    rule = make_rule("copi", feedback=feedback, seed=SEEDS)
     rule.setup(net, x)
     rule.gradients(net, x, y, get_loss("sse"))
-    with torch.no_grad():
-        hp = hand_pass(net, x)
-        a = hp.preacts[-1]
-        y_out = leaky(a)
-        torch.testing.assert_close(net(x), y_out)
-        delta = -leaky_derivative(a) * 2 * (y_out - F.one_hot(y, 4).to(x.dtype))
-        xh = hp.xh[-1]
-        W = net.layers[-1].weight
-        dW = (a + delta).T @ xh / n - W * (xh**2).mean(0)
-        torch.testing.assert_close(W.grad, -dW, rtol=1e-9, atol=1e-12)
+    out = net(x)
+    W = net.layers[-1].weight
+    for g in range(G):
+        with torch.no_grad():
+            hp = hand_pass(net, g, x[g])
+            a = hp.preacts[-1]
+            y_out = leaky(a)
+            torch.testing.assert_close(out[g], y_out)
+            delta = -leaky_derivative(a) * 2 * (y_out - F.one_hot(y[g], 4).to(x.dtype))
+            xh = hp.xh[-1]
+            dW = (a + delta).T @ xh / n - W[g] * (xh**2).mean(0)
+            torch.testing.assert_close(W.grad[g], -dW, rtol=1e-9, atol=1e-12)
 
 
 def test_copi_without_biases_and_on_conv():
     net = build_network("mlp", (7,), 4, hidden=(6,), bias=False)
-    x, y = batch("dense")
+    x, y = batch("dense", members=None)
     make_rule("copi").gradients(net, x, y, cross_entropy)
     assert all(layer.bias is None and layer.weight.grad is not None for layer in net.layers)
     with pytest.raises(ValueError, match="dense"):
-        make_rule("copi").setup(small_conv(None), batch("conv")[0])
+        make_rule("copi").setup(small_conv(None, 1), batch("conv", members=None)[0])
     with pytest.raises(ValueError):
         make_rule("copi", feedback="dfa")
 
@@ -511,7 +588,7 @@ def training_setup(name: str, kind: str, decor: str | None
 def test_one_step_updates_every_forward_weight(name, kind, decor):
     net, rule, x, y = training_setup(name, kind, decor)
     loss = half_squared_error if name == "copi" else cross_entropy
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    opt = MemberAdam(net.parameters(), net.members, lr=1e-3)
     weights = [layer.weight.detach().clone() for layer in net.layers]
     matrices = [None if layer.decor is None else layer.decor.matrix.clone()
                 for layer in net.layers]
@@ -539,16 +616,16 @@ def test_loss_falls_on_a_fixed_batch(name, kind, decor):
     net, rule, x, y = training_setup(name, kind, decor)
     if name == "copi":
         loss = half_squared_error
-        opt = torch.optim.SGD(net.parameters(), lr=COPI_LR)
+        opt = MemberSGD(net.parameters(), net.members, lr=COPI_LR)
     else:
         loss = cross_entropy
-        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+        opt = MemberAdam(net.parameters(), net.members, lr=1e-2)
     with torch.no_grad():
-        start = float(loss(net(x), y).mean())
+        start = float(loss(net(x)[0], y).mean())
     for _ in range(STEPS_TO_FALL):
         train_step(net, rule, opt, x, y, loss)
     with torch.no_grad():
-        end = float(loss(net(x), y).mean())
+        end = float(loss(net(x)[0], y).mean())
     assert end < 0.8 * start, (start, end)
 
 
@@ -575,6 +652,9 @@ def test_squared_error_losses_value_and_gradient(float64):
 def test_cross_entropy_is_per_sample(float64):
     logits, y = torch.randn(6, 3), torch.randint(0, 3, (6,))
     torch.testing.assert_close(cross_entropy(logits, y), per_sample_ce(logits, y))
+    logits, y = torch.randn(G, 6, 3), torch.randint(0, 3, (G, 6))  # with a member axis
+    assert cross_entropy(logits, y).shape == (G, 6)
+    torch.testing.assert_close(cross_entropy(logits, y), per_sample_ce(logits, y))
 
 
 def test_angle():
@@ -586,27 +666,44 @@ def test_angle():
 
 
 def test_update_angles_of_bp_are_zero_and_of_fa_are_not():
-    net = build_network("mlp", (10,), 3, DecorSettings(lr=1e-2), hidden=(16, 16))
-    x, y = torch.randn(32, 10), torch.randint(0, 3, (32,))
+    members = 2
+    net = build_network("mlp", (10,), 3, DecorSettings(lr=1e-2), hidden=(16, 16),
+                        members=members)
+    x, y = torch.randn(members, 32, 10), torch.randint(0, 3, (members, 32))
     bp = update_angles(net, make_rule("bp"), x, y, cross_entropy)
-    assert len(bp) == 3 and max(bp) < 1e-3
-    fa = make_rule("fa")
+    assert len(bp) == 3 and all(len(a) == members for a in bp)
+    assert max(max(a) for a in bp) < 1e-3
+    fa = make_rule("fa", seed=[0, 1])
     fa.setup(net, x)
     sentinel = [torch.full_like(p, 7.0) for p in net.parameters()]
     for p, s in zip(net.parameters(), sentinel, strict=True):
         p.grad = s
     angles = update_angles(net, fa, x, y, cross_entropy)
-    assert min(angles[:-1]) > 5 and angles[-1] < 1e-3  # FA's last layer is exact
+    for g in range(members):
+        assert min(a[g] for a in angles[:-1]) > 5 and angles[-1][g] < 1e-3  # FA's last layer
     assert all(p.grad is s for p, s in zip(net.parameters(), sentinel, strict=True))
     assert all(layer.feedback is not None for layer in net.layers)  # restored
 
 
+def test_layer_updates_are_per_member_rows():
+    net = build_network("mlp", (10,), 3, hidden=(16,), members=2)
+    x, y = torch.randn(2, 32, 10), torch.randint(0, 3, (2, 32))
+    updates = layer_updates(net, make_rule("bp"), x, y, cross_entropy)
+    assert [u.shape for u in updates] == [(2, 16 * 10 + 16), (2, 3 * 16 + 3)]
+    make_rule("bp").gradients(net, x, y, cross_entropy)
+    first = net.layers[0]
+    torch.testing.assert_close(updates[0][1], torch.cat([first.weight.grad[1].flatten(),
+                                                         first.bias.grad[1]]))
+
+
 def test_decorrelation_stats_per_layer():
-    net = build_network("mlp", (10,), 3, DecorSettings(lr=1e-2), hidden=(16,))
+    net = build_network("mlp", (10,), 3, DecorSettings(lr=1e-2), hidden=(16,), members=2)
     stats = decorrelation_stats(net, torch.randn(64, 10))
     assert len(stats) == 2
     for s in stats:
-        assert set(s) == {"offdiag_corr", "input_offdiag_corr", "gain", "norm_ratio"}
+        assert len(s) == 2  # one dict per member
+        for member in s:
+            assert set(member) == {"offdiag_corr", "input_offdiag_corr", "gain", "norm_ratio"}
     assert decorrelation_stats(build_network("mlp", (10,), 3, hidden=(16,)),
                                torch.randn(8, 10)) == [None, None]
 
@@ -622,17 +719,23 @@ def test_noise_on_one_sample_reaches_no_other_through_the_batch_mean(float64, ki
     """The NP family's noisy passes demean by the clean pass's batch mean (`means=`): noise
     added to sample 0 leaves every other sample's loss as in the clean pass, so δℒ_n
     measures sample n's own noise. Demeaned by its own mean, a noisy pass would move
-    every sample."""
+    every sample. Likewise, noise in one member moves no other member."""
     net = make_net(kind, "crgd")
     x, y = batch(kind)
     with torch.no_grad():
         clean = net.trace(x)
         eps = [torch.zeros_like(a) for a in clean.preacts]
         for e in eps:
-            e[0] = 0.1 * torch.randn_like(e[0])
+            e[:, 0] = 0.1 * torch.randn_like(e[:, 0])
         base_loss = per_sample_ce(clean.output, y)
         shared = per_sample_ce(net.trace(x, eps, means=clean.means).output, y) - base_loss
         own = per_sample_ce(net.trace(x, eps).output, y) - base_loss
-    assert shared[0].abs() > 1e-6
-    assert shared[1:].abs().max() < 1e-12
-    assert own[1:].abs().max() > 1e-6
+        one = [torch.zeros_like(a) for a in clean.preacts]  # noise in member 1 only
+        for o, e in zip(one, eps, strict=True):
+            o[1] = e[1]
+        member = per_sample_ce(net.trace(x, one, means=clean.means).output, y) - base_loss
+    assert shared[:, 0].abs().min() > 1e-6
+    assert shared[:, 1:].abs().max() < 1e-12
+    assert own[:, 1:].abs().max(1).values.min() > 1e-6
+    assert member[1, 0].abs() > 1e-6
+    assert member[0].abs().max() == 0 and member[2].abs().max() == 0

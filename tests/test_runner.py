@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from corrgd.config import RunConfig
-from corrgd.runner import run
+from corrgd.rules import NodePerturbation
+from corrgd.runner import MemberEpoch, learning_rates, run, train_group
 
 CONFIG = dict(dataset="digits", network="mlp", hidden=[32], algorithm="bp", decor=True,
               decor_lr=1e-3, lr=1e-3, epochs=4, batch_size=64, val_size=200, seed=3)
@@ -93,10 +94,83 @@ def test_first_epoch_lrs_then_the_main_ones(monkeypatch: pytest.MonkeyPatch) -> 
     class Spy(Recorder):
         def progress(self, epoch: int, step: int, steps: int, loss: float) -> None:
             if step == 1:
-                seen.append((built["opt"].param_groups[0]["lr"],
-                             built["net"].layers[0].decor.settings.lr))
+                seen.append((built["opt"].hyper["lr"][0],
+                             float(built["net"].layers[0].decor.lr[0])))
 
     monkeypatch.setattr(runner, "build", build)
     run(RunConfig(**{**CONFIG, "epochs": 3, "first_epoch_lr": 1e-2,
                      "first_epoch_decor_lr": 1e-2}), reporter=Spy())
-    assert seen == [(1e-2, 1e-2), (1e-3, 1e-3), (1e-3, 1e-3)]
+    assert seen == [pytest.approx((1e-2, 1e-2)), pytest.approx((1e-3, 1e-3)),
+                    pytest.approx((1e-3, 1e-3))]
+
+
+def test_learning_rates_forward_dense_decor_and_conv_decor() -> None:
+    """(forward, decor, conv decor) LR per epoch: the first-epoch values in epoch 1; conv
+    decorrelators follow the dense decor LR unless they have their own (which then holds in
+    every epoch, as the CRGD reference code's fixed 1e-5)."""
+    config = RunConfig(**{**CONFIG, "first_epoch_lr": 1e-2, "first_epoch_decor_lr": 2e-2})
+    assert learning_rates(config, 1) == (1e-2, 2e-2, 2e-2)
+    assert learning_rates(config, 2) == (1e-3, 1e-3, 1e-3)
+    own = config.model_copy(update={"decor_conv_lr": 1e-5})
+    assert learning_rates(own, 1) == (1e-2, 2e-2, 1e-5)
+    assert learning_rates(own, 3) == (1e-3, 1e-3, 1e-5)
+    plain = RunConfig(**CONFIG)
+    assert learning_rates(plain, 1) == learning_rates(plain, 2) == (1e-3, 1e-3, 1e-3)
+
+
+def test_np_rules_draw_each_epochs_noise_from_its_own_stream(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The NP family is reseeded at the start of every training epoch (stream 'noise') and
+    before every epoch's diagnostics (stream 'diagnostics'), so that any epoch's noise can
+    be reproduced on its own."""
+    calls: list[tuple[tuple[int, ...], str]] = []
+    original = NodePerturbation.reseed
+
+    def reseed(self: NodePerturbation, *counters: int, stream: str = "noise",
+               device: Any = "cpu") -> None:
+        calls.append((counters, stream))
+        original(self, *counters, stream=stream, device=device)
+
+    monkeypatch.setattr(NodePerturbation, "reseed", reseed)
+    run(RunConfig(**{**CONFIG, "algorithm": "np", "epochs": 2}))
+    assert [c for c in calls if c[1] == "noise"] == [((1,), "noise"), ((2,), "noise")]
+    assert [c for c in calls if c[1] == "diagnostics"] == [((0,), "diagnostics"),
+                                                           ((1,), "diagnostics"),
+                                                           ((2,), "diagnostics")]
+
+
+class GroupRecorder:
+    def __init__(self) -> None:
+        self.epochs: dict[int, list[tuple[int, list[dict[str, Any]], str]]] = {}
+
+    def epoch_end(self, epoch: int, members: list[MemberEpoch]) -> None:
+        for m in members:
+            self.epochs.setdefault(m.member, []).append((epoch, m.rows, m.status))
+
+    def progress(self, epoch: int, step: int, steps: int, losses: list[float]) -> None:
+        pass
+
+
+def test_a_group_trains_each_member_as_it_would_train_alone() -> None:
+    """Runs that differ in per-member settings (seed, LRs) train as one group; each member's
+    rows are those of its run alone, and a member that diverges leaves the group while the
+    others go on."""
+    base = {**CONFIG, "epochs": 3, "optimizer": "sgd", "lr": 1e-2}
+    configs = [RunConfig(**{**base, "seed": 3}),
+               RunConfig(**{**base, "seed": 4, "lr": 3e-2, "decor_lr": 5e-4}),
+               RunConfig(**{**base, "seed": 5, "lr": 1e6})]  # diverges
+    rec = GroupRecorder()
+    results = train_group(configs, reporter=rec)
+    assert [r.status for r in results] == ["done", "done", "diverged"]
+    assert results[2].epochs < 3
+    for i, config in enumerate(configs[:2]):
+        alone = Recorder()
+        run(config, reporter=alone)
+        grouped = rec.epochs[i]
+        assert [e for e, _, _ in grouped] == [e for e, _ in alone.epochs] == [0, 1, 2, 3]
+        for (_, rows1, _), (_, rows2) in zip(grouped, alone.epochs, strict=True):
+            for r1, r2 in zip(rows1, rows2, strict=True):
+                assert r1["split"] == r2["split"]
+                assert r1["loss"] == pytest.approx(r2["loss"], rel=1e-5)
+                assert r1["accuracy"] == r2["accuracy"]
+    assert rec.epochs[2][-1][2] == "diverged"

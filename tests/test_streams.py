@@ -62,7 +62,7 @@ def test_feedback_matrices_are_independent_of_the_forward_weights(algorithm: str
     config = RunConfig(dataset="digits", network="mlp", hidden=[24, 16], algorithm=algorithm,
                        seed=3, epochs=1)
     data = load_data(config)
-    net, rule, _ = build(config, data, "cpu")
+    net, rule, _ = build([config], data, "cpu")
     forward = np.concatenate([np.sign(layer.weight.detach().flatten().numpy())
                               for layer in net.layers])
     feedback = [layer.feedback for layer in net.layers] if algorithm == "fa" else rule.feedback
@@ -82,9 +82,37 @@ def test_feedback_matrices_are_independent_of_the_forward_weights(algorithm: str
 def test_runs_of_different_seeds_differ_and_equal_seeds_agree() -> None:
     config = RunConfig(dataset="digits", network="mlp", hidden=[8], algorithm="fa", seed=0)
     data = load_data(config)
-    a, _, _ = build(config, data, "cpu")
-    b, _, _ = build(config, data, "cpu")
-    c, _, _ = build(config.model_copy(update={"seed": 1}), data, "cpu")
+    a, _, _ = build([config], data, "cpu")
+    b, _, _ = build([config], data, "cpu")
+    c, _, _ = build([config.model_copy(update={"seed": 1})], data, "cpu")
     for la, lb, lc in zip(a.layers, b.layers, c.layers, strict=True):
         assert torch.equal(la.weight, lb.weight) and torch.equal(la.feedback, lb.feedback)
         assert not torch.equal(la.weight, lc.weight)
+
+
+@pytest.mark.parametrize("algorithm", ["fa", "dfa", "np"])
+def test_a_member_draws_the_numbers_of_its_run_in_any_group(algorithm: str) -> None:
+    """Built in a group (seeds 5, 1, 9), member g has the initial weights, feedback
+    matrices and noise of its seed's run built alone; members of other seeds differ."""
+    config = RunConfig(dataset="digits", network="mlp", hidden=[8], algorithm=algorithm,
+                       seed=0)
+    data = load_data(config)
+    seeds = [5, 1, 9]
+    group, group_rule, _ = build([config.model_copy(update={"seed": s}) for s in seeds],
+                                 data, "cpu")
+    for g, seed in enumerate(seeds):
+        alone, alone_rule, _ = build([config.model_copy(update={"seed": seed})], data, "cpu")
+        for lg, la in zip(group.layers, alone.layers, strict=True):
+            assert torch.equal(lg.weight[g], la.weight[0])
+            assert torch.equal(lg.bias[g], la.bias[0])
+            assert not torch.equal(lg.weight[g], lg.weight[(g + 1) % len(seeds)])
+            if algorithm == "fa":
+                assert torch.equal(lg.feedback[g], la.feedback[0])
+        if algorithm == "dfa":
+            for bg, ba in zip(group_rule.feedback, alone_rule.feedback, strict=True):
+                assert torch.equal(bg[g], ba[0])
+        if algorithm == "np":
+            group_rule.reseed(4)
+            alone_rule.reseed(4)
+            like = torch.zeros(len(seeds), 6, 3)
+            assert torch.equal(group_rule.noise(like)[g], alone_rule.noise(like[:1])[0])

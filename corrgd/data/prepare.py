@@ -64,16 +64,25 @@ class RawData:
 def prepare(
     name: str, raw: RawData, *, val_size: int, seed: int, normalize: bool, flatten: bool
 ) -> DataSplits:
-    """Hold out ``val_size`` training rows (seeded by ``seed``), then scale and standardise
-    pixel data with per-channel statistics of the remaining training rows. Regression data
-    is standardised per feature (and target) instead, by ``prepare_regression``."""
-    train, val = hold_out(raw.train, val_size, seed)
-    test = raw.test
+    """Scale and standardise with statistics of the whole official training split, then hold
+    out ``val_size`` training rows (seeded by ``seed``) as ``val``.
+
+    The statistics do not depend on the hold-out, so every run's data differs from
+    another's only in which rows are held out: runs with other seeds can share one loaded
+    set (see ``hold_out_rows``). Pixel data is standardised per channel; regression data
+    per feature (and target), by ``prepare_regression``.
+    """
+    return _prepare_full(name, raw, normalize=normalize, flatten=flatten).hold_out(val_size,
+                                                                                    seed)
+
+
+def _prepare_full(name: str, raw: RawData, *, normalize: bool, flatten: bool) -> DataSplits:
+    train, test = raw.train, raw.test
     if raw.task == "regression":  # vector inputs and float targets: see regression.py
-        return prepare_regression(name, raw, train, val, test, normalize=normalize)
+        return prepare_regression(name, raw, train, None, test, normalize=normalize)
 
     if raw.pixel_max is None:  # vector data: nothing to scale or flatten
-        return DataSplits(name, train, val, test, raw.num_classes, tuple(train.x.shape[1:]))
+        return DataSplits(name, train, None, test, raw.num_classes, tuple(train.x.shape[1:]))
 
     mean, std = channel_stats(train.x, raw.pixel_max) if normalize else ((), ())
     pixels = BatchTransform(
@@ -81,33 +90,32 @@ def prepare(
     )
     input_shape = tuple(pixels.eval(train.x[:1]).shape[1:])
     if raw.store_uint8:
-        return DataSplits(name, train, val, test, raw.num_classes, input_shape, pixels)
+        return DataSplits(name, train, None, test, raw.num_classes, input_shape, pixels)
 
     def convert(split: Split) -> Split:
         return Split(_in_chunks(pixels.eval, split.x), split.y)
 
-    return DataSplits(
-        name,
-        convert(train),
-        None if val is None else convert(val),
-        None if test is None else convert(test),
-        raw.num_classes,
-        input_shape,
-    )
+    return DataSplits(name, convert(train), None, None if test is None else convert(test),
+                      raw.num_classes, input_shape)
+
+
+def hold_out_rows(n: int, val_size: int, seed: int) -> tuple[Tensor, Tensor]:
+    """(training rows, validation rows) of ``n``: ``val_size`` rows chosen by a permutation
+    seeded with ``seed``, both in their original order, so the result depends only on
+    (n, val_size, seed)."""
+    if not 0 <= val_size < n:
+        raise ValueError(f"val_size must be in [0, {n}), got {val_size}")
+    if val_size == 0:
+        return torch.arange(n), torch.arange(0)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[val_size:].sort().values, order[:val_size].sort().values
 
 
 def hold_out(train: Split, val_size: int, seed: int) -> tuple[Split, Split | None]:
-    """Split ``val_size`` rows off ``train`` by a permutation seeded with ``seed``.
-
-    Both parts keep the original row order, so the result depends only on (N, val_size, seed).
-    """
+    """Split ``val_size`` rows off ``train`` (see ``hold_out_rows``)."""
     if val_size == 0:
         return train, None
-    if not 0 < val_size < len(train):
-        raise ValueError(f"val_size must be in [0, {len(train)}), got {val_size}")
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-    val_rows = order[:val_size].sort().values
-    train_rows = order[val_size:].sort().values
+    train_rows, val_rows = hold_out_rows(len(train), val_size, seed)
     return (
         Split(train.x[train_rows], train.y[train_rows]),
         Split(train.x[val_rows], train.y[val_rows]),

@@ -81,10 +81,11 @@ def load_dataset(
         test split (a fixed hold-out for digits and diabetes).
     download: fetch missing files; if that fails or is off, raise ``DataNotFoundError``.
     flatten: give ``(N, D)`` model inputs, for dense networks.
-    normalize: for pixel data, standardise each channel with the mean and std of ``train``
-        (after the hold-out) on top of scaling to [0, 1]; for regression data, standardise
-        each input feature with the mean and std of ``train``; classification vector data
-        (synthetic-correlated) is used as it is.
+    normalize: for pixel data, standardise each channel with the mean and std of the whole
+        official training split (validation rows included, so that the statistics do not
+        depend on the hold-out) on top of scaling to [0, 1]; for regression data, standardise
+        each input feature likewise; classification vector data (synthetic-correlated) is
+        used as it is.
     options: passed to the loader, e.g. ``crop`` for tiny-imagenet, ``correlation`` or
         ``task="regression"`` for synthetic-correlated, ``standardize_targets`` for the
         regression sets; unknown options raise ``TypeError``.

@@ -1,10 +1,10 @@
 """Regression data: checks of a loader's float targets and their standardisation.
 
-Regression sets have vector inputs ``(N, D)`` and float32 targets ``(N, k)``. After the
-validation hold-out, ``prepare_regression``
+Regression sets have vector inputs ``(N, D)`` and float32 targets ``(N, k)``.
+``prepare_regression``, before the validation hold-out,
 
-* standardises each input feature with the mean and std of the training split (the rows
-  left after the hold-out), if ``normalize`` (the default of ``load_dataset``);
+* standardises each input feature with the mean and std of the whole official training
+  split, if ``normalize`` (the default of ``load_dataset``);
 * standardises each target the same way only if the loader asks for it
   (``RawData.standardize_targets``), recording the statistics as ``DataSplits.target_mean``
   / ``target_std``. Losses computed on ``Split.y`` are then in standardised units.
@@ -13,7 +13,7 @@ validation hold-out, ``prepare_regression``
 
 Statistics are population statistics (divide by N) computed in float64; a constant column
 gets std 1, so standardising it leaves it at zero. Validation and test rows use the training
-statistics.
+statistics; since these do not depend on the hold-out, runs with other seeds share one set.
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ def prepare_regression(
     name: str, raw: RawData, train: Split, val: Split | None, test: Split | None, *,
     normalize: bool,
 ) -> DataSplits:
-    """Standardise the held-out splits of a regression set (see the module docstring)."""
+    """Standardise the splits of a regression set with ``train``'s statistics (see the
+    module docstring)."""
     inputs = column_stats(train.x) if normalize else None
     targets = column_stats(train.y) if raw.standardize_targets else None
 

@@ -29,6 +29,7 @@ def load_synthetic_correlated(
     noise: float = 0.0,
     standardize_targets: bool = False,
     data_seed: int = 0,
+    shape: list[int] | tuple[int, ...] | None = None,
 ) -> RawData:
     """Equicorrelated Gaussian inputs ``x ~ N(0, (1 - c) I + c 11^T)`` with ``c = correlation``.
 
@@ -52,7 +53,16 @@ def load_synthetic_correlated(
     Teacher, training inputs and test inputs come from separate random streams seeded by
     ``data_seed``, so e.g. changing ``n_train`` leaves the teacher and the test set
     unchanged. ``n_test=0`` gives no test set. ``root`` and ``download`` are unused.
+
+    ``shape`` (e.g. ``[3, 32, 32]``, classification only) gives image-shaped inputs
+    ``(N, C, H, W)`` for convolutional nets, ``dim`` being ``C·H·W``: data shaped like
+    CIFAR-10 for benchmarks and tests.
     """
+    if shape is not None:
+        if task != "classification" or len(shape) != 3 or min(shape) < 1:
+            raise ValueError(f"shape needs task 'classification' and 3 sizes (C, H, W), got "
+                             f"{shape}")
+        dim = int(np.prod(shape))
     if not 0 <= correlation < 1:
         raise ValueError(f"correlation must be in [0, 1), got {correlation}")
     if task not in ("classification", "regression"):
@@ -80,6 +90,8 @@ def load_synthetic_correlated(
         shared = rng.standard_normal((n, 1))
         x = np.sqrt(1 - correlation) * z + np.sqrt(correlation) * shared
         inputs = torch.from_numpy(x.astype(np.float32))
+        if shape is not None:
+            inputs = inputs.view(n, *shape)
         if task == "classification":
             labels = (x @ teacher.T).argmax(axis=1)
             return Split(inputs, torch.from_numpy(labels.astype(np.int64)))

@@ -6,6 +6,10 @@
 They change only through `Decorrelation.update`, which a training step calls
 with the layer's input batch after the forward weights got their gradients.
 
+Every tensor has a leading member axis (see `corrgd.nn`): `M` is (G, d, d), μ is
+(G, d), the learning rate is one value per member, and the rules below run for
+all members at once as batched matrix products.
+
 Two rules (SPEC "Decorrelation rules"); rows of `X̂` are samples, `n` of them:
 
     crgd:  C = X̂ᵀX̂ / n,   g = mean_n ‖x_n‖ / ‖x̂_n‖,   M ← g (M − η C M)
@@ -38,7 +42,8 @@ class DecorSettings:
     """How a decorrelation layer learns. `lr == 0` means no decorrelation layer at all.
 
     rule:           "crgd" (CRGD paper, with gain) or "copi" (COPI / NPD papers)
-    lr:             decorrelation learning rate η_M (α in COPI)
+    lr:             decorrelation learning rate η_M (α in COPI); the initial one of every
+                    member (`Decorrelation.lr` holds each member's own)
     sample_frac:    fraction of the batch used to measure C and g, plus one sample;
                     default: 0.1 for crgd (CRGD reference code), the whole batch for copi
     demean:         subtract a mean before decorrelating; default: True for crgd, False for copi
@@ -95,24 +100,34 @@ def subsample_size(n: int, frac: float) -> int:
 
 
 class Decorrelation(nn.Module):
-    """A `dim × dim` decorrelating matrix with its running mean, learned by its own rule."""
+    """G `dim × dim` decorrelating matrices with their running means, learned by their rule.
+
+    matrix:        (G, dim, dim), the identity at first
+    running_mean:  (G, mean_dim), used in eval mode (conv layers with a channel mean keep
+                   one value per channel)
+    lr:            (G,), each member's decorrelation learning rate
+    """
 
     matrix: Tensor
     running_mean: Tensor
+    lr: Tensor
 
-    def __init__(self, dim: int, settings: DecorSettings, mean_dim: int | None = None) -> None:
+    def __init__(self, dim: int, settings: DecorSettings, mean_dim: int | None = None,
+                 members: int = 1) -> None:
         super().__init__()
         if not settings.enabled:
             raise ValueError("a Decorrelation layer needs lr > 0; lr 0 means no layer")
         self.dim = dim
         self.settings = settings
-        self.register_buffer("matrix", torch.eye(dim))
-        # mean_dim: conv layers with a channel mean keep one value per channel
-        self.register_buffer("running_mean", torch.zeros(mean_dim or dim))
+        self.register_buffer("matrix", torch.eye(dim).repeat(members, 1, 1))
+        self.register_buffer("running_mean", torch.zeros(members, mean_dim or dim))
+        self.register_buffer("lr", torch.full((members,), float(settings.lr)),
+                             persistent=False)
 
     def extra_repr(self) -> str:
         s = self.settings
-        return f"dim={self.dim}, rule={s.rule}, lr={s.lr:g}, demean={s.demeans}"
+        return (f"members={self.matrix.shape[0]}, dim={self.dim}, rule={s.rule}, "
+                f"demean={s.demeans}")
 
     def center(self, batch_mean: Tensor) -> Tensor:
         """The μ to subtract: the batch mean while training, the running mean in eval."""
@@ -121,14 +136,14 @@ class Decorrelation(nn.Module):
         return batch_mean if self.settings.mean_in_graph else batch_mean.detach()
 
     def decorrelate(self, rows: Tensor, mean: Tensor | None = None) -> Tensor:
-        """x̂ for a matrix of samples (rows)."""
+        """x̂ for samples (G, n, dim), demeaned by `mean` (G, dim) where given."""
         if mean is not None:
-            rows = rows - mean
-        return rows @ self.matrix.T
+            rows = rows - mean[:, None, :]
+        return torch.bmm(rows, self.matrix.transpose(1, 2))
 
     @torch.no_grad()
     def update(self, rows: Tensor, raw: Tensor | None = None) -> None:
-        """One step of the rule from sample rows (n × dim), already subsampled.
+        """One step of the rule from sample rows (G, n, dim), already subsampled.
 
         `rows` are demeaned as the forward pass demeaned them (x − μ); `raw` are the
         same rows as the layer received them, before demeaning, for the CRGD gain
@@ -138,17 +153,18 @@ class Decorrelation(nn.Module):
         raw = rows if raw is None else raw
         x = rows.to(self.matrix.dtype)
         M = self.matrix
-        n = x.shape[0]
+        n = x.shape[1]
+        lr = self.lr.to(M.dtype)[:, None, None]
         left = s.update_order == "CM"
         m = _Moments(x, M, left=left)
         # Updated in place, so that no d × d temporary is made when n < d.
         if s.rule == "crgd":  # M ← g M − g η C M  (or g M − g η M C)
-            gain = _gain(raw[:GAIN_ROWS].to(x.dtype), m.decorrelated[:GAIN_ROWS])
-            M.mul_(gain).addmm_(m.A, m.B * gain, alpha=-s.lr / n)
-        else:  # M ← M + α D M − α C M  (or M + α M D − α M C),  D = diag(⟨x̂²⟩)
-            D = m.second[:, None] if left else m.second[None, :]
-            M.addcmul_(D, M, value=s.lr)
-            M.addmm_(m.A, m.B, alpha=-s.lr / n)
+            gain = _gain(raw[:, :GAIN_ROWS].to(x.dtype), m.decorrelated[:, :GAIN_ROWS])
+            gain = gain[:, None, None]
+            M.mul_(gain).baddbmm_(m.A * (-lr * gain / n), m.B)
+        else:  # M ← (I + α D) M − α C M  (or M (I + α D) − α M C),  D = diag(⟨x̂²⟩)
+            D = m.second[:, :, None] if left else m.second[:, None, :]
+            M.mul_(1 + lr * D).baddbmm_(m.A * (-lr / n), m.B)
 
     @torch.no_grad()
     def track_mean(self, batch_mean: Tensor) -> None:
@@ -157,29 +173,31 @@ class Decorrelation(nn.Module):
                                 self.settings.momentum)
 
     @torch.no_grad()
-    def stats(self, rows: Tensor, raw: Tensor | None = None) -> dict[str, float]:
-        """Diagnostics on demeaned sample rows: residual correlation of x̂ and of x − μ, the
-        CRGD gain mean_n ‖x_n‖ / ‖x̂_n‖ and the norm ratio ‖x̂‖ / ‖x‖, x the raw rows."""
+    def stats(self, rows: Tensor, raw: Tensor | None = None) -> list[dict[str, float]]:
+        """Per member, diagnostics on demeaned sample rows (G, n, dim): residual
+        correlation of x̂ and of x − μ, the CRGD gain mean_n ‖x_n‖ / ‖x̂_n‖ and the norm
+        ratio ‖x̂‖ / ‖x‖, x the raw rows."""
         raw = rows if raw is None else raw
-        x = rows
-        xh = x @ self.matrix.T
-        in_norm, out_norm = raw.norm(dim=1), xh.norm(dim=1)
-        return {
-            "offdiag_corr": off_diagonal_correlation(xh),
-            "input_offdiag_corr": off_diagonal_correlation(x),
-            "gain": float(_gain(raw, xh)),
-            "norm_ratio": float(out_norm.norm() / in_norm.norm().clamp_min(1e-12)),
+        xh = torch.bmm(rows, self.matrix.transpose(1, 2))
+        columns = {
+            "offdiag_corr": off_diagonal_correlations(xh),
+            "input_offdiag_corr": off_diagonal_correlations(rows),
+            "gain": _gain(raw, xh),
+            "norm_ratio": xh.flatten(1).norm(dim=1) / raw.flatten(1).norm(dim=1).clamp_min(1e-12),
         }
+        values = {k: v.tolist() for k, v in columns.items()}
+        return [{k: v[g] for k, v in values.items()} for g in range(rows.shape[0])]
 
 
 def _gain(raw: Tensor, decorrelated: Tensor) -> Tensor:
-    """CRGD's g = mean_n ‖x_n‖ / ‖x̂_n‖ over rows, x_n as the layer received it (guarded
-    as the reference code guards it: ‖x̂_n‖ = √(Σ x̂² + 1e-8))."""
-    return (raw.norm(dim=1) / (decorrelated.pow(2).sum(1) + 1e-8).sqrt()).mean()
+    """CRGD's g = mean_n ‖x_n‖ / ‖x̂_n‖ per member over rows (G, n, d), x_n as the layer
+    received it (guarded as the reference code guards it: ‖x̂_n‖ = √(Σ x̂² + 1e-8))."""
+    return (raw.norm(dim=-1) / (decorrelated.pow(2).sum(-1) + 1e-8).sqrt()).mean(-1)
 
 
 class _Moments:
-    """What the rules need of the decorrelated rows `x̂ = x Mᵀ`, each in its cheapest form:
+    """What the rules need of the decorrelated rows `x̂ = x Mᵀ` (all (G, ...)), each in its
+    cheapest form:
 
     A, B:          factors with A @ B = n C M (left) or n M C, C = x̂ᵀ x̂ / n; they never
                    alias M, so M can be updated in place
@@ -192,21 +210,23 @@ class _Moments:
     """
 
     def __init__(self, x: Tensor, M: Tensor, *, left: bool) -> None:
-        n, d = x.shape
+        n, d = x.shape[1:]
+        Mt = M.transpose(1, 2)
         if n > d + GAIN_ROWS:
-            nC = M @ (x.T @ x) @ M.T
+            nC = M @ (x.transpose(1, 2) @ x) @ Mt
             self.A, self.B = (nC, M.clone()) if left else (M.clone(), nC)
-            self.decorrelated = x[:GAIN_ROWS] @ M.T
-            self.second = nC.diagonal() / n
+            self.decorrelated = x[:, :GAIN_ROWS] @ Mt
+            self.second = nC.diagonal(dim1=1, dim2=2) / n
             return
-        xh = x @ M.T
+        xh = x @ Mt
         if n < d:
-            self.A, self.B = (xh.T, xh @ M) if left else (M @ xh.T, xh)
+            self.A, self.B = (xh.transpose(1, 2), xh @ M) if left else \
+                (M @ xh.transpose(1, 2), xh)
         else:
-            C = xh.T @ xh
+            C = xh.transpose(1, 2) @ xh
             self.A, self.B = (C, M.clone()) if left else (M.clone(), C)
         self.decorrelated = xh
-        self.second = xh.pow(2).mean(0)
+        self.second = xh.pow(2).mean(1)
 
 
 def off_diagonal_correlation(x: Tensor) -> float:
@@ -214,18 +234,24 @@ def off_diagonal_correlation(x: Tensor) -> float:
 
     Constant columns (zero variance) are left out; non-finite data gives NaN.
     """
+    return float(off_diagonal_correlations(x[None])[0])
+
+
+def off_diagonal_correlations(x: Tensor) -> Tensor:
+    """`off_diagonal_correlation` of every member's samples x (G, n, d), in one go: (G,)."""
     x = x.double()
-    if not torch.isfinite(x).all():
-        return float("nan")  # not 0.0: a diverged layer must not look decorrelated
-    x = x - x.mean(0)
-    std = x.norm(dim=0)
-    keep = std > 1e-12 * std.max().clamp_min(1e-300)
-    x = x[:, keep] / std[keep]
-    d = x.shape[1]
-    if d < 2:
-        return 0.0
-    r = x.T @ x
-    return float((r.abs().sum() - r.diagonal().abs().sum()) / (d * (d - 1)))
+    finite = torch.isfinite(x).flatten(1).all(1)
+    x = torch.where(finite[:, None, None], x, 0.0)
+    x = x - x.mean(1, keepdim=True)
+    std = x.norm(dim=1)  # (G, d)
+    keep = std > 1e-12 * std.amax(1, keepdim=True).clamp_min(1e-300)
+    x = torch.where(keep[:, None, :], x / std.clamp_min(1e-300)[:, None, :], 0.0)
+    r = torch.bmm(x.transpose(1, 2), x).abs()
+    d = keep.sum(1).double()
+    off = r.sum((1, 2)) - r.diagonal(dim1=1, dim2=2).sum(1)
+    result = torch.where(d >= 2, off / (d * (d - 1)).clamp_min(1), 0.0)
+    # a diverged member is NaN, not 0: it must not look decorrelated
+    return torch.where(finite, result, float("nan"))
 
 
 def correlation_floor(n: int) -> float:

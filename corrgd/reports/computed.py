@@ -26,8 +26,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
+from corrgd import streams
 from corrgd.config import RunConfig
-from corrgd.data import load_dataset
+from corrgd.data import DataSplits, Split, load_dataset
+from corrgd.data.prepare import hold_out_rows
 from corrgd.losses import get_loss
 from corrgd.models import build_network
 from corrgd.nn import DecorSettings, Net
@@ -341,7 +343,9 @@ def figure_copi3(db: ResultsDB, out_dir: Path, sweep: str = "copi-mnist", *,
     test accuracy with 1 .. L−1 of the layers after the first replaced by the linear map
     Z X̂1ᵀ D1 from layer 2's decorrelated input X̂1 to the last replaced layer's output Z,
     inferred from the training set (no retraining; the first layer is kept, as in COPI
-    Appendix B). Test set from `corrgd.runner.load_data(config)`."""
+    Appendix B). Statistics from the run's own training rows (its validation rows held out
+    as the runner holds them out); test set from `corrgd.runner.load_data(config)`, or the
+    run's validation rows where the data set has none."""
     runs = _finished_copi_runs(db, sweep)
     suffix = "" if sweep == "copi-mnist" else f"-{sweep}"
     accuracy_rows = []
@@ -353,12 +357,13 @@ def figure_copi3(db: ResultsDB, out_dir: Path, sweep: str = "copi-mnist", *,
             loaded = None  # free the previous set first
             loaded = (data_key(config), load_data(config, data_dir))
         data = loaded[1]
-        net, _, _ = build(config, data, "cpu")
+        net, _, _ = build([config], data, "cpu")
         state = torch.load(run.checkpoint_path, map_location="cpu", weights_only=False)
-        net.load_state_dict(state["net"])
-        x_train = data.eval_transform(data.train.x)
+        net.load_member_state(0, state["net"])  # a checkpoint holds one member
+        train, val = _run_splits(data, config)
+        x_train = data.eval_transform(train.x)
         stats = layer_statistics(net, x_train)
-        test = data.test if data.test is not None else data.val
+        test = data.test if data.test is not None else val
         if test is None:
             raise ReportError(f"figure copi3: run {run.run_id} has no test split")
         x_test = data.eval_transform(test.x)
@@ -373,6 +378,17 @@ def figure_copi3(db: ResultsDB, out_dir: Path, sweep: str = "copi-mnist", *,
                                            samples_shown, out_dir, f"copi-fig3ab{suffix}")
     frame = pd.DataFrame(accuracy_rows)
     return [*feature_paths, *_copi_compression(frame, sweep, out_dir, f"copi-fig3c{suffix}")]
+
+
+def _run_splits(data: DataSplits, config: RunConfig) -> tuple[Split, Split | None]:
+    """(training rows, validation rows or None) of one run of the whole training split
+    `data.train`, held out as `corrgd.runner` holds them out for it."""
+    train_rows, val_rows = hold_out_rows(len(data.train), config.val_size,
+                                         streams.stream_seed(config.seed, "split"))
+    train = Split(data.train.x[train_rows], data.train.y[train_rows])
+    if not len(val_rows):
+        return train, None
+    return train, Split(data.train.x[val_rows], data.train.y[val_rows])
 
 
 def _copi_features(net: Net, stats: LayerStatistics, x_train: torch.Tensor,

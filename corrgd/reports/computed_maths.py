@@ -8,6 +8,9 @@
   noise samples (NPD Fig. 2);
 - `layer_statistics`, `receptive_fields`, `replaced_layer_accuracy`: linear maps
   inferred from decorrelated activities of a trained network (COPI Fig. 3).
+
+Networks hold G members (`corrgd.nn`); the functions that look at one network's
+activities or updates take the `member` to look at (a network of one member: 0).
 """
 
 from __future__ import annotations
@@ -59,8 +62,8 @@ def learn_crgd_decorrelator(cov: np.ndarray, *, lr: float = 1e-2, steps: int = 2
     decor = Decorrelation(dim, DecorSettings(rule="crgd", lr=lr, sample_frac=1.0)).double()
     for _ in range(steps):
         x = torch.randn(batch, dim, generator=generator, dtype=torch.float64) @ chol.T
-        decor.update(x - x.mean(0), x)
-    return decor.matrix.numpy().copy()
+        decor.update((x - x.mean(0))[None], x[None])  # one member
+    return decor.matrix[0].numpy().copy()
 
 
 def whitening(cov: np.ndarray) -> np.ndarray:
@@ -189,14 +192,14 @@ def decorrelation_dynamics(*, dim: int = 16, scales: Sequence[float] = (0.3, 1.0
         stats: dict[str, list[tuple[float, float]]] = {"crgd": [], "antihebbian": []}
         for step in range(steps + 1):
             if step in recorded:
-                for name, m in (("crgd", crgd.matrix), ("antihebbian", plain)):
+                for name, m in (("crgd", crgd.matrix[0]), ("antihebbian", plain)):
                     moment = m @ cov @ m.T
                     stats[name].append((mean_abs_offdiag_correlation(moment),
                                         math.sqrt(float(moment.trace() / cov.trace()))))
             if step == steps:
                 break
             x = torch.randn(batch, dim, generator=generator, dtype=torch.float64) @ chol.T
-            crgd.update(x)
+            crgd.update(x[None])  # one member
             xh = x @ plain.T
             plain = plain - lr * (xh.T @ xh / batch) @ plain
         for name, rows in stats.items():
@@ -219,14 +222,16 @@ def forward_passes(rule: str, samples: int, layers: int) -> int:
 def averaged_updates(net: Net, rule: str, x: Tensor, y: Tensor, loss: LossFn, *,
                      samples: Sequence[int], sigma2: float = 1e-6,
                      seed: int = 0) -> dict[int, list[Tensor]]:
-    """Per K in `samples`: each layer's update of `rule` averaged over K noise samples.
+    """Per K in `samples`: each layer's update of `rule` averaged over K noise samples, as
+    rows (members, weights + biases) (`corrgd.diagnostics.layer_updates`); every member
+    draws its noise from run seed `seed`.
 
     The rules average their per-sample error estimates before the (linear) weight update,
     so the K-sample update is assembled from increments of k noise samples weighted by k;
     one rule draws them all from its noise stream, so they are the noise that one call
     with samples=K would draw.
     """
-    perturbation = make_rule(rule, sigma2=sigma2, samples=1, seed=seed)
+    perturbation = make_rule(rule, sigma2=sigma2, samples=1, seed=[seed] * net.members)
     perturbation.reseed(device=x.device)
     result: dict[int, list[Tensor]] = {}
     total: list[Tensor] = []
@@ -244,16 +249,18 @@ def averaged_updates(net: Net, rule: str, x: Tensor, y: Tensor, loss: LossFn, *,
 def alignment_angles(net: Net, x: Tensor, y: Tensor, loss: LossFn, *,
                      samples: Sequence[int] = (1, 2, 5, 10, 20, 50, 100),
                      rules: Sequence[str] = PERTURBATION_RULES, sigma2: float = 1e-6,
-                     seed: int = 0) -> list[dict[str, float | int | str]]:
+                     seed: int = 0, member: int = 0) -> list[dict[str, float | int | str]]:
     """Angle (degrees) between each rule's update averaged over K noise samples and the BP
-    gradient, per layer and over all layers together, for every K in `samples`."""
-    true = bp_gradients(net, x, y, loss)
+    gradient, per layer and over all layers together, for every K in `samples`, of one
+    member of `net`."""
+    true = [g[member] for g in bp_gradients(net, x, y, loss)]
     true_all = torch.cat(true)
     rows: list[dict[str, float | int | str]] = []
     for rule in rules:
         updates = averaged_updates(net, rule, x, y, loss, samples=samples, sigma2=sigma2,
                                    seed=seed)
-        for k, mean in updates.items():
+        for k, update in updates.items():
+            mean = [u[member] for u in update]
             base = {"rule": rule, "samples": k,
                     "forward_passes": forward_passes(rule, k, len(mean))}
             for layer, (u, g) in enumerate(zip(mean, true, strict=True), start=1):
@@ -265,12 +272,14 @@ def alignment_angles(net: Net, x: Tensor, y: Tensor, loss: LossFn, *,
 # -- COPI Fig. 3: linear maps from decorrelated activities -----------------------------
 
 
-def block_outputs(net: Net, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-    """(decorrelated input x̂_{l−1} of every layer, output of every block) on inputs x."""
+def block_outputs(net: Net, x: Tensor, member: int = 0) -> tuple[list[Tensor], list[Tensor]]:
+    """(decorrelated input x̂_{l−1} of every layer, output of every block) of one member of
+    `net` on inputs x, without the member axis."""
     trace = net.trace(x)
-    inputs = [layer.decorrelated_input(inp) for layer, inp in
+    inputs = [layer.decorrelated_input(inp)[member] for layer, inp in
               zip(net.layers, trace.inputs, strict=True)]
-    outputs = [block.finish(a) for block, a in zip(net.blocks, trace.preacts, strict=True)]
+    outputs = [block.finish(a)[member]
+               for block, a in zip(net.blocks, trace.preacts, strict=True)]
     return inputs, outputs
 
 
@@ -297,15 +306,16 @@ class LayerStatistics:
 
 
 @torch.no_grad()
-def layer_statistics(net: Net, x: Tensor, *, batch_size: int = 5000) -> LayerStatistics:
-    """One pass over `x` (rows: flattened inputs), in float64 sums."""
+def layer_statistics(net: Net, x: Tensor, *, batch_size: int = 5000,
+                     member: int = 0) -> LayerStatistics:
+    """One pass over `x` (rows: flattened inputs), in float64 sums, of one member of `net`."""
     net.eval()
     layers = len(net.layers)
     input_cross = {}
     hidden_cross = {}
     input_power = hidden_power = torch.zeros(0)
     for xb in batches(x, batch_size):
-        inputs, outputs = block_outputs(net, xb)
+        inputs, outputs = block_outputs(net, xb, member)
         x0, x1 = inputs[0].double(), inputs[1].double()
         for l in range(1, layers + 1):
             part = outputs[l - 1].double().T @ x0
@@ -336,11 +346,12 @@ def receptive_fields(stats: LayerStatistics, ridge: float = 0.1) -> dict[int, Te
 
 @torch.no_grad()
 def replaced_layer_accuracy(net: Net, stats: LayerStatistics, x: Tensor, y: Tensor,
-                            replaced: int, *, batch_size: int = 5000) -> float:
-    """Accuracy on (x, y) when layers 2 .. 1 + `replaced` are replaced by the linear map
-    Z Xᵀ D from layer 2's decorrelated input X to layer (1 + replaced)'s output Z, inferred
-    from `stats` without retraining (COPI Fig. 3C; the first layer is never replaced).
-    `replaced` = 0 is the intact network."""
+                            replaced: int, *, batch_size: int = 5000, member: int = 0) -> float:
+    """Accuracy of one member of `net` on (x, y) when its layers 2 .. 1 + `replaced` are
+    replaced by the linear map Z Xᵀ D from layer 2's decorrelated input X to layer
+    (1 + replaced)'s output Z, inferred from `stats` (that member's) without retraining
+    (COPI Fig. 3C; the first layer is never replaced). `replaced` = 0 is the intact
+    network."""
     net.eval()
     blocks = list(net.blocks)
     if not 0 <= replaced < len(blocks):
@@ -351,14 +362,14 @@ def replaced_layer_accuracy(net: Net, stats: LayerStatistics, x: Tensor, y: Tens
     correct = 0
     for xb, yb in zip(batches(x, batch_size), batches(y, batch_size), strict=True):
         if weight is None:
-            out = net(xb)
-        else:
+            out = net(xb)[member]
+        else:  # every member goes through the map; only `member`'s output is read
             first = blocks[0]
-            h = first.finish(first.layer(first.prepare(xb)))
+            h = first.finish(first.layer(first.prepare(net.per_member(xb))))
             h = (blocks[1].layer.decorrelated_input(blocks[1].prepare(h)).double()
                  @ weight.T).to(xb.dtype)
             for block in blocks[1 + replaced:]:
                 h = block.finish(block.layer(block.prepare(h)))
-            out = h
+            out = h[member]
         correct += int((out.argmax(1) == yb).sum())
     return correct / len(y)

@@ -14,10 +14,9 @@ import math
 import torch
 from torch import Tensor
 
-from corrgd import streams
 from corrgd.losses import LossFn
-from corrgd.nn.network import Net, activation_derivative
-from corrgd.rules.base import LearningRule, Step
+from corrgd.nn.network import Net
+from corrgd.rules.base import LearningRule, Step, mean_losses
 
 
 def kaiming_uniform(shape: tuple[int, ...], fan_in: int, generator: torch.Generator) -> Tensor:
@@ -27,12 +26,14 @@ def kaiming_uniform(shape: tuple[int, ...], fan_in: int, generator: torch.Genera
     return (torch.rand(shape, generator=generator) * 2 - 1) * bound
 
 
-def feedback_matrices(net: Net, seed: int) -> list[Tensor]:
-    """One fixed random matrix per layer, shaped like its weight, from the run's
-    'feedback' stream (independent of the forward weights' 'init' stream)."""
-    g = streams.generator(seed, "feedback")
-    return [kaiming_uniform(tuple(layer.weight.shape), layer.fan_in, g)
-            .to(layer.weight.device, layer.weight.dtype) for layer in net.layers]
+def feedback_matrices(net: Net, rule: LearningRule) -> list[Tensor]:
+    """One fixed random matrix per layer, shaped like its weight (G, out, in, ...); member
+    g's from its run's 'feedback' stream, independent of the forward weights' 'init'."""
+    gens = rule.generators("feedback")
+    per_member = [[kaiming_uniform(tuple(layer.weight.shape[1:]), layer.fan_in, g)
+                   for layer in net.layers] for g in gens]
+    return [torch.stack(bs).to(layer.weight.device, layer.weight.dtype)
+            for layer, bs in zip(net.layers, zip(*per_member, strict=True), strict=True)]
 
 
 class BP(LearningRule):
@@ -40,9 +41,9 @@ class BP(LearningRule):
 
     def gradients(self, net: Net, x: Tensor, y: Tensor, loss: LossFn) -> Step:
         trace = net.trace(x)
-        mean_loss = loss(trace.output, y).mean()
-        mean_loss.backward()
-        return Step(mean_loss.detach(), trace)
+        losses = mean_losses(loss, trace.output, y)
+        losses.sum().backward()  # members are independent: each gets its own gradient
+        return Step(losses.detach(), trace)
 
 
 class FA(BP):
@@ -51,7 +52,7 @@ class FA(BP):
     name = "fa"
 
     def setup(self, net: Net, example: Tensor) -> None:
-        for layer, B in zip(net.layers, feedback_matrices(net, self.seed), strict=True):
+        for layer, B in zip(net.layers, feedback_matrices(net, self), strict=True):
             layer.feedback = B
 
 
@@ -60,25 +61,31 @@ class DFA(LearningRule):
 
     name = "dfa"
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int | list[int] = 0) -> None:
         super().__init__(seed)
-        self.feedback: list[Tensor] = []
+        self.feedback: list[Tensor] = []  # B_l: (G, units_l, outputs)
 
     def setup(self, net: Net, example: Tensor) -> None:
         with torch.no_grad():
-            trace = net.trace(example[:1])
-        classes = trace.output.shape[1]
-        g = self.generator()
-        self.feedback = [
-            kaiming_uniform((a[0].numel(), classes), classes, g).to(a.device, a.dtype)
-            for a in trace.preacts[:-1]
-        ]
+            preacts = net.trace(example).preacts
+        outputs = preacts[-1].shape[-1]
+        shapes = [(a[0, 0].numel(), outputs) for a in preacts[:-1]]
+        per_member = [[kaiming_uniform(shape, outputs, g) for shape in shapes]
+                      for g in self.generators("feedback")]
+        like = preacts[-1]
+        self.feedback = [torch.stack(bs).to(like.device, like.dtype)
+                         for bs in zip(*per_member, strict=True)]
 
     def gradients(self, net: Net, x: Tensor, y: Tensor, loss: LossFn) -> Step:
         trace = net.trace(x, detach=True)
-        mean_loss = loss(trace.output, y).mean()
-        (error,) = torch.autograd.grad(mean_loss, trace.preacts[-1], retain_graph=True)
-        deltas = [activation_derivative(a) * (error @ B.T).view_as(a)
-                  for a, B in zip(trace.preacts[:-1], self.feedback, strict=True)]
+        losses = mean_losses(loss, trace.output, y)
+        (error,) = torch.autograd.grad(losses.sum(), trace.preacts[-1], retain_graph=True)
+        deltas = [block.derivative(a) * torch.bmm(error, B.transpose(1, 2)).view_as(a)
+                  for block, a, B in zip(net.blocks, trace.preacts[:-1], self.feedback,
+                                         strict=False)]
         torch.autograd.backward(trace.preacts, [*deltas, error])
-        return Step(mean_loss.detach(), trace)
+        return Step(losses.detach(), trace)
+
+    def select_members(self, index: Tensor) -> None:
+        super().select_members(index)
+        self.feedback = [B[index] for B in self.feedback]

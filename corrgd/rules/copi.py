@@ -28,53 +28,57 @@ from corrgd.losses import LossFn
 from corrgd.nn.layers import DecorLinear
 from corrgd.nn.network import Net
 from corrgd.rules.backprop import feedback_matrices
-from corrgd.rules.base import LearningRule, Step
+from corrgd.rules.base import LearningRule, Step, mean_losses
 
 
 class COPI(LearningRule):
     name = "copi"
 
-    def __init__(self, feedback: str = "bp", seed: int = 0) -> None:
+    def __init__(self, feedback: str = "bp", seed: int | list[int] = 0) -> None:
         super().__init__(seed)
         if feedback not in ("bp", "fa"):
             raise ValueError(f"COPI feedback must be 'bp' or 'fa', got {feedback!r}")
         self.feedback = feedback
-        self.matrices: list[Tensor] = []  # B_l per layer (FA signals)
+        self.matrices: list[Tensor] = []  # B_l per layer (FA signals), (G, out, in)
 
     def setup(self, net: Net, example: Tensor) -> None:
         for layer in net.layers:
             if not isinstance(layer, DecorLinear):
                 raise ValueError("COPI is implemented for dense layers only")
         if self.feedback == "fa":
-            self.matrices = feedback_matrices(net, self.seed)
+            self.matrices = feedback_matrices(net, self)
 
-    def perturbations(self, net: Net, trace_preacts: list[Tensor], mean_loss: Tensor
-                      ) -> list[Tensor]:
-        """δ_l per sample and layer: −∂ℓ_n/∂a_l (BP) or sent down through B (FA)."""
-        n = trace_preacts[0].shape[0]
+    def perturbations(self, net: Net, preacts: list[Tensor], losses: Tensor) -> list[Tensor]:
+        """δ_l per member, sample and layer: −∂ℓ_n/∂a_l (BP) or sent down through B (FA)."""
+        n = preacts[0].shape[1]
         if self.feedback == "bp":
-            grads = torch.autograd.grad(mean_loss, trace_preacts)
+            grads = torch.autograd.grad(losses.sum(), preacts)
             return [-n * g for g in grads]
-        (last,) = torch.autograd.grad(mean_loss, trace_preacts[-1])
+        (last,) = torch.autograd.grad(losses.sum(), preacts[-1])
         deltas = [-n * last]
         with torch.no_grad():
-            for block, a, B in zip(reversed(net.blocks[:-1]), reversed(trace_preacts[:-1]),
+            for block, a, B in zip(reversed(net.blocks[:-1]), reversed(preacts[:-1]),
                                    reversed(self.matrices[1:]), strict=True):
-                deltas.append(block.derivative(a) * (deltas[-1] @ B))
+                deltas.append(block.derivative(a) * torch.bmm(deltas[-1], B))
         return deltas[::-1]
 
     def gradients(self, net: Net, x: Tensor, y: Tensor, loss: LossFn) -> Step:
         trace = net.trace(x)
-        mean_loss = loss(trace.output, y).mean()
-        deltas = self.perturbations(net, trace.preacts, mean_loss)
-        n = x.shape[0]
+        losses = mean_losses(loss, trace.output, y)
+        deltas = self.perturbations(net, trace.preacts, losses)
         with torch.no_grad():
             for layer, inp, a, d in zip(net.layers, trace.inputs, trace.preacts, deltas,
                                         strict=True):
                 xh = layer.decorrelated_input(inp)
+                n = xh.shape[1]
                 z = a + d
-                dW = z.T @ xh / n - layer.weight * xh.pow(2).mean(0)
+                dW = torch.bmm(z.transpose(1, 2), xh) / n - layer.weight * xh.pow(2).mean(1)[
+                    :, None, :]
                 layer.weight.grad = -dW
                 if layer.bias is not None:
-                    layer.bias.grad = -(z.mean(0) - layer.bias)
-        return Step(mean_loss.detach(), trace)
+                    layer.bias.grad = -(z.mean(1) - layer.bias)
+        return Step(losses.detach(), trace)
+
+    def select_members(self, index: Tensor) -> None:
+        super().select_members(index)
+        self.matrices = [B[index] for B in self.matrices]

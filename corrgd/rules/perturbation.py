@@ -20,57 +20,83 @@ with one mean over both.)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
-from corrgd import streams
 from corrgd.losses import LossFn
 from corrgd.nn.network import Net, Trace
-from corrgd.rules.base import LearningRule, Step
+from corrgd.rules.base import LearningRule, Step, member_targets
 
 
 def _expand(values: Tensor, like: Tensor) -> Tensor:
-    """Per-sample values (n,) shaped (n, 1, ...) to scale a batch like `like`."""
-    return values.view(-1, *([1] * (like.dim() - 1)))
+    """Per-member, per-sample values (G, n) shaped (G, n, 1, ...) to scale a batch like
+    `like`."""
+    return values.view(*values.shape, *([1] * (like.dim() - values.dim())))
 
 
 def _sq_norms(t: Tensor) -> Tensor:
-    return t.flatten(1).pow(2).sum(1)
+    """‖t_n‖² of every sample: (G, n)."""
+    return t.flatten(2).pow(2).sum(2)
 
 
 class NodePerturbation(LearningRule):
-    """Shared machinery; subclasses define `estimate` for one noise draw."""
+    """Shared machinery; subclasses define `estimate` for one noise draw.
+
+    sigma2: the noise variance, one for all members or one per member.
+    """
 
     name = "np"
     supports_noisy_baseline = True
 
-    def __init__(self, sigma2: float = 1e-6, samples: int = 1, noisy_baseline: bool = False,
-                 seed: int = 0) -> None:
+    def __init__(self, sigma2: float | Sequence[float] = 1e-6, samples: int = 1,
+                 noisy_baseline: bool = False, seed: int | Sequence[int] = 0) -> None:
         super().__init__(seed)
-        if sigma2 <= 0:
-            raise ValueError(f"noise variance sigma2 must be > 0, got {sigma2}")
+        variances = [float(sigma2)] * len(self.seeds) if isinstance(sigma2, int | float) \
+            else [float(v) for v in sigma2]
+        if len(variances) != len(self.seeds):
+            raise ValueError(f"{len(variances)} noise variances for {len(self.seeds)} members")
+        if min(variances) <= 0:
+            raise ValueError(f"noise variance sigma2 must be > 0, got {min(variances)}")
         if samples < 1:
             raise ValueError(f"noise samples must be >= 1, got {samples}")
         if noisy_baseline and not self.supports_noisy_baseline:
             raise ValueError(f"{self.name}: the noisy baseline needs noise at every layer")
-        self.sigma2, self.samples, self.noisy_baseline = sigma2, samples, noisy_baseline
-        self.noise_generator: torch.Generator | None = None
+        self.variances, self.samples, self.noisy_baseline = variances, samples, noisy_baseline
+        self.noise_generators: list[torch.Generator] | None = None
 
-    def reseed(self, *counters: int, device: torch.device | str = "cpu") -> None:
-        """Draw noise from the run's 'noise' stream at `counters` (the runner: the epoch)."""
-        self.noise_generator = streams.generator(self.seed, "noise", *counters, device=device)
+    @property
+    def sigma2(self) -> float:
+        return self.variances[0]
+
+    def reseed(self, *counters: int, stream: str = "noise",
+               device: torch.device | str = "cpu") -> None:
+        """Draw each member's noise from its run's `stream` at `counters` (the runner: the
+        epoch)."""
+        self.noise_generators = self.generators(stream, *counters, device=device)
+
+    def _variances(self, like: Tensor) -> Tensor:
+        """σ² per member, shaped to scale a batch like `like`."""
+        v = torch.tensor(self.variances, dtype=like.dtype, device=like.device)
+        return v.view(-1, *([1] * (like.dim() - 1)))
 
     def noise(self, like: Tensor) -> Tensor:
-        if self.noise_generator is None or self.noise_generator.device != like.device:
+        """N(0, σ²) noise shaped like `like` (G, n, ...), member g's from its own stream."""
+        gens = self.noise_generators
+        if gens is None or gens[0].device != like.device:
             self.reseed(device=like.device)
-        assert self.noise_generator is not None
-        return torch.randn(like.shape, generator=self.noise_generator, device=like.device,
-                           dtype=like.dtype) * self.sigma2**0.5
+            gens = self.noise_generators
+        assert gens is not None
+        draws = [torch.randn(like.shape[1:], generator=g, device=like.device, dtype=like.dtype)
+                 for g in gens]
+        return torch.stack(draws) * self._variances(like).sqrt()
 
     def gradients(self, net: Net, x: Tensor, y: Tensor, loss: LossFn) -> Step:
         baseline_noise = [self.noise(a) for a in self._shapes(net, x)] if self.noisy_baseline \
             else None
         base = net.trace(x, baseline_noise, detach=True)  # graph only from a_l to layer l
+        y = member_targets(y, base.output)
         with torch.no_grad():
             base_loss = loss(base.output, y)
             deltas = [torch.zeros_like(a) for a in base.preacts]
@@ -78,9 +104,9 @@ class NodePerturbation(LearningRule):
                 for d, e in zip(deltas, self.estimate(net, x, y, loss, base, base_loss),
                                 strict=True):
                     d.add_(e, alpha=1 / self.samples)
-        n = x.shape[0]
+        n = base_loss.shape[1]
         torch.autograd.backward(base.preacts, [d / n for d in deltas])
-        return Step(base_loss.mean(), base)
+        return Step(base_loss.mean(1), base)
 
     def _shapes(self, net: Net, x: Tensor) -> list[Tensor]:
         with torch.no_grad():
@@ -88,8 +114,15 @@ class NodePerturbation(LearningRule):
 
     def estimate(self, net: Net, x: Tensor, y: Tensor, loss: LossFn, base: Trace,
                  base_loss: Tensor) -> list[Tensor]:
-        """One draw of every layer's δ_l, per sample."""
+        """One draw of every layer's δ_l, per member and sample."""
         raise NotImplementedError
+
+    def select_members(self, index: Tensor) -> None:
+        keep = index.tolist()
+        super().select_members(index)
+        self.variances = [self.variances[i] for i in keep]
+        if self.noise_generators is not None:
+            self.noise_generators = [self.noise_generators[i] for i in keep]
 
 
 class NP(NodePerturbation):
@@ -99,7 +132,7 @@ class NP(NodePerturbation):
                  base_loss: Tensor) -> list[Tensor]:
         eps = [self.noise(a) for a in base.preacts]
         dL = loss(net.trace(x, eps, means=base.means).output, y) - base_loss
-        return [_expand(dL, e) * e / self.sigma2 for e in eps]
+        return [_expand(dL, e) * e / self._variances(e) for e in eps]
 
 
 class INP(NodePerturbation):
@@ -114,7 +147,7 @@ class INP(NodePerturbation):
             noise: list[Tensor | None] = [None] * len(base.preacts)
             noise[layer] = v
             dL = loss(net.trace(x, noise, means=base.means).output, y) - base_loss
-            deltas.append(a[0].numel() * _expand(dL / _sq_norms(v), v) * v)
+            deltas.append(a[0, 0].numel() * _expand(dL / _sq_norms(v), v) * v)
         return deltas
 
 
@@ -126,6 +159,6 @@ class ANP(NodePerturbation):
         noisy = net.trace(x, [self.noise(a) for a in base.preacts], means=base.means)
         dL = loss(noisy.output, y) - base_loss
         da = [an - a for an, a in zip(noisy.preacts, base.preacts, strict=True)]
-        units = sum(a[0].numel() for a in da)
+        units = sum(a[0, 0].numel() for a in da)
         scale = units * dL / sum(_sq_norms(d) for d in da)
         return [_expand(scale, d) * d for d in da]

@@ -1,0 +1,191 @@
+"""Adam and SGD for networks of G members, each member with its own hyperparameters.
+
+Every parameter has a leading member axis (see `corrgd.nn`). These optimizers take
+the same steps as `torch.optim.Adam` / `torch.optim.SGD` would for each member
+alone, but with a learning rate (and betas, eps, momentum) per member, applied to
+all members in one set of tensor operations:
+
+    Adam:  m ← β₁ m + (1 − β₁) g,   v ← β₂ v + (1 − β₂) g²,
+           p ← p − lr / (1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)
+    SGD:   b ← μ b + g (b = g at the first step),   p ← p − lr · b
+
+State can be sliced per member for its checkpoint (`member_state`,
+`load_member_state`) and members can be dropped (`select_members`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+def _per_member(values: float | Sequence[float], members: int, name: str) -> list[float]:
+    out = [float(values)] * members if isinstance(values, int | float) else \
+        [float(v) for v in values]
+    if len(out) != members:
+        raise ValueError(f"{name}: {len(out)} values for {members} members")
+    return out
+
+
+class MemberOptimizer:
+    """Shared plumbing: parameters, per-member hyperparameters, per-member state."""
+
+    state_names: tuple[str, ...] = ()
+
+    def __init__(self, params: Iterable[nn.Parameter], members: int, **hyper: Any) -> None:
+        self.params = list(params)
+        if not self.params:
+            raise ValueError("no parameters to optimise")
+        if any(p.shape[0] != members for p in self.params):
+            raise ValueError(f"every parameter needs a leading axis of {members} members")
+        self.members = members
+        self.hyper: dict[str, list[float]] = {k: _per_member(v, members, k)
+                                              for k, v in hyper.items()}
+        self.step_count = 0
+        self.state: list[dict[str, Tensor]] = [{} for _ in self.params]
+        self._vectors: dict[tuple[Any, ...], Tensor] = {}
+
+    def set(self, **hyper: float | Sequence[float]) -> None:
+        """Change hyperparameters, e.g. `set(lr=[1e-3, 1e-4])` at an epoch boundary."""
+        for k, v in hyper.items():
+            if k not in self.hyper:
+                raise KeyError(f"unknown hyperparameter {k!r}; known: {sorted(self.hyper)}")
+            self.hyper[k] = _per_member(v, self.members, k)
+        self._vectors.clear()
+
+    def _column(self, name: str, like: Tensor, values: Sequence[float] | None = None,
+                tag: Any = None) -> Tensor:
+        """Hyperparameter `name` (or `values`, cached under `tag`) per member, shaped to
+        broadcast over a parameter like `like`; the (G,) tensors are made once per device."""
+        key = (name, tag, like.dtype, like.device)
+        vector = self._vectors.get(key)
+        if vector is None:
+            vector = torch.tensor(self.hyper[name] if values is None else values,
+                                  dtype=like.dtype, device=like.device)
+            self._vectors[key] = vector
+        return vector.view(-1, *([1] * (like.dim() - 1)))
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    # --- members ----------------------------------------------------------------------
+    def member_state(self, g: int) -> dict[str, Any]:
+        return {"step": self.step_count, "hyper": {k: v[g] for k, v in self.hyper.items()},
+                "state": [{k: t[g].clone() for k, t in s.items()} for s in self.state]}
+
+    @torch.no_grad()
+    def load_member_state(self, g: int, saved: dict[str, Any]) -> None:
+        """Set member g from a `member_state`. The members of a group take their steps
+        together: load members saved after the same number of steps."""
+        self.step_count = saved["step"]
+        self._vectors.clear()
+        for k, v in saved["hyper"].items():
+            self.hyper[k][g] = v
+        for p, s, member in zip(self.params, self.state, saved["state"], strict=True):
+            for k, value in member.items():
+                if k not in s:
+                    s[k] = torch.zeros_like(p)
+                s[k][g].copy_(value)
+
+    def select_members(self, index: Tensor) -> None:
+        self._vectors.clear()
+        keep = index.tolist()
+        self.members = len(keep)
+        self.hyper = {k: [v[i] for i in keep] for k, v in self.hyper.items()}
+        self.state = [{k: t[index] for k, t in s.items()} for s in self.state]
+
+
+class MemberAdam(MemberOptimizer):
+    """Adam (Kingma & Ba), as `torch.optim.Adam` without weight decay or amsgrad."""
+
+    def __init__(self, params: Iterable[nn.Parameter], members: int,
+                 lr: float | Sequence[float] = 1e-3,
+                 betas: tuple[float, float] | Sequence[tuple[float, float]] = (0.9, 0.999),
+                 eps: float | Sequence[float] = 1e-8) -> None:
+        pairs = [tuple(betas)] * members if isinstance(betas[0], int | float) else \
+            [tuple(b) for b in betas]  # type: ignore[arg-type]
+        super().__init__(params, members, lr=lr, beta1=[b[0] for b in pairs],
+                         beta2=[b[1] for b in pairs], eps=eps)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.step_count += 1
+        for p, s in zip(self.params, self.state, strict=True):
+            if p.grad is not None and not s:
+                s["exp_avg"] = torch.zeros_like(p)
+                s["exp_avg_sq"] = torch.zeros_like(p)
+        live = [(p, s) for p, s in zip(self.params, self.state, strict=True)
+                if p.grad is not None]
+        if not live:
+            return
+        if live[0][0].device.type == "cpu":
+            self._fused_step(live)
+        else:
+            self._batched_step(live)
+
+    def _fused_step(self, live: list[tuple[nn.Parameter, dict[str, Tensor]]]) -> None:
+        """On a CPU, where the update is bound by memory traffic: torch's fused Adam kernel
+        (one pass over each tensor, as `torch.optim.Adam(fused=True)`), once per member."""
+        h = self.hyper
+        step = torch.tensor(float(self.step_count))
+        for g in range(self.members):
+            torch._fused_adam_([p[g] for p, _ in live], [p.grad[g] for p, _ in live],
+                               [s["exp_avg"][g] for _, s in live],
+                               [s["exp_avg_sq"][g] for _, s in live], [], [step] * len(live),
+                               amsgrad=False, lr=h["lr"][g], beta1=h["beta1"][g],
+                               beta2=h["beta2"][g], weight_decay=0.0, eps=h["eps"][g],
+                               maximize=False)
+
+    def _batched_step(self, live: list[tuple[nn.Parameter, dict[str, Tensor]]]) -> None:
+        """On a GPU, where every kernel launch counts: all members at once, with their
+        hyperparameters broadcast over the member axis."""
+        t = self.step_count
+        h = self.hyper
+        # bias corrections in double precision, as torch.optim.Adam computes them
+        step_size = [lr / (1 - b1**t) for lr, b1 in zip(h["lr"], h["beta1"], strict=True)]
+        bc2_sqrt = [(1 - b2**t) ** 0.5 for b2 in h["beta2"]]
+        one_minus_b1 = [1 - b for b in h["beta1"]]
+        one_minus_b2 = [1 - b for b in h["beta2"]]
+        for p, s in live:
+            g, m, v = p.grad, s["exp_avg"], s["exp_avg_sq"]
+            m.lerp_(g, self._column("1-beta1", p, one_minus_b1))
+            v.mul_(self._column("beta2", p)).add_(g * g * self._column("1-beta2", p, one_minus_b2))
+            denom = (v.sqrt() / self._column("bc2", p, bc2_sqrt, t)).add_(self._column("eps", p))
+            p.sub_(m / denom * self._column("step_size", p, step_size, t))
+        for key in [k for k in self._vectors if k[1] == t]:  # this step's corrections
+            del self._vectors[key]
+
+
+class MemberSGD(MemberOptimizer):
+    """Stochastic gradient descent with (heavy-ball) momentum, as `torch.optim.SGD`."""
+
+    def __init__(self, params: Iterable[nn.Parameter], members: int,
+                 lr: float | Sequence[float] = 1e-3,
+                 momentum: float | Sequence[float] = 0.0) -> None:
+        super().__init__(params, members, lr=lr, momentum=momentum)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.step_count += 1
+        uses_momentum = any(self.hyper["momentum"])
+        for p, s in zip(self.params, self.state, strict=True):
+            if p.grad is None:
+                continue
+            d = p.grad
+            if uses_momentum:
+                if "momentum_buffer" not in s:
+                    s["momentum_buffer"] = d.clone()
+                else:
+                    s["momentum_buffer"].mul_(self._column("momentum", p)).add_(d)
+                d = s["momentum_buffer"]
+            p.addcmul_(d, -self._column("lr", p))  # as torch's add_(d, alpha=-lr)
