@@ -12,6 +12,11 @@ The only package of corrgd that knows SQLAlchemy. Typical use::
     db.log_epoch(run.run_id, epoch, [{"split": "val", "loss": ..., ...}], worker)
     db.finish_run(run.run_id, "done", worker=worker)
 
+    # or, training several runs of one group key together as one batched model
+    group = db.claim_group(worker, device, sweep="mnist-copi", lease_seconds=600, max_members=8)
+    lost = db.log_epochs([EpochEntry(r.run_id, epoch, rows[r.run_id]) for r in group], worker)
+    lost = db.finish_runs([RunOutcome(r.run_id, "done") for r in group], worker)
+
     # in reports
     db.epochs_frame("mnist-copi")
 """
@@ -20,7 +25,13 @@ from corrgd.storage.db import ResultsDB, open_db
 from corrgd.storage.engine import DEFAULT_URL, ENV_VAR
 from corrgd.storage.errors import LostLease, SchemaTooNew, StorageError, UnknownRun, UnknownSweep
 from corrgd.storage.models import FINAL_STATUSES, SPLITS, RunStatus
-from corrgd.storage.queue import AXIS_COLUMNS, ClaimedRun, default_worker_id
+from corrgd.storage.queue import (
+    AXIS_COLUMNS,
+    ClaimedRun,
+    EpochEntry,
+    RunOutcome,
+    default_worker_id,
+)
 from corrgd.storage.retry import is_transient, retry_transient
 from corrgd.storage.runspec import RunSpec, canonical_json, config_hash
 
@@ -31,8 +42,10 @@ __all__ = [
     "FINAL_STATUSES",
     "SPLITS",
     "ClaimedRun",
+    "EpochEntry",
     "LostLease",
     "ResultsDB",
+    "RunOutcome",
     "RunSpec",
     "RunStatus",
     "SchemaTooNew",

@@ -24,7 +24,7 @@ from corrgd.storage.retry import retry_transient
 if TYPE_CHECKING:
     import pandas as pd
 
-    from corrgd.storage.queue import ClaimedRun
+    from corrgd.storage.queue import ClaimedRun, EpochEntry, MaxMembers, RunOutcome
     from corrgd.storage.runspec import RunSpec
 
 R = TypeVar("R")
@@ -134,6 +134,31 @@ class ResultsDB:
             slurm_job_id=slurm_job_id,
         )
 
+    def claim_group(
+        self,
+        worker: str,
+        device: str,
+        *,
+        sweep: str | None = None,
+        lease_seconds: float,
+        max_members: MaxMembers,
+        slurm_job_id: str | None = None,
+    ) -> list[ClaimedRun]:
+        """Atomically take the next stale or queued run and up to ``max_members - 1`` more
+        of its sweep with its group key, state and ``last_epoch``, as one group sharing a
+        ``group_id`` (first run first); ``[]`` if there is none. One transaction.
+        ``max_members`` may be a function of the first run's config (see
+        :func:`corrgd.storage.queue.claim_group`)."""
+        return queue.claim_group(
+            self,
+            worker,
+            device,
+            sweep=sweep,
+            lease_seconds=lease_seconds,
+            max_members=max_members,
+            slurm_job_id=slurm_job_id,
+        )
+
     def heartbeat(self, run_id: int, worker: str) -> None:
         """Refresh the lease of ``worker`` on the run (:class:`LostLease` if not its)."""
         queue.heartbeat(self, run_id, worker)
@@ -163,6 +188,26 @@ class ResultsDB:
         """Mark a run done / failed / diverged."""
         queue.finish_run(self, run_id, status, error, worker=worker)
 
+    # -- a group's writes: one transaction each; they skip the listed runs ``worker``
+    # -- does not own (any more) and return their ids instead of raising LostLease
+    def heartbeat_runs(self, run_ids: Iterable[int], worker: str) -> list[int]:
+        """Refresh the heartbeat of the listed runs ``worker`` owns -> the ids it does not."""
+        return queue.heartbeat_runs(self, run_ids, worker)
+
+    def log_epochs(self, entries: Sequence[EpochEntry], worker: str) -> list[int]:
+        """Write several runs' epochs as ``log_epoch`` would, all or nothing (bad rows:
+        ``ValueError``, nothing written), skipping runs ``worker`` does not own -> their ids."""
+        return queue.log_epochs(self, entries, worker)
+
+    def release_runs(self, run_ids: Iterable[int], worker: str) -> list[int]:
+        """Give the listed runs ``worker`` owns back to the queue -> the ids it does not own."""
+        return queue.release_runs(self, run_ids, worker)
+
+    def finish_runs(self, outcomes: Sequence[RunOutcome], worker: str) -> list[int]:
+        """Mark the listed runs ``worker`` owns done / failed / diverged -> the ids it does
+        not own."""
+        return queue.finish_runs(self, outcomes, worker)
+
     def requeue_failed(self, sweep: str, *, statuses: Iterable[str] = ("failed",)) -> int:
         """Queue a sweep's failed (or other finished) runs again -> how many."""
         return queue.requeue_failed(self, sweep, statuses=statuses)
@@ -183,6 +228,11 @@ class ResultsDB:
     def runs_frame(self, sweep: str | None = None) -> pd.DataFrame:
         """One row per run: axes, status, bookkeeping, ``config`` and ``axes`` dicts."""
         return queries.runs_frame(self, sweep)
+
+    def group_counts(self, sweep: str | None = None) -> pd.DataFrame:
+        """One row per group running now: ``sweep, group_id, group_key, worker, device,
+        slurm_job_id, members, run_ids, last_epoch, started_at, heartbeat_at``."""
+        return queries.group_counts(self, sweep)
 
     def epochs_frame(
         self,

@@ -110,6 +110,8 @@ class Run(Base):
         Index(None, "sweep_id", "status", "id"),
         # claim_run / reset_stale: running runs whose heartbeat is old
         Index(None, "status", "heartbeat_at"),
+        # claim_group: the other claimable runs of one group key within a sweep
+        Index(None, "sweep_id", "group_key", "status", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -139,6 +141,12 @@ class Run(Base):
     checkpoint_path: Mapped[str | None] = mapped_column(Text)
     last_epoch: Mapped[int] = mapped_column(Integer, default=-1)  # highest epoch logged
     slurm_job_id: Mapped[str | None] = mapped_column(String(64))
+    # Grouped training (see corrgd.storage.queue): runs of one sweep with equal keys may
+    # train together as one batched model; NULL = never grouped. Computed by the caller.
+    group_key: Mapped[str | None] = mapped_column(String(64))
+    # Shared by the runs claim_group claimed together (their latest attempt); NULL while
+    # queued and for runs claimed alone by claim_run. Kept once the run has finished.
+    group_id: Mapped[str | None] = mapped_column(String(100))
 
     sweep: Mapped[Sweep] = relationship(back_populates="runs")
     metrics: Mapped[list[EpochMetric]] = relationship(back_populates="run")

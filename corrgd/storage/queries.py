@@ -29,6 +29,8 @@ _RUN_COLUMNS = [
     Run.device,
     Run.worker,
     Run.slurm_job_id,
+    Run.group_key,
+    Run.group_id,
     Run.started_at,
     Run.finished_at,
     Run.heartbeat_at,
@@ -124,9 +126,9 @@ def runs_frame(db: ResultsDB, sweep: str | None = None) -> pd.DataFrame:
     """One row per run (of ``sweep``, or all): axes, status and bookkeeping.
 
     Columns: ``run_id, sweep``, the axis columns, ``status, attempts,
-    last_epoch, device, worker, slurm_job_id, started_at, finished_at,
-    heartbeat_at, error, checkpoint_path, config_hash``, then ``config`` and
-    ``axes`` (dicts).
+    last_epoch, device, worker, slurm_job_id, group_key, group_id, started_at,
+    finished_at, heartbeat_at, error, checkpoint_path, config_hash``, then
+    ``config`` and ``axes`` (dicts).
     """
 
     def query(conn: Connection) -> pd.DataFrame:
@@ -140,6 +142,73 @@ def runs_frame(db: ResultsDB, sweep: str | None = None) -> pd.DataFrame:
     frame = _expand_axes(frame.assign(axes=axes))
     # keep the dict columns last
     return frame[[c for c in frame.columns if c not in ("config", "axes")] + ["config", "axes"]]
+
+
+_GROUP_COLUMNS = [
+    "sweep",
+    "group_id",
+    "group_key",
+    "worker",
+    "device",
+    "slurm_job_id",
+    "members",
+    "run_ids",
+    "last_epoch",
+    "started_at",
+    "heartbeat_at",
+]
+
+
+def group_counts(db: ResultsDB, sweep: str | None = None) -> pd.DataFrame:
+    """One row per group running now (of ``sweep``, or all): by sweep, oldest claim first.
+
+    Columns: ``sweep, group_id, group_key, worker, device, slurm_job_id``,
+    ``members`` (how many of its runs are running), ``run_ids`` (their ids, a
+    list), ``last_epoch`` (the lowest of theirs), ``started_at`` and
+    ``heartbeat_at`` (the latest heartbeat of its runs; an old one means the
+    worker may be dead). Groups running per sweep:
+    ``group_counts().groupby("sweep").size()``. Runs claimed alone by
+    ``claim_run`` have no group and are not listed.
+    """
+
+    def query(conn: Connection) -> pd.DataFrame:
+        stmt = (
+            select(
+                Run.id.label("run_id"),
+                Sweep.name.label("sweep"),
+                Run.group_id,
+                Run.group_key,
+                Run.worker,
+                Run.device,
+                Run.slurm_job_id,
+                Run.last_epoch,
+                Run.started_at,
+                Run.heartbeat_at,
+            )
+            .join(Sweep, Sweep.id == Run.sweep_id)
+            .where(Run.status == RunStatus.RUNNING, Run.group_id.is_not(None))
+            # a group's runs share started_at: groups come out oldest claim first
+            .order_by(Run.sweep_id, Run.started_at, Run.id)
+        )
+        if sweep is not None:
+            stmt = stmt.where(Run.sweep_id == _sweep_id(conn, sweep))
+        return _frame(conn, stmt)
+
+    runs = db.read(query)
+    if runs.empty:
+        return pd.DataFrame({name: pd.Series(dtype=object) for name in _GROUP_COLUMNS})
+    groups = runs.groupby(["sweep", "group_id"], sort=False).agg(
+        group_key=("group_key", "first"),
+        worker=("worker", "first"),
+        device=("device", "first"),
+        slurm_job_id=("slurm_job_id", "first"),
+        members=("run_id", "size"),
+        run_ids=("run_id", list),
+        last_epoch=("last_epoch", "min"),
+        started_at=("started_at", "min"),
+        heartbeat_at=("heartbeat_at", "max"),
+    )
+    return groups.reset_index()[_GROUP_COLUMNS]
 
 
 def epochs_frame(

@@ -12,6 +12,33 @@ Every write a worker makes about its run (heartbeat, log_epoch, release,
 finish) checks that ownership in the same transaction and raises
 :class:`LostLease` otherwise, so a worker whose lease expired (a "zombie")
 cannot overwrite the work of the worker that took the run over.
+
+Grouped training: runs of one sweep that differ only in per-member settings
+(learning rates, seeds, noise variance ...) can train together as one batched
+model in one worker. The caller gives such runs equal ``group_key`` values when
+it enqueues them (NULL: the run always trains alone). Life of a group::
+
+    claim_group --> members m1..mk running, one shared group_id, equal last_epoch
+      every epoch:  log_epochs([EpochEntry(m1, ...), ...])  (heartbeat_runs in between)
+      at the end:   finish_runs([RunOutcome(m1, "done"), RunOutcome(m2, "diverged"), ...])
+      on SIGTERM:   release_runs([m1, ..., mk])  -> queued again, group_id cleared
+      worker died:  once the heartbeats are older than the lease, claim_group
+                    reclaims the members (as a new group, attempts += 1)
+
+``claim_group`` takes the first run exactly as ``claim_run`` would, then up to
+``max_members - 1`` more runs of its sweep with its group key, in the same
+claimable state (all stale or all queued) and with the same ``last_epoch``, so
+that every member resumes from the same epoch. Ownership stays per run: each
+group write (``heartbeat_runs``, ``log_epochs``, ``release_runs``,
+``finish_runs``) is one transaction that acts on the listed runs ``worker``
+still owns and returns the ids of those it does not (instead of raising
+:class:`LostLease`): the worker drops just those members and trains the rest on.
+
+``group_id`` is ``"<first member's run id>.<its attempt>"`` (e.g. ``"17.2"``),
+unique per claim. It is set on every member at claim time and kept when a run
+finishes (reports can show which runs trained together); like ``worker`` it is
+cleared whenever the run goes back to the queue (release, ``reset_stale``,
+``requeue_failed``), and ``claim_run``, which claims runs alone, sets it to NULL.
 """
 
 from __future__ import annotations
@@ -25,7 +52,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Connection, case, select, update
+from sqlalchemy import ColumnElement, Connection, Row, bindparam, case, select, update
 
 from corrgd.storage.errors import LostLease, UnknownRun, UnknownSweep
 from corrgd.storage.models import FINAL_STATUSES, SPLITS, EpochMetric, Run, RunStatus, Sweep
@@ -64,7 +91,7 @@ _REQUIRED_ROW_KEYS = {"split", "loss", "accuracy", "seconds"}
 
 @dataclass(frozen=True)
 class ClaimedRun:
-    """A run handed to a worker by :func:`claim_run`.
+    """A run handed to a worker by :func:`claim_run`, or one member of a :func:`claim_group`.
 
     ``last_epoch`` (-1 if none) and ``checkpoint_path`` say where a previous
     attempt got to; ``attempts`` counts claims including this one.
@@ -80,6 +107,31 @@ class ClaimedRun:
     checkpoint_path: str | None
     worker: str
     device: str
+    #: the claim's group (shared by the runs claim_group took together); None from claim_run
+    group_id: str | None = None
+
+
+#: claim_group's group size: a number, or a function of the first run's config giving one.
+MaxMembers = int | Callable[[dict[str, Any]], int]
+
+
+@dataclass(frozen=True)
+class EpochEntry:
+    """One run's epoch for :func:`log_epochs`: what :func:`log_epoch` takes for one run."""
+
+    run_id: int
+    epoch: int
+    rows: Sequence[dict[str, Any]]
+    checkpoint_path: str | None = None
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How one run ended, for :func:`finish_runs`: ``done``, ``failed`` or ``diverged``."""
+
+    run_id: int
+    status: str
+    error: str | None = None
 
 
 def default_worker_id() -> str:
@@ -90,11 +142,18 @@ def default_worker_id() -> str:
 # -- enqueueing -------------------------------------------------------------------
 
 
+_GROUP_KEY_LENGTH = Run.group_key.type.length
+
+
 def _run_row(spec: RunSpec) -> dict[str, Any]:
+    key = spec.group_key
+    if key is not None and not (isinstance(key, str) and 0 < len(key) <= _GROUP_KEY_LENGTH):
+        raise ValueError(f"group_key must be None or 1 to {_GROUP_KEY_LENGTH} characters: {key!r}")
     row: dict[str, Any] = {
         "config": canonical_json(spec.config),
         "config_hash": config_hash(spec.config),
         "axes": spec.axes,
+        "group_key": key,
     }
     for column, convert in AXIS_COLUMNS.items():
         value = spec.axes.get(column, spec.config.get(column))
@@ -109,8 +168,11 @@ def add_sweep(db: ResultsDB, name: str, spec_text: str, runs: Sequence[RunSpec])
     """Create or update sweep ``name`` and enqueue those of ``runs`` it lacks.
 
     Runs are identified within a sweep by ``config_hash(config)``: enqueueing
-    the same sweep again adds only new configs (and replaces the stored spec
-    text). All in one transaction: on any error nothing is written.
+    the same sweep again adds only new configs, replaces the stored spec text,
+    and sets the ``group_key`` of the listed runs the sweep already has to the
+    one given now (so that runs enqueued before group keys existed, or under an
+    older definition of them, group as the caller now says). All in one
+    transaction: on any error nothing is written.
     Returns ``(sweep_id, number of runs added)``.
 
     The typed axis columns (``dataset``, ``lr``, ``seed``, ...) are taken from
@@ -132,7 +194,19 @@ def add_sweep(db: ResultsDB, name: str, spec_text: str, runs: Sequence[RunSpec])
             .returning(Run.id)
         )
         added = conn.execute(insert_runs, [{**r, "sweep_id": sweep_id} for r in rows.values()])
-        return sweep_id, len(added.all())
+        n_added = len(added.all())
+        if n_added < len(rows):  # some were there already: refresh their group keys
+            refresh = (
+                update(Run)
+                .where(
+                    Run.sweep_id == sweep_id,
+                    Run.config_hash == bindparam("hash"),
+                    Run.group_key.is_distinct_from(bindparam("key")),
+                )
+                .values(group_key=bindparam("key"))
+            )
+            conn.execute(refresh, [{"hash": h, "key": r["group_key"]} for h, r in rows.items()])
+        return sweep_id, n_added
 
     return db.write(transaction)
 
@@ -157,34 +231,114 @@ def claim_run(
     on ``device`` with a fresh heartbeat, and its ``attempts`` is incremented.
     Each run is handed to exactly one caller, also across processes and hosts
     (PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED``; SQLite: the database
-    write lock, taken by ``BEGIN IMMEDIATE``).
+    write lock, taken by ``BEGIN IMMEDIATE``). The run is claimed alone, whatever
+    its ``group_key``: its ``group_id`` is set to NULL.
     """
+    claimed = _claim(
+        db, worker, device, sweep, lease_seconds, slurm_job_id, max_members=1, grouped=False
+    )
+    return claimed[0] if claimed else None
+
+
+def claim_group(
+    db: ResultsDB,
+    worker: str,
+    device: str,
+    *,
+    sweep: str | None = None,
+    lease_seconds: float,
+    max_members: MaxMembers,
+    slurm_job_id: str | None = None,
+) -> list[ClaimedRun]:
+    """Atomically take a group of runs to train together; ``[]`` when there is nothing to do.
+
+    In one transaction: takes the first run exactly as :func:`claim_run` does
+    (the oldest stale run, else the oldest queued run; only from ``sweep`` if
+    given). If its ``group_key`` is not NULL, also takes up to ``max_members - 1``
+    more runs of the same sweep with the same ``group_key``, in the same state
+    (all stale, or all queued) and with the same ``last_epoch`` (so that every
+    member resumes from the same epoch), oldest first. A NULL key gives a group
+    of one.
+
+    Every member is marked as :func:`claim_run` marks its run (``running`` by
+    ``worker`` on ``device``, fresh heartbeat, ``attempts + 1``, the "lease of
+    ... expired; reclaimed" error for stale runs) and gets one shared
+    ``group_id``, ``"<first run id>.<its attempt>"``; the list starts with the
+    first run, the others follow by id. Exactly-once as for :func:`claim_run`:
+    every member row is locked (PostgreSQL ``FOR UPDATE SKIP LOCKED``, SQLite the
+    write lock), so no run is in two groups; runs another worker is claiming at
+    that moment are skipped, so a group may come out smaller than it could be.
+
+    ``max_members`` is a number, or a function of the first run's config (a
+    dict) that gives it, e.g. how many such networks fit the device's memory.
+    The function is called only for a non-NULL key, inside the transaction
+    (on SQLite while holding the database's write lock), and again if the
+    transaction is retried: it must be quick, pure and not use the database.
+    """
+    if not callable(max_members):
+        _check_max_members(max_members)
+    return _claim(db, worker, device, sweep, lease_seconds, slurm_job_id, max_members, grouped=True)
+
+
+def _claim(
+    db: ResultsDB,
+    worker: str,
+    device: str,
+    sweep: str | None,
+    lease_seconds: float,
+    slurm_job_id: str | None,
+    max_members: MaxMembers,
+    *,
+    grouped: bool,
+) -> list[ClaimedRun]:
+    """claim_run (one run, no group id) and claim_group: see their docstrings."""
     if lease_seconds < 0:
         raise ValueError("lease_seconds must be >= 0")
 
-    def transaction(conn: Connection) -> ClaimedRun | None:
+    def transaction(conn: Connection) -> list[ClaimedRun]:
         sweep_filter = [] if sweep is None else [Run.sweep_id == _sweep_id(conn, sweep)]
+        # built once: the same cutoff for every statement of the transaction
         stale = (Run.status == RunStatus.RUNNING) & (
             Run.heartbeat_at < db.seconds_ago(lease_seconds)
         )
         for claimable in (stale, Run.status == RunStatus.QUEUED):
-            candidate = conn.execute(
-                select(Run.id, Run.worker, Sweep.name.label("sweep"))
+            first = conn.execute(
+                select(Run.id, Run.sweep_id, Run.group_key, Run.last_epoch, Run.attempts)
+                .add_columns(Sweep.name.label("sweep"))
                 .join(Sweep, Sweep.id == Run.sweep_id)
                 .where(claimable, *sweep_filter)
                 .order_by(Run.id)
                 .limit(1)
                 .with_for_update(of=Run, skip_locked=True)
             ).first()
-            if candidate is not None:
+            if first is not None:
                 break
         else:
-            return None
+            return []
+        member_ids = [first.id]
+        limit = 1 if first.group_key is None else max_members
+        if callable(limit):
+            config = conn.scalars(select(Run.config).where(Run.id == first.id)).one()
+            limit = _check_max_members(limit(json.loads(config)))
+        if limit > 1:
+            member_ids += conn.scalars(
+                select(Run.id)
+                .where(
+                    claimable,
+                    Run.sweep_id == first.sweep_id,
+                    Run.group_key == first.group_key,
+                    Run.last_epoch == first.last_epoch,
+                    Run.id != first.id,
+                )
+                .order_by(Run.id)
+                .limit(limit - 1)
+                .with_for_update(skip_locked=True)
+            ).all()
         now = db.now()
         reclaimed = claimable is stale
         claimed = conn.execute(
             update(Run)
-            .where(Run.id == candidate.id, claimable)
+            .where(Run.id.in_(member_ids), claimable)
             .values(
                 status=RunStatus.RUNNING,
                 worker=worker,
@@ -194,31 +348,48 @@ def claim_run(
                 heartbeat_at=now,
                 finished_at=None,
                 attempts=Run.attempts + 1,
-                error=f"lease of {candidate.worker} expired; reclaimed" if reclaimed else None,
+                # evaluated on the row before the update: the previous owner
+                error="lease of " + Run.worker + " expired; reclaimed" if reclaimed else None,
+                group_id=f"{first.id}.{first.attempts + 1}" if grouped else None,
             )
             .returning(
+                Run.id,
                 Run.config,
                 Run.config_hash,
                 Run.axes,
                 Run.attempts,
                 Run.last_epoch,
                 Run.checkpoint_path,
+                Run.group_id,
             )
-        ).one()
-        return ClaimedRun(
-            run_id=candidate.id,
-            sweep=candidate.sweep,
-            config=json.loads(claimed.config),
-            config_hash=claimed.config_hash,
-            axes=claimed.axes,
-            attempts=claimed.attempts,
-            last_epoch=claimed.last_epoch,
-            checkpoint_path=claimed.checkpoint_path,
-            worker=worker,
-            device=device,
-        )
+        ).all()
+        by_id = {row.id: row for row in claimed}
+        assert len(by_id) == len(member_ids), "claimed rows changed under their locks"
+        return [_claimed_run(by_id[i], first.sweep, worker, device) for i in member_ids]
 
     return db.write(transaction)
+
+
+def _check_max_members(max_members: int) -> int:
+    if operator.index(max_members) < 1:
+        raise ValueError(f"max_members must be >= 1, got {max_members}")
+    return max_members
+
+
+def _claimed_run(row: Row[Any], sweep: str, worker: str, device: str) -> ClaimedRun:
+    return ClaimedRun(
+        run_id=row.id,
+        sweep=sweep,
+        config=json.loads(row.config),
+        config_hash=row.config_hash,
+        axes=row.axes,
+        attempts=row.attempts,
+        last_epoch=row.last_epoch,
+        checkpoint_path=row.checkpoint_path,
+        worker=worker,
+        device=device,
+        group_id=row.group_id,
+    )
 
 
 # -- a worker's writes about the run it owns --------------------------------------
@@ -331,23 +502,32 @@ def log_epoch(
     metric_rows = _metric_rows(run_id, epoch, rows)
 
     def transaction(conn: Connection) -> None:
-        values: dict[str, Any] = {
-            "heartbeat_at": db.now(),
-            "last_epoch": case((Run.last_epoch < epoch, epoch), else_=Run.last_epoch),
-        }
-        if checkpoint_path is not None:
-            values["checkpoint_path"] = checkpoint_path
-        _update_owned(conn, run_id, worker, values)
-        upsert = db.insert(EpochMetric)
-        upsert = upsert.on_conflict_do_update(
-            index_elements=[EpochMetric.run_id, EpochMetric.epoch, EpochMetric.split],
-            set_={
-                name: upsert.excluded[name] for name in (*_METRIC_FIELDS, "seconds", "diagnostics")
-            },
-        )
-        conn.execute(upsert, metric_rows)
+        _update_owned(conn, run_id, worker, _progress(db, epoch, checkpoint_path))
+        _upsert_metrics(db, conn, metric_rows)
 
     db.write(transaction)
+
+
+def _progress(db: ResultsDB, epoch: int, checkpoint_path: str | None) -> dict[str, Any]:
+    """What logging ``epoch`` sets on its run: heartbeat, ``last_epoch``, checkpoint."""
+    epoch = operator.index(epoch)
+    values: dict[str, Any] = {
+        "heartbeat_at": db.now(),
+        "last_epoch": case((Run.last_epoch < epoch, epoch), else_=Run.last_epoch),
+    }
+    if checkpoint_path is not None:
+        values["checkpoint_path"] = checkpoint_path
+    return values
+
+
+def _upsert_metrics(db: ResultsDB, conn: Connection, metric_rows: list[dict[str, Any]]) -> None:
+    """Insert metric rows, replacing any logged before for the same (run, epoch, split)."""
+    upsert = db.insert(EpochMetric)
+    upsert = upsert.on_conflict_do_update(
+        index_elements=[EpochMetric.run_id, EpochMetric.epoch, EpochMetric.split],
+        set_={name: upsert.excluded[name] for name in (*_METRIC_FIELDS, "seconds", "diagnostics")},
+    )
+    conn.execute(upsert, metric_rows)
 
 
 def set_checkpoint(
@@ -364,14 +544,18 @@ def release_run(db: ResultsDB, run_id: int, worker: str) -> None:
     """Give an owned run back to the queue (e.g. on SIGTERM/preemption).
 
     It becomes ``queued`` again, keeping ``last_epoch``, ``checkpoint_path``
-    and its metrics so that the next worker resumes it.
+    and its metrics so that the next worker resumes it; ``group_id`` is cleared.
     """
-    _write_run(
-        db,
-        run_id,
-        worker,
-        lambda: {"status": RunStatus.QUEUED, "worker": None, "heartbeat_at": None},
-    )
+    _write_run(db, run_id, worker, lambda: dict(_RELEASED))
+
+
+#: What giving a run back to the queue sets (release_run, release_runs).
+_RELEASED: dict[str, Any] = {
+    "status": RunStatus.QUEUED,
+    "worker": None,
+    "heartbeat_at": None,
+    "group_id": None,
+}
 
 
 def finish_run(
@@ -387,14 +571,146 @@ def finish_run(
     With ``worker`` given, raises :class:`LostLease` unless the run is still
     that worker's; workers should always pass it.
     """
+    _check_final(status)
+    _write_run(db, run_id, worker, lambda: _finished(db, status, error))
+
+
+def _check_final(status: str) -> None:
     if status not in FINAL_STATUSES:
         raise ValueError(f"status must be one of {sorted(FINAL_STATUSES)}, got {status!r}")
 
-    def values() -> dict[str, Any]:
-        now = db.now()
-        return {"status": status, "error": error, "finished_at": now, "heartbeat_at": now}
 
-    _write_run(db, run_id, worker, values)
+def _finished(db: ResultsDB, status: str, error: str | None) -> dict[str, Any]:
+    """What finishing a run sets (finish_run, finish_runs); ``group_id`` is kept."""
+    now = db.now()
+    return {"status": status, "error": error, "finished_at": now, "heartbeat_at": now}
+
+
+# -- a worker's writes about the group of runs it owns ----------------------------
+#
+# One transaction each. They lock the listed runs the worker owns (PostgreSQL: row
+# locks, taken in id order, so that a worker's heartbeat thread and training thread
+# never deadlock on each other; SQLite: the write lock) and act on those only; the
+# ids of the others are returned, in the order given, for the worker to drop.
+
+
+def _unique_ids(run_ids: Iterable[int]) -> list[int]:
+    return list(dict.fromkeys(operator.index(run_id) for run_id in run_ids))
+
+
+def _lock_owned(conn: Connection, run_ids: Sequence[int], worker: str) -> set[int]:
+    """Of ``run_ids``, those ``worker`` owns, locked (on PostgreSQL) in id order."""
+    return set(
+        conn.scalars(
+            select(Run.id)
+            .where(Run.id.in_(run_ids), Run.worker == worker, Run.status == RunStatus.RUNNING)
+            .order_by(Run.id)
+            .with_for_update()
+        )
+    )
+
+
+def _write_owned_runs(
+    db: ResultsDB,
+    run_ids: Iterable[int],
+    worker: str,
+    write: Callable[[Connection, set[int]], None],
+) -> list[int]:
+    """In one transaction, ``write(conn, owned ids)``; returns the listed ids not owned."""
+    ids = _unique_ids(run_ids)
+    if not ids:
+        return []
+
+    def transaction(conn: Connection) -> list[int]:
+        owned = _lock_owned(conn, ids, worker)
+        if owned:
+            write(conn, owned)
+        return [run_id for run_id in ids if run_id not in owned]
+
+    return db.write(transaction)
+
+
+def heartbeat_runs(db: ResultsDB, run_ids: Iterable[int], worker: str) -> list[int]:
+    """Refresh the heartbeat of every listed run ``worker`` still owns, in one transaction.
+
+    Returns the ids of the listed runs it no longer owns (reclaimed after its
+    lease expired, finished, released, or never its): the worker drops those
+    members. Raises nothing for them, unlike :func:`heartbeat`.
+    """
+
+    def write(conn: Connection, owned: set[int]) -> None:
+        conn.execute(update(Run).where(Run.id.in_(sorted(owned))).values(heartbeat_at=db.now()))
+
+    return _write_owned_runs(db, run_ids, worker, write)
+
+
+def log_epochs(db: ResultsDB, entries: Sequence[EpochEntry], worker: str) -> list[int]:
+    """Record one epoch of each of several runs (a group's members), in one transaction.
+
+    Each entry is written exactly as :func:`log_epoch` writes one run's epoch
+    (same rows, same idempotent upsert, ``last_epoch``, heartbeat,
+    ``checkpoint_path`` if given), all together or not at all. Every entry is
+    validated before anything is written: one bad row raises ``ValueError``
+    and nothing is written; so does the same (run, epoch) twice. Entries of runs
+    ``worker`` no longer owns are skipped (nothing of theirs is written) and
+    their ids returned, in the order given.
+    """
+    progress: dict[tuple[int, int], str | None] = {}  # (run id, epoch) -> checkpoint path
+    metric_rows: dict[int, list[dict[str, Any]]] = {}  # run id -> its rows, all epochs
+    for entry in entries:
+        run_id, epoch = operator.index(entry.run_id), operator.index(entry.epoch)
+        if (run_id, epoch) in progress:
+            raise ValueError(f"run {run_id}, epoch {epoch} is listed twice")
+        progress[run_id, epoch] = entry.checkpoint_path
+        metric_rows.setdefault(run_id, []).extend(_metric_rows(run_id, epoch, entry.rows))
+
+    def write(conn: Connection, owned: set[int]) -> None:
+        for (run_id, epoch), checkpoint_path in progress.items():
+            if run_id in owned:
+                values = _progress(db, epoch, checkpoint_path)
+                conn.execute(update(Run).where(Run.id == run_id).values(**values))
+        _upsert_metrics(db, conn, [row for i in sorted(owned) for row in metric_rows[i]])
+
+    return _write_owned_runs(db, list(metric_rows), worker, write)
+
+
+def release_runs(db: ResultsDB, run_ids: Iterable[int], worker: str) -> list[int]:
+    """Give every listed run ``worker`` owns back to the queue, in one transaction.
+
+    As :func:`release_run` for each (``queued``, progress kept, ``group_id``
+    cleared). Returns the ids of the listed runs ``worker`` does not own, which
+    are left alone.
+    """
+
+    def write(conn: Connection, owned: set[int]) -> None:
+        conn.execute(update(Run).where(Run.id.in_(sorted(owned))).values(**_RELEASED))
+
+    return _write_owned_runs(db, run_ids, worker, write)
+
+
+def finish_runs(db: ResultsDB, outcomes: Sequence[RunOutcome], worker: str) -> list[int]:
+    """Mark each listed run ``worker`` owns with its outcome, in one transaction.
+
+    As :func:`finish_run` (with ``worker``) for each: ``done``, ``failed`` or
+    ``diverged`` with an optional error text; ``group_id`` is kept. All statuses
+    are checked first (``ValueError``, nothing written), as is each run listed
+    once. Returns the ids of the listed runs ``worker`` does not own, which are
+    left alone.
+    """
+    by_id: dict[int, RunOutcome] = {}
+    for outcome in outcomes:
+        _check_final(outcome.status)
+        run_id = operator.index(outcome.run_id)
+        if run_id in by_id:
+            raise ValueError(f"run {run_id} is listed twice")
+        by_id[run_id] = outcome
+
+    def write(conn: Connection, owned: set[int]) -> None:
+        for run_id in sorted(owned):
+            values = _finished(db, by_id[run_id].status, by_id[run_id].error)
+            conn.execute(update(Run).where(Run.id == run_id).values(**values))
+
+    return _write_owned_runs(db, list(by_id), worker, write)
 
 
 # -- maintenance ------------------------------------------------------------------
@@ -421,7 +737,9 @@ def requeue_failed(db: ResultsDB, sweep: str, *, statuses: Iterable[str] = ("fai
         result = conn.execute(
             update(Run)
             .where(Run.sweep_id == _sweep_id(conn, sweep), Run.status.in_(wanted))
-            .values(status=RunStatus.QUEUED, worker=None, error=None, finished_at=None)
+            .values(
+                status=RunStatus.QUEUED, worker=None, group_id=None, error=None, finished_at=None
+            )
         )
         return result.rowcount
 
@@ -448,6 +766,7 @@ def reset_stale(db: ResultsDB, lease_seconds: float, *, sweep: str | None = None
             .values(
                 status=RunStatus.QUEUED,
                 worker=None,
+                group_id=None,
                 heartbeat_at=None,
                 error="lease expired; requeued",
             )

@@ -21,10 +21,18 @@ class RunSpec:
     ``config`` is the run's fully resolved config (what the runner needs to train
     it); ``axes`` holds the values of the swept axes that produced it (e.g.
     ``{"algorithm": "copi", "decor": True, "seed": 3}``).
+
+    ``group_key`` (at most 64 characters) marks runs that may train together as
+    one batched model: runs of a sweep with equal keys can be claimed as one
+    group (see :func:`corrgd.storage.queue.claim_group`); ``None`` means the run
+    always trains alone. The caller computes it (e.g. a hash of the config
+    without the per-member settings); it is not part of the run's identity
+    (``config_hash``).
     """
 
     config: dict[str, Any]
     axes: dict[str, Any] = field(default_factory=dict)
+    group_key: str | None = None
 
     @property
     def config_hash(self) -> str:
