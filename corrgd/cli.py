@@ -79,6 +79,10 @@ def sweep(
                                                      "can read")] = "results/checkpoints",
     lease: Annotated[float, typer.Option(help="Seconds without heartbeat before a run is "
                                               "handed to another worker")] = 120.0,
+    group_size: Annotated[int | None, typer.Option(
+        help="Most runs a worker trains together as one batched model (runs that differ "
+             "only in LRs, seed, noise variance); 1: one run at a time "
+             "[default: as many as fit half the device's free memory]")] = None,
 ) -> None:
     """Enqueue the runs of a sweep spec (only those missing) and work through them."""
     from corrgd import analysis, sweeps
@@ -91,16 +95,21 @@ def sweep(
         runs = sweeps.expand(parsed, analysis.selection_lookup(database))
     except SpecError as e:
         raise fail(str(e)) from None
+    if group_size is not None and group_size < 1:
+        raise fail(f"--group-size: must be >= 1, got {group_size}")
     if dry_run:
         from corrgd.estimate import print_estimate
 
-        print_estimate(console, parsed, runs)
+        device = (devices.split(",")[0] if devices else
+                  "cuda" if executor == "slurm" and gpus_per_job else "cpu")
+        print_estimate(console, parsed, runs, device=device, group_size=group_size)
         return
     from corrgd.storage import RunSpec
 
     database = database or _open_db(db)
 
-    specs = [RunSpec(config=r.model_dump(mode="json"), axes=_axes(parsed, r)) for r in runs]
+    specs = [RunSpec(config=r.model_dump(mode="json"), axes=_axes(parsed, r),
+                     group_key=r.group_key()) for r in runs]
     _, added = database.add_sweep(parsed.name, parsed.text, specs)
     console.print(f"sweep [bold]{parsed.name}[/]: {len(runs)} runs, {added} new, "
                   f"{len(runs) - added} already in the database")
@@ -114,7 +123,7 @@ def sweep(
                "cpus_per_task": cpus_per_job, "time": time,
                "array_parallelism": array_parallelism, "folder": slurm_folder},
         wait=wait, data_dir=data_dir, checkpoint_dir=checkpoint_dir, lease=lease,
-        console=console)
+        group_size=group_size, console=console)
     raise typer.Exit(code)
 
 
@@ -141,12 +150,17 @@ def worker(
     data_dir: DataDirOption = None,
     checkpoint_dir: Annotated[str, typer.Option()] = "results/checkpoints",
     lease: Annotated[float, typer.Option()] = 120.0,
+    group_size: Annotated[int | None, typer.Option(
+        help="Most runs trained together as one batched model; 1: one at a time "
+             "[default: as many as fit half the device's free memory]")] = None,
 ) -> None:
-    """Drain the queue in this process: claim, train, log, repeat."""
+    """Drain the queue in this process: claim a group of runs, train, log, repeat."""
     from corrgd.worker import Worker
 
+    if group_size is not None and group_size < 1:
+        raise fail(f"--group-size: must be >= 1, got {group_size}")
     w = Worker(_open_db(db), sweep=sweep, device=device, lease_seconds=lease,
-               data_dir=data_dir, checkpoint_dir=checkpoint_dir)
+               data_dir=data_dir, checkpoint_dir=checkpoint_dir, group_size=group_size)
     try:
         n = w.run(max_runs)
     except KeyboardInterrupt:

@@ -4,58 +4,35 @@ Counts multiply-accumulates (MACs) of every run: the network's forward pass per
 sample (decorrelation included), times the passes its learning rule makes per
 training sample, times samples and epochs, plus one evaluation pass per split
 and epoch. Turned into hours at stated, round throughputs — an order of
-magnitude, not a promise.
+magnitude, not a promise. Also shows how the runs form groups (runs that train
+together as one batched model) and how many members a group gets on the device.
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter
+from dataclasses import dataclass
 
 from rich.console import Console
 from rich.table import Table
 
 from corrgd.config import RunConfig
-from corrgd.models import build_network, takes_flat_input
-from corrgd.nn import DecorConv2d, DecorLinear, DecorSettings
+from corrgd.sizing import auto_group_size, dataset_shape, free_bytes, layers_of, member_bytes
 from corrgd.sweeps import Sweep
 
-# (training samples, test samples, input shape, classes) of the official splits
-DATASET_SIZES: dict[str, tuple[int, int, tuple[int, ...], int]] = {
-    "digits": (1437, 360, (64,), 10),
-    "synthetic-correlated": (10000, 2000, (64,), 10),
-    "mnist": (60000, 10000, (1, 28, 28), 10),
-    "fashion-mnist": (60000, 10000, (1, 28, 28), 10),
-    "cifar10": (50000, 10000, (3, 32, 32), 10),
-    "cifar100": (50000, 10000, (3, 32, 32), 100),
-    "tiny-imagenet": (100000, 10000, (3, 56, 56), 200),
-}
 THROUGHPUTS = {"GPU at 10 TMAC/s": 10e12, "CPU at 50 GMAC/s": 50e9}
 
 
 def forward_macs(config: RunConfig) -> tuple[int, int]:
     """(MACs of one forward pass per sample, number of weight layers)."""
-    _, _, shape, classes = DATASET_SIZES[config.dataset]
-    if config.dataset == "synthetic-correlated":
-        shape = (int(config.data.get("dim", 64)),)
-    decor = DecorSettings(lr=config.decor_lr, rule=config.decor_rule) if config.decor else None
-    arch = {k: v for k in ("width", "depth", "hidden") if (v := getattr(config, k)) is not None}
-    if takes_flat_input(config.network):
-        shape = (math.prod(shape),)
-    net = build_network(config.network, shape, classes, decor, padding=config.padding, **arch)
-    macs, size = 0, list(shape)
-    for block in net.blocks:
-        layer = block.layer
-        if isinstance(layer, DecorLinear):
-            d_in = layer.in_features
-            macs += d_in * layer.out_features + (d_in * d_in if layer.decor else 0)
-            size = [layer.out_features]
-        elif isinstance(layer, DecorConv2d):
-            k, s, p = layer.kernel_size, layer.stride, layer.padding
-            h, w = ((size[1] + 2 * p - k) // s + 1, (size[2] + 2 * p - k) // s + 1)
-            macs += h * w * layer.out_channels * layer.in_channels * k * k
-            size = [layer.out_channels, h // (block.pool or 1), w // (block.pool or 1)]
-    return macs, len(net.blocks)
+    layers = layers_of(config)
+    macs = 0
+    for layer in layers:
+        macs += layer.positions * layer.out * layer.fan_in
+        if config.decor:
+            # decorrelated inputs: d² per row (dense) or per patch (conv, folded: once)
+            macs += layer.fan_in**2 * (layer.positions if layer.kind == "dense" else 1)
+    return macs, len(layers)
 
 
 def passes_per_sample(config: RunConfig, layers: int) -> float:
@@ -64,30 +41,77 @@ def passes_per_sample(config: RunConfig, layers: int) -> float:
     return {"np": 3 + k, "anp": 3 + k, "inp": 3 + k * layers}.get(config.algorithm, 3)
 
 
-def run_macs(config: RunConfig) -> float:
-    n_train, n_test, _, _ = DATASET_SIZES[config.dataset]
-    macs, layers = forward_macs(config)
-    train = (n_train - config.val_size) * passes_per_sample(config, layers)
-    evaluation = n_train + n_test  # train + val (held out of train) + test, forward only
+def run_macs(config: RunConfig, forward: tuple[int, int] | None = None) -> float:
+    data = dataset_shape(config)
+    macs, layers = forward or forward_macs(config)
+    train = (data.train - config.val_size) * passes_per_sample(config, layers)
+    evaluation = data.train + data.test  # train + val (held out of train) + test, forward only
     return macs * (config.epochs * train + (config.epochs + 1) * evaluation)
 
 
-def print_estimate(console: Console, sweep: Sweep, runs: list[RunConfig]) -> None:
+@dataclass
+class GroupPlan:
+    """The runs of one group key: how many, and members per group on a device."""
+
+    label: str
+    runs: int
+    member_mb: float
+    members: int
+
+    @property
+    def groups(self) -> int:
+        return -(-self.runs // self.members)
+
+
+def plan_groups(runs: list[RunConfig], device: str, group_size: int | None
+                ) -> list[GroupPlan]:
+    """Runs by group key, with the group size a worker on `device` would use."""
+    keys: dict[str, list[RunConfig]] = {}
+    for r in runs:
+        keys.setdefault(r.group_key(), []).append(r)
+    free = None if group_size else free_bytes(device)
+    plans = []
+    for members in keys.values():
+        first = members[0]
+        size = group_size or auto_group_size(first, device, free)
+        plans.append(GroupPlan(f"{first.dataset} / {first.network} / {first.label}",
+                               len(members), member_bytes(first) / 2**20,
+                               min(size, len(members))))
+    return plans
+
+
+def print_estimate(console: Console, sweep: Sweep, runs: list[RunConfig], *,
+                   device: str = "cpu", group_size: int | None = None) -> None:
     table = Table(title=f"sweep {sweep.name}: {len(runs)} runs (dry run, nothing written)")
     for col in ("dataset / network", "algorithm", "runs", "epochs", "TMAC"):
         table.add_column(col, justify="left" if col[0].isalpha() and col != "runs" else "right")
-    groups: Counter = Counter()
+    counts: Counter = Counter()
     epochs: Counter = Counter()
     cost: Counter = Counter()
+    forward: dict[str, tuple[int, int]] = {}  # per group key: the network is the same
     for r in runs:
         key = (f"{r.dataset} / {r.network}", r.label)
-        groups[key] += 1
+        counts[key] += 1
         epochs[key] += r.epochs
-        cost[key] += run_macs(r)
-    for key in sorted(groups):
-        table.add_row(*key, str(groups[key]), str(epochs[key]), f"{cost[key] / 1e12:,.1f}")
+        shared = r.group_key()
+        if shared not in forward:
+            forward[shared] = forward_macs(r)
+        cost[key] += run_macs(r, forward[shared])
+    for key in sorted(counts):
+        table.add_row(*key, str(counts[key]), str(epochs[key]), f"{cost[key] / 1e12:,.1f}")
     console.print(table)
     total = sum(cost.values())
     hours = ", ".join(f"{name}: {total / rate / 3600:,.1f} h" for name, rate in THROUGHPUTS.items())
     console.print(f"{len(runs)} runs, {sum(epochs.values())} epochs, "
                   f"{total / 1e12:,.1f} TMAC in all ≈ {hours}")
+
+    plans = plan_groups(runs, device, group_size)
+    groups = Table(title=f"groups on {device} "
+                   + (f"(--group-size {group_size})" if group_size else "(automatic size)"))
+    for col in ("runs alike", "runs", "MB per member", "members per group", "groups"):
+        groups.add_column(col, justify="left" if col == "runs alike" else "right")
+    for p in plans:
+        groups.add_row(p.label, str(p.runs), f"{p.member_mb:,.0f}", str(p.members),
+                       str(p.groups))
+    console.print(groups)
+    console.print(f"{sum(p.groups for p in plans)} groups of runs that train together")

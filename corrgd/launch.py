@@ -82,7 +82,7 @@ def _pid_alive(pid: int) -> bool:
 def launch_workers(db: ResultsDB, sweep: str, *, executor: str, workers: int | None,
                    devices: str | None, slurm: dict[str, Any], wait: bool,
                    data_dir: str | None, checkpoint_dir: str, lease: float,
-                   console: Console) -> int:
+                   console: Console, group_size: int | None = None) -> int:
     """Start workers for `sweep`, show progress until it is finished; exit code."""
     from corrgd.executors import LocalExecutor, SlurmExecutor
 
@@ -94,7 +94,7 @@ def launch_workers(db: ResultsDB, sweep: str, *, executor: str, workers: int | N
         console.print("nothing to do: every run of this sweep has finished")
         return _summary(db, sweep, console)
     kwargs = {"db_url": db.url, "sweep": sweep, "lease_seconds": lease, "data_dir": data_dir,
-              "checkpoint_dir": checkpoint_dir}
+              "checkpoint_dir": checkpoint_dir, "group_size": group_size}
     if executor == "local":
         device_list = devices.split(",") if devices else default_devices()
         n = workers or len(device_list)
@@ -204,11 +204,27 @@ def status_tables(db: ResultsDB, sweep: str | None) -> list[Table]:
                                       ("queued", "running", "done", "diverged", "failed",
                                        "total")))
     tables = [overview]
+    groups = db.group_counts(sweep)
+    if not groups.empty:
+        tables.append(_groups_table(groups))
     runs = db.runs_frame(sweep) if sweep else db.runs_frame()
     active = runs if sweep else runs[runs["status"] == "running"]
     if not active.empty:
         tables.append(_runs_table(active, "runs" if sweep else "running runs"))
     return tables
+
+
+def _groups_table(groups: pd.DataFrame) -> Table:
+    """The groups training now: runs of one sweep trained together as one batched model."""
+    table = Table(title="groups training now")
+    for col in ("group", "sweep", "members", "runs", "epoch", "worker", "device"):
+        table.add_column(col, justify="right" if col in ("members", "epoch") else "left")
+    for row in groups.itertuples():
+        ids = [int(r) for r in row.run_ids]
+        shown = ", ".join(map(str, ids[:6])) + (" ..." if len(ids) > 6 else "")
+        table.add_row(str(row.group_id), row.sweep, str(row.members), shown,
+                      str(max(int(row.last_epoch), 0)), row.worker or "", row.device or "")
+    return table
 
 
 def _runs_table(runs: pd.DataFrame, title: str) -> Table:
@@ -223,15 +239,16 @@ def _runs_table(runs: pd.DataFrame, title: str) -> Table:
             states = {}
     table = Table(title=title)
     for col in ("run", "sweep", "curve", "lr", "decor_lr", "seed", "status", "epoch",
-                "device", "slurm job"):
+                "group", "device", "slurm job"):
         table.add_column(col)
     for row in runs.itertuples():
         job = row.slurm_job_id or ""
+        group = row.group_id if isinstance(row.group_id, str) else ""
         table.add_row(str(row.run_id), row.sweep,
                       f"{row.dataset}/{row.network}/{row.algorithm}{'+decor' if row.decor else ''}",
                       f"{row.lr:g}", f"{row.decor_lr:g}", str(row.seed), row.status,
-                      f"{max(row.last_epoch, 0)}/{row.config['epochs']}", row.device or "",
-                      f"{job} {states.get(job, '')}".strip())
+                      f"{max(row.last_epoch, 0)}/{row.config['epochs']}", group,
+                      row.device or "", f"{job} {states.get(job, '')}".strip())
     return table
 
 

@@ -1,10 +1,13 @@
-"""A worker drains the run queue: claim a run, train it, log every epoch, repeat.
+"""A worker drains the run queue: claim a group of runs, train it, log every epoch, repeat.
 
-Any number of workers, on one machine or many, share one results database:
-claiming is atomic, a heartbeat thread keeps the claim alive while a run
-trains, and a run whose worker died is handed out again after the lease
-expires and resumes from its checkpoint (a path in the database, on storage
-every worker can read).
+A group is runs of one sweep whose configs differ only in per-member settings
+(`corrgd.config.PER_MEMBER`); they train together as one batched model
+(`corrgd.runner.train_group`). Any number of workers, on one machine or many,
+share one results database: claiming a group is atomic, a heartbeat thread
+keeps the claim of every member alive while the group trains, every member's
+epoch rows are written in one transaction per epoch, and a group whose worker
+died is handed out again after the lease expires and resumes, each member from
+its own checkpoint (a path in the database, on storage every worker can read).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 import os
 import threading
 import traceback
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +25,16 @@ import torch
 
 from corrgd.config import RunConfig
 from corrgd.data import DataSplits
-from corrgd.runner import data_key, load_data, run
-from corrgd.storage import ClaimedRun, LostLease, ResultsDB, default_worker_id, open_db
+from corrgd.runner import MemberEpoch, data_key, load_data, train_group
+from corrgd.sizing import auto_group_size
+from corrgd.storage import (
+    ClaimedRun,
+    EpochEntry,
+    ResultsDB,
+    RunOutcome,
+    default_worker_id,
+    open_db,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,111 +43,127 @@ DEFAULT_CHECKPOINT_DIR = "results/checkpoints"
 
 
 class Interrupted(Exception):
-    """The worker was asked to stop while a run was in flight."""
+    """The worker was asked to stop while a group was in flight."""
 
 
 class _DBReporter:
-    """Runner callback that writes each finished epoch in one transaction, and stops the
-    run between steps when the worker is asked to stop."""
+    """Runner callback that writes each finished epoch of every member in one transaction,
+    and stops the group between steps when the worker is asked to stop."""
 
-    def __init__(self, db: ResultsDB, run_id: int, worker: str,
+    def __init__(self, db: ResultsDB, group: list[ClaimedRun], worker: str,
                  stop: threading.Event | None) -> None:
-        self.db, self.run_id, self.worker, self.stop = db, run_id, worker, stop
+        self.db, self.group, self.worker, self.stop = db, group, worker, stop
 
-    def epoch_end(self, epoch: int, rows: list[dict[str, Any]], checkpoint: str | None) -> None:
-        self.db.log_epoch(self.run_id, epoch, rows, self.worker, checkpoint)
+    def epoch_end(self, epoch: int, members: list[MemberEpoch]) -> None:
+        lost = self.db.log_epochs([EpochEntry(self.group[m.member].run_id, epoch, m.rows,
+                                              m.checkpoint) for m in members], self.worker)
+        if lost:
+            log.warning("runs %s were handed to another worker; not logging them", lost)
 
-    def progress(self, epoch: int, step: int, steps: int, loss: float) -> None:
+    def progress(self, epoch: int, step: int, steps: int, losses: list[float]) -> None:
         if self.stop is not None and self.stop.is_set():
             raise Interrupted
 
 
 class _Heartbeat(threading.Thread):
-    """Beats for one run every `interval` seconds until stopped, or the lease is lost."""
+    """Beats for a group's runs every `interval` seconds until stopped."""
 
-    def __init__(self, db: ResultsDB, run_id: int, worker: str, interval: float) -> None:
-        super().__init__(daemon=True, name=f"heartbeat-{run_id}")
-        self.db, self.run_id, self.worker, self.interval = db, run_id, worker, interval
+    def __init__(self, db: ResultsDB, run_ids: list[int], worker: str, interval: float) -> None:
+        super().__init__(daemon=True, name=f"heartbeat-{run_ids[0]}")
+        self.db, self.run_ids, self.worker, self.interval = db, run_ids, worker, interval
         self.stopped = threading.Event()
-        self.lost = False
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval):
             try:
-                self.db.heartbeat(self.run_id, self.worker)
-            except LostLease:
-                self.lost = True
-                return
+                lost = self.db.heartbeat_runs(self.run_ids, self.worker)
+                self.run_ids = [r for r in self.run_ids if r not in lost]
+                if not self.run_ids:
+                    return
             except Exception:  # a missed beat is not fatal; the lease is long
-                log.warning("heartbeat for run %d failed", self.run_id, exc_info=True)
+                log.warning("heartbeat for runs %s failed", self.run_ids, exc_info=True)
 
 
 class Worker:
+    """Claims groups of at most `group_size` runs (None: as many as fit the device's
+    memory, `corrgd.sizing.auto_group_size`; 1: one run at a time)."""
+
     def __init__(self, db: ResultsDB | str | None = None, *, sweep: str | None = None,
                  device: str = "cpu", lease_seconds: float = DEFAULT_LEASE,
                  data_dir: str | None = None,
-                 checkpoint_dir: str | Path = DEFAULT_CHECKPOINT_DIR) -> None:
+                 checkpoint_dir: str | Path = DEFAULT_CHECKPOINT_DIR,
+                 group_size: int | None = None) -> None:
         self.db = db if isinstance(db, ResultsDB) else open_db(db)
         self.sweep, self.device, self.lease = sweep, device, lease_seconds
         self.data_dir = data_dir
         self.checkpoint_dir = Path(checkpoint_dir)
+        self.group_size = group_size
         self.id = default_worker_id()
-        self.current: ClaimedRun | None = None
+        self.current: list[ClaimedRun] = []
         self._data_key: tuple | None = None
         self._data: DataSplits | None = None
 
+    def members_for(self, config: dict[str, Any], left: int | None = None) -> int:
+        """The group size for runs like `config`, at most `left`."""
+        size = self.group_size or auto_group_size(RunConfig(**config), self.device)
+        return size if left is None else min(size, left)
+
     def run(self, max_runs: int | None = None, stop: threading.Event | None = None) -> int:
-        """Train queued runs until the queue is empty (or `max_runs`, or `stop`)."""
+        """Train queued groups until the queue is empty (or `max_runs` runs, or `stop`);
+        returns the number of runs finished."""
         finished = 0
         while (max_runs is None or finished < max_runs) and not (stop and stop.is_set()):
-            claimed = self.db.claim_run(self.id, self.device, sweep=self.sweep,
-                                        lease_seconds=self.lease, slurm_job_id=_slurm_job_id())
-            if claimed is None:
+            left = None if max_runs is None else max_runs - finished
+            group = self.db.claim_group(self.id, self.device, sweep=self.sweep,
+                                        lease_seconds=self.lease,
+                                        max_members=partial(self.members_for, left=left),
+                                        slurm_job_id=_slurm_job_id())
+            if not group:
                 break
-            self.current = claimed
+            self.current = group
             try:
-                self.execute(claimed, stop)
+                self.execute(group, stop)
             except Interrupted:
                 self.release()
                 break
             finally:
-                self.current = None
-            finished += 1
+                self.current = []
+            finished += len(group)
         return finished
 
     def release(self) -> None:
-        """Give the run in flight back to the queue (on preemption or Ctrl-C)."""
-        if self.current is not None:
-            with contextlib.suppress(LostLease):
-                self.db.release_run(self.current.run_id, self.id)
-            self.current = None
+        """Give the group in flight back to the queue (on preemption or Ctrl-C)."""
+        if self.current:
+            with contextlib.suppress(Exception):
+                self.db.release_runs([c.run_id for c in self.current], self.id)
+            self.current = []
 
-    def execute(self, claimed: ClaimedRun, stop: threading.Event | None = None) -> None:
-        beat = _Heartbeat(self.db, claimed.run_id, self.id, interval=self.lease / 4)
+    def execute(self, group: list[ClaimedRun], stop: threading.Event | None = None) -> None:
+        ids = [c.run_id for c in group]
+        beat = _Heartbeat(self.db, ids, self.id, interval=self.lease / 4)
         beat.start()
         try:
-            config = RunConfig(**claimed.config)
-            checkpoint = claimed.checkpoint_path or str(
-                self.checkpoint_dir / claimed.sweep / f"{claimed.config_hash}.pt")
-            result = run(config, device=self.device, checkpoint=checkpoint,
-                         reporter=_DBReporter(self.db, claimed.run_id, self.id, stop),
-                         data=self._dataset(config))
-            self.db.finish_run(claimed.run_id, result.status, worker=self.id)
-        except LostLease:
-            log.warning("run %d was handed to another worker; dropping it", claimed.run_id)
+            configs = [RunConfig(**c.config) for c in group]
+            checkpoints = [c.checkpoint_path or str(
+                self.checkpoint_dir / c.sweep / f"{c.config_hash}.pt") for c in group]
+            results = train_group(configs, device=self.device, checkpoints=checkpoints,
+                                  reporter=_DBReporter(self.db, group, self.id, stop),
+                                  data=self._dataset(configs[0]))
+            self.db.finish_runs([RunOutcome(i, r.status) for i, r in
+                                 zip(ids, results, strict=True)], self.id)
         except (KeyboardInterrupt, Interrupted):
             self.release()
             raise
         except Exception as e:
-            log.exception("run %d failed", claimed.run_id)
+            log.exception("group of runs %s failed", ids)
             error = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=8)}"
-            with contextlib.suppress(LostLease):
-                self.db.finish_run(claimed.run_id, "failed", error, worker=self.id)
+            with contextlib.suppress(Exception):
+                self.db.finish_runs([RunOutcome(i, "failed", error) for i in ids], self.id)
         finally:
             beat.stopped.set()
 
     def _dataset(self, config: RunConfig) -> DataSplits:
-        """Load the run's data, reusing the last set when the next run needs the same."""
+        """Load the runs' data, reusing the last set when the next group needs the same."""
         key = data_key(config)
         if key != self._data_key:
             self._data = None  # free the previous set first
@@ -154,7 +182,7 @@ def _slurm_job_id() -> str | None:
 
 class WorkerTask:
     """The picklable entry point executors start: one `Worker` per call. `release` (the
-    preemption hook) gives the run in flight back to the queue."""
+    preemption hook) gives the group in flight back to the queue."""
 
     def __init__(self) -> None:
         self.worker: Worker | None = None
@@ -162,17 +190,19 @@ class WorkerTask:
     def __call__(self, db_url: str, *, sweep: str | None = None, device: str = "cpu",
                  lease_seconds: float = DEFAULT_LEASE, max_runs: int | None = None,
                  stop: threading.Event | None = None, data_dir: str | None = None,
-                 checkpoint_dir: str = DEFAULT_CHECKPOINT_DIR, threads: int | None = None) -> int:
+                 checkpoint_dir: str = DEFAULT_CHECKPOINT_DIR, threads: int | None = None,
+                 group_size: int | None = None) -> int:
         if threads:  # CPU workers sharing a machine: oversubscribed threads spin and crawl
             torch.set_num_threads(threads)
         self.worker = Worker(db_url, sweep=sweep, device=device, lease_seconds=lease_seconds,
-                             data_dir=data_dir, checkpoint_dir=checkpoint_dir)
+                             data_dir=data_dir, checkpoint_dir=checkpoint_dir,
+                             group_size=group_size)
         return self.worker.run(max_runs, stop)
 
     def release(self, timeout: float = 10.0) -> None:
         """Runs in a signal handler: if the interrupted main thread holds a database lock,
         a release in this thread would wait on it forever. So release from a helper
-        thread and wait at most `timeout`; failing that, the run's lease expires."""
+        thread and wait at most `timeout`; failing that, the runs' leases expire."""
         if self.worker is not None:
             helper = threading.Thread(target=self.worker.release, daemon=True)
             helper.start()
@@ -182,8 +212,9 @@ class WorkerTask:
 def run_worker(db_url: str | None = None, *, sweep: str | None = None, device: str = "cpu",
                lease_seconds: float = DEFAULT_LEASE, max_runs: int | None = None,
                stop: threading.Event | None = None, data_dir: str | None = None,
-               checkpoint_dir: str | Path = DEFAULT_CHECKPOINT_DIR) -> int:
+               checkpoint_dir: str | Path = DEFAULT_CHECKPOINT_DIR,
+               group_size: int | None = None) -> int:
     """Drain the queue in this process; returns the number of runs finished."""
     return WorkerTask()(db_url, sweep=sweep, device=device, lease_seconds=lease_seconds,
                         max_runs=max_runs, stop=stop, data_dir=data_dir,
-                        checkpoint_dir=checkpoint_dir)
+                        checkpoint_dir=str(checkpoint_dir), group_size=group_size)

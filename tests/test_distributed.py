@@ -191,10 +191,11 @@ def test_workers_killed_at_random_moments_lose_nothing_after_rerun(
     corrgd("sweep", str(spec), "--db", db_url, "--enqueue-only", cwd=tmp_path)
     db = open_db(db_url)
     log = tmp_path / "workers.log"
-    workers = [start_corrgd("worker", "--db", db_url, "--sweep", "kill", cwd=tmp_path, log=log,
-                            threads=1) for _ in range(4)]
+    # Groups of 4 runs (the 40 runs differ only in their seed): a kill takes a whole group.
+    workers = [start_corrgd("worker", "--db", db_url, "--sweep", "kill", "--group-size", "4",
+                            cwd=tmp_path, log=log, threads=1) for _ in range(4)]
     # Two kills, each once a random number of runs is done: SIGKILL a random worker that
-    # is training a run, a random moment after seeing it do so.
+    # is training a group, a random moment after seeing it do so.
     thresholds = sorted(rng.sample(range(2, 25), 2))
     killed: list[str] = []  # their worker ids, host:pid
     deadline = time.monotonic() + 180
