@@ -56,7 +56,7 @@ def sweep(
     spec: Annotated[Path, typer.Argument(help="YAML sweep spec, e.g. sweeps/quickstart.yaml")],
     db: DbOption = None,
     workers: Annotated[int | None, typer.Option(
-        help="Local worker processes [default: one per GPU, else 1]")] = None,
+        help="Local worker processes [default: one per GPU, else one per CPU core]")] = None,
     devices: Annotated[str | None, typer.Option(
         help="Comma-separated devices for local workers, e.g. cpu or cuda:0,cuda:1")] = None,
     executor: Annotated[str, typer.Option(help="Where workers run: local or slurm")] = "local",

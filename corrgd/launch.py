@@ -97,7 +97,9 @@ def launch_workers(db: ResultsDB, sweep: str, *, executor: str, workers: int | N
               "checkpoint_dir": checkpoint_dir, "group_size": group_size}
     if executor == "local":
         device_list = devices.split(",") if devices else default_devices()
-        n = workers or len(device_list)
+        # one worker per GPU; on a CPU one per core (a worker's small kernels use one core
+        # well, and several groups or runs train side by side)
+        n = workers or (os.cpu_count() or 1 if device_list == ["cpu"] else len(device_list))
         n = min(n, pending["queued"] + pending["running"])
         ex: Any = LocalExecutor(device_list)
         cpu_workers = sum(device_list[i % len(device_list)] == "cpu" for i in range(n))
