@@ -99,7 +99,7 @@ def launch_workers(db: ResultsDB, sweep: str, *, executor: str, workers: int | N
         device_list = devices.split(",") if devices else default_devices()
         # one worker per GPU; on a CPU one per core (a worker's small kernels use one core
         # well, and several groups or runs train side by side)
-        n = workers or (os.cpu_count() or 1 if device_list == ["cpu"] else len(device_list))
+        n = workers or ((os.cpu_count() or 1) if device_list == ["cpu"] else len(device_list))
         n = min(n, pending["queued"] + pending["running"])
         ex: Any = LocalExecutor(device_list)
         cpu_workers = sum(device_list[i % len(device_list)] == "cpu" for i in range(n))
