@@ -6,6 +6,7 @@ same columns), so this module knows nothing of SQL.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -34,13 +35,50 @@ def peak_scores(epochs: pd.DataFrame, metric: str) -> pd.DataFrame:
                                                              "epoch": "peak_epoch"})
 
 
-def swept_axes(runs: pd.DataFrame) -> list[str]:
-    """Axes other than the curve keys, lr, decor_lr and seed that take several values
-    (e.g. depth, np_samples): they split curves too."""
+def setting_values(value: Any) -> Any:
+    """A setting's value in a form that compares and hashes (lists, dicts)."""
+    if isinstance(value, list | tuple):
+        return tuple(setting_values(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def varying_settings(runs: pd.DataFrame) -> dict[str, list[Any]]:
+    """Every setting other than the curve keys, lr, decor_lr and seed that takes several
+    values among `runs` (from each run's full config, swept or not: e.g. depth,
+    np_samples, or `data` options set per grid; frames without configs: their swept
+    axes), with its value per run. Such settings split curves: only seeds are pooled
+    (and lr, decor_lr are chosen or labelled)."""
     standard = {*CURVE_KEYS, "lr", "decor_lr", "seed"}
-    names = dict.fromkeys(k for axes in runs.get("axes", []) for k in (axes or {})
-                          if k not in standard)
-    return [n for n in names if n in runs and runs[n].astype(str).nunique(dropna=False) > 1]
+    if "config" in runs:
+        sources = [c or {} for c in runs["config"]]
+    else:
+        sources = [a or {} for a in runs.get("axes", pd.Series([{}] * len(runs)))]
+    names = dict.fromkeys(k for c in sources for k in c if k not in standard)
+    out = {}
+    for name in names:
+        column = [setting_values(c.get(name)) for c in sources]
+        if len(set(map(repr, column))) > 1:
+            out[name] = column
+    return out
+
+
+def swept_axes(runs: pd.DataFrame) -> list[str]:
+    """The names of `varying_settings(runs)`: they split curves too."""
+    return list(varying_settings(runs))
+
+
+def with_settings(runs: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """`runs` with a column per setting in `names`, from each run's config (frames without
+    configs keep their columns)."""
+    if "config" not in runs:
+        return runs
+    out = runs.copy()
+    for name in names:
+        out[name] = pd.Series([setting_values((c or {}).get(name)) for c in runs["config"]],
+                              index=runs.index, dtype=object)
+    return out
 
 
 def best_params(runs: pd.DataFrame, epochs: pd.DataFrame, metric: str = "val_acc",
@@ -54,8 +92,10 @@ def best_params(runs: pd.DataFrame, epochs: pd.DataFrame, metric: str = "val_acc
     """
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
-    keys = [*CURVE_KEYS, *(swept_axes(runs) if by is None else by)]
+    by = swept_axes(runs) if by is None else by
+    keys = [*CURVE_KEYS, *by]
     larger = METRICS[metric][2]
+    runs = with_settings(runs, by)
     finished = runs[runs["status"].isin(FINISHED)]
     scored = finished.merge(peak_scores(epochs, metric), on="run_id")
     columns = [*keys, "lr", "decor_lr", "score", "peak_epoch", "run_id", "candidates", "tied"]
@@ -83,7 +123,8 @@ def selection_lookup(db: Any) -> Callable[[str, str], list[tuple[dict, dict]]]:
         runs = db.runs_frame(source)
         best = best_params(runs, db.epochs_frame(source, diagnostics=False), metric)
         keys = [c for c in best.columns if c not in _RESULT_COLUMNS]
-        return [({k: _plain(row[k]) for k in keys},
+        configs = dict(zip(runs["run_id"], runs["config"], strict=True))
+        return [({k: configs[row["run_id"]].get(k, _plain(row[k])) for k in keys},
                  {"lr": float(row["lr"]), "decor_lr": float(row["decor_lr"])})
                 for _, row in best.iterrows()]
 
@@ -91,6 +132,7 @@ def selection_lookup(db: Any) -> Callable[[str, str], list[tuple[dict, dict]]]:
 
 
 _RESULT_COLUMNS = {"lr", "decor_lr", "score", "peak_epoch", "run_id", "candidates", "tied"}
+
 
 
 def _plain(value: Any) -> Any:

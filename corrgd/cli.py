@@ -13,6 +13,8 @@ exit code 2, with nothing written.
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,6 +27,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Decorrelated learning: sweeps, workers and reports.")
 console = Console()
 err_console = Console(stderr=True)
+
+LARGE_GRID = 10_000  # runs a sweep enqueues only with --yes
 
 DbOption = Annotated[str | None, typer.Option(
     "--db", envvar="CORRGD_DB", help="SQLAlchemy URL of the results database "
@@ -39,16 +43,57 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _open_db(url: str | None) -> Any:
+def _db_source(url: str | None) -> str:
+    """Where the database URL came from, for error messages."""
+    if url is None:
+        return "the default database (sqlite:///results/corrgd.sqlite)"
+    if os.environ.get("CORRGD_DB") == url and not any(a.startswith("--db") for a in sys.argv):
+        return f"CORRGD_DB={url}"
+    return f"--db {url}"
+
+
+def _open_db(url: str | None, *, readonly: bool = False) -> Any:
+    """The results database; `readonly` (status, reports) creates and changes nothing."""
     from corrgd.storage import StorageError, open_db
 
     try:
-        return open_db(url)
+        return open_db(url, readonly=readonly)
     except (StorageError, ValueError, OSError) as e:
-        raise fail(f"--db {url or '(default)'}: {e}") from None
-    except Exception as e:  # driver errors: unreachable server, bad URL
-        raise fail(f"--db {url or '(default)'}: {type(e).__name__}: "
+        raise fail(f"{_db_source(url)}: {e}") from None
+    except Exception as e:  # driver errors: unreachable server, bad URL, read-only file
+        raise fail(f"{_db_source(url)}: {type(e).__name__}: "
                    f"{str(e).splitlines()[0]}") from None
+
+
+def _check_positive(flag: str, value: float | None, *, strict: bool = True) -> None:
+    if value is not None and (value <= 0 if strict else value < 1):
+        raise fail(f"{flag}: must be {'> 0' if strict else '>= 1'}, got {value:g}")
+
+
+def _check_devices(flag: str, devices: list[str]) -> None:
+    """Every device a worker would use exists here: cpu, or a CUDA GPU that is present."""
+    for device in devices:
+        name, _, index = device.partition(":")
+        if name == "cpu" and not index:
+            continue
+        if name != "cuda" or (index and not index.isdigit()):
+            raise fail(f"{flag}: {device!r} is not a device; allowed: cpu, cuda, cuda:N")
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise fail(f"{flag}: {device} needs a CUDA GPU and this machine has none; "
+                       "use cpu")
+        if index and int(index) >= count:
+            raise fail(f"{flag}: {device}: this machine has {count} GPU(s), "
+                       f"cuda:0 to cuda:{count - 1}")
+
+
+def _check_slurm() -> None:
+    missing = [c for c in ("sbatch", "squeue", "sacct") if shutil.which(c) is None]
+    if missing:
+        raise fail(f"--executor slurm: no SLURM client here ({', '.join(missing)} not on "
+                   "PATH); use --executor local")
 
 
 @app.command()
@@ -83,20 +128,38 @@ def sweep(
         help="Most runs a worker trains together as one batched model (runs that differ "
              "only in LRs, seed, noise variance); 1: one run at a time "
              "[default: as many as fit half the device's free memory]")] = None,
+    retry_failed: Annotated[bool, typer.Option(
+        "--retry-failed", help="Put the sweep's failed runs back in the queue first")] = False,
+    max_attempts: Annotated[int, typer.Option(
+        help="Claims of a run whose workers keep dying before it is marked failed")] = 3,
+    extend: Annotated[bool, typer.Option(
+        "--extend", help="The sweep exists with other content: add this spec's new runs "
+                         "to it (more seeds, epochs, ...) instead of refusing")] = False,
+    yes: Annotated[bool, typer.Option(
+        "--yes", help=f"Enqueue grids of more than {LARGE_GRID:,} runs without asking")]
+    = False,
 ) -> None:
     """Enqueue the runs of a sweep spec (only those missing) and work through them."""
     from corrgd import analysis, sweeps
 
     if executor not in ("local", "slurm"):
         raise fail(f"--executor: {executor!r} is not one of: local, slurm")
+    if dry_run and enqueue_only:
+        raise fail("--dry-run and --enqueue-only: give one of them (a dry run writes nothing)")
+    _check_positive("--workers", workers, strict=False)
+    _check_positive("--group-size", group_size, strict=False)
+    _check_positive("--max-attempts", max_attempts, strict=False)
+    _check_positive("--lease", lease)
+    if executor == "local" and devices and not dry_run:
+        _check_devices("--devices", devices.split(","))
+    if executor == "slurm" and not dry_run:
+        _check_slurm()
     try:  # validate everything before the database is opened (or created)
         parsed = sweeps.load_spec(spec)
-        database = _open_db(db) if parsed.select and _db_exists(db) else None
-        runs = sweeps.expand(parsed, analysis.selection_lookup(database))
+        source = _open_db(db, readonly=True) if parsed.select and _db_exists(db) else None
+        runs = sweeps.expand(parsed, analysis.selection_lookup(source))
     except SpecError as e:
         raise fail(str(e)) from None
-    if group_size is not None and group_size < 1:
-        raise fail(f"--group-size: must be >= 1, got {group_size}")
     if dry_run:
         from corrgd.estimate import print_estimate
 
@@ -104,10 +167,17 @@ def sweep(
                   "cuda" if executor == "slurm" and gpus_per_job else "cpu")
         print_estimate(console, parsed, runs, device=device, group_size=group_size)
         return
+    if len(runs) > LARGE_GRID and not yes:
+        raise fail(f"{spec}: {len(runs):,} runs: more than {LARGE_GRID:,}; check the grid "
+                   "with --dry-run, then enqueue it with --yes")
     from corrgd.storage import RunSpec
 
-    database = database or _open_db(db)
-
+    database = _open_db(db)
+    _check_same_sweep(database, parsed, spec, extend)
+    if retry_failed:
+        requeued = database.requeue_failed(parsed.name) if _has_sweep(database, parsed.name) \
+            else 0
+        console.print(f"{requeued} failed runs back in the queue")
     specs = [RunSpec(config=r.model_dump(mode="json"), axes=_axes(parsed, r),
                      group_key=r.group_key()) for r in runs]
     _, added = database.add_sweep(parsed.name, parsed.text, specs)
@@ -123,8 +193,36 @@ def sweep(
                "cpus_per_task": cpus_per_job, "time": time,
                "array_parallelism": array_parallelism, "folder": slurm_folder},
         wait=wait, data_dir=data_dir, checkpoint_dir=checkpoint_dir, lease=lease,
-        group_size=group_size, console=console)
+        group_size=group_size, max_attempts=max_attempts, console=console)
     raise typer.Exit(code)
+
+
+def _has_sweep(database: Any, name: str) -> bool:
+    return name in set(database.list_sweeps()["sweep"])
+
+
+def _check_same_sweep(database: Any, parsed: Any, spec: Path, extend: bool) -> None:
+    """A sweep name already in the database must come with the same settings, unless
+    `--extend`: one line naming what differs, nothing written."""
+    import yaml
+
+    sweeps = database.list_sweeps()
+    stored = sweeps.loc[sweeps["sweep"] == parsed.name, "spec_text"]
+    if stored.empty or extend:
+        return
+    old, new = yaml.safe_load(stored.iloc[0] or "") or {}, yaml.safe_load(parsed.text) or {}
+    if old == new:
+        return
+    changed = [f"{k} ({_short(old.get(k))} -> {_short(new.get(k))})"
+               for k in sorted(set(old) | set(new), key=str) if old.get(k) != new.get(k)]
+    raise fail(f"{spec}: sweep {parsed.name!r} is in the database with other settings: "
+               f"{'; '.join(changed)}; give the spec another name, or --extend to add its "
+               "new runs to the sweep")
+
+
+def _short(value: Any, width: int = 40) -> str:
+    text = "unset" if value is None else str(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _axes(parsed: Any, run: Any) -> dict[str, Any]:
@@ -148,19 +246,38 @@ def worker(
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
     max_runs: Annotated[int | None, typer.Option(help="Stop after this many runs")] = None,
     data_dir: DataDirOption = None,
-    checkpoint_dir: Annotated[str, typer.Option()] = "results/checkpoints",
-    lease: Annotated[float, typer.Option()] = 120.0,
+    checkpoint_dir: Annotated[str, typer.Option(
+        help="Checkpoints, on storage all workers can read")] = "results/checkpoints",
+    lease: Annotated[float, typer.Option(
+        help="Seconds without heartbeat before a run is handed to another worker")] = 120.0,
     group_size: Annotated[int | None, typer.Option(
         help="Most runs trained together as one batched model; 1: one at a time "
              "[default: as many as fit half the device's free memory]")] = None,
+    retry_failed: Annotated[bool, typer.Option(
+        "--retry-failed", help="Put failed runs (of --sweep, or of every sweep) back in "
+                               "the queue first")] = False,
+    max_attempts: Annotated[int, typer.Option(
+        help="Claims of a run whose workers keep dying before it is marked failed")] = 3,
 ) -> None:
     """Drain the queue in this process: claim a group of runs, train, log, repeat."""
+    _check_positive("--group-size", group_size, strict=False)
+    _check_positive("--max-runs", max_runs, strict=False)
+    _check_positive("--max-attempts", max_attempts, strict=False)
+    _check_positive("--lease", lease)
+    _check_devices("--device", [device])
+    database = _open_db(db)
+    if sweep is not None and not _has_sweep(database, sweep):
+        raise fail(f"--sweep {sweep}: no such sweep; sweeps: "
+                   f"{', '.join(database.list_sweeps()['sweep']) or 'none yet'}")
+    if retry_failed:
+        names = [sweep] if sweep else list(database.list_sweeps()["sweep"])
+        console.print(f"{sum(database.requeue_failed(n) for n in names)} failed runs back "
+                      "in the queue")
     from corrgd.worker import Worker
 
-    if group_size is not None and group_size < 1:
-        raise fail(f"--group-size: must be >= 1, got {group_size}")
-    w = Worker(_open_db(db), sweep=sweep, device=device, lease_seconds=lease,
-               data_dir=data_dir, checkpoint_dir=checkpoint_dir, group_size=group_size)
+    w = Worker(database, sweep=sweep, device=device, lease_seconds=lease,
+               data_dir=data_dir, checkpoint_dir=checkpoint_dir, group_size=group_size,
+               max_attempts=max_attempts)
     try:
         n = w.run(max_runs)
     except KeyboardInterrupt:
@@ -177,7 +294,10 @@ def status(
     """Runs per sweep and state (and SLURM job states where workers ran there)."""
     from corrgd.launch import status_tables
 
-    database = _open_db(db)
+    database = _open_db(db, readonly=True)
+    if sweep is not None and not _has_sweep(database, sweep):
+        raise fail(f"--sweep {sweep}: no such sweep; sweeps: "
+                   f"{', '.join(database.list_sweeps()['sweep']) or 'none yet'}")
     out = console
     if not console.is_terminal and not os.environ.get("COLUMNS"):
         # Piped or captured (a script, a log): no terminal width to fit. Cut to rich's
@@ -212,11 +332,16 @@ def train(
                                 "algorithm": algorithm, "decor": decor_lr > 0,
                                 "decor_lr": decor_lr, "lr": lr, "epochs": epochs,
                                 "batch_size": batch_size, "seed": seed}
+    _check_devices("--device", [device])
     for item in set_ or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise fail(f"--set {item!r}: expected KEY=VALUE")
-        settings[key.strip()] = yaml.safe_load(value)
+        try:
+            settings[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise fail(f"--set {item!r}: the value is not YAML ({problem})") from None
     try:
         parsed = parse_spec(yaml.safe_dump(settings), source="corrgd train")
         config = validate(parsed.grids[0].settings, parsed.source)
@@ -260,7 +385,7 @@ def best_params(
     """Per curve, the forward and decor LRs with the best peak validation score (CRGD Table 2)."""
     from corrgd.reports import commands
 
-    database = _open_db(db)
+    database = _open_db(db, readonly=True)
     _reporting(lambda: commands.best_params(database, sweep=sweep, metric=metric, out=out,
                                             console=console))
 
@@ -292,14 +417,15 @@ def report(
         raise fail("give exactly one of --figure ID, --table peak|2, --list"
                    + (f" (got {', '.join(chosen)})" if chosen else ""))
     if list_:
-        database = _open_db(db)
+        database = _open_db(db, readonly=True)
         _reporting(lambda: commands.report_list(database, console))
     elif table is not None:
-        database = _open_db(db)
+        database = _open_db(db, readonly=True)
         _reporting(lambda: commands.report_table(database, table, sweep=sweep, metric=metric,
                                                  lrs=lrs, out=out, console=console))
     else:
-        _reporting(lambda: commands.report_figure(str(figure), lambda: _open_db(db),
+        _reporting(lambda: commands.report_figure(str(figure),
+                                                  lambda: _open_db(db, readonly=True),
                                                   sweep=sweep, lrs=lrs, out=out,
                                                   console=console))
 

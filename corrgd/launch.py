@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from corrgd.config import RunConfig
-from corrgd.storage import LostLease, ResultsDB
+from corrgd.storage import ResultsDB
 from corrgd.worker import WorkerTask
 
 ACTIVE = ("queued", "running")
@@ -34,13 +34,15 @@ def default_devices() -> list[str]:
     return ["cpu"]
 
 
-def reclaim_orphans(db: ResultsDB, sweep: str) -> int:
+def reclaim_orphans(db: ResultsDB, sweep: str, max_attempts: int | None = None
+                    ) -> tuple[int, int]:
     """Give back runs whose worker is known dead: a process of this host that no longer
-    exists, or a SLURM job that has ended. Others wait for their lease to expire."""
+    exists, or a SLURM job that has ended. Runs claimed `max_attempts` times already are
+    failed instead. Others wait for their lease to expire. -> (given back, failed)."""
     runs = db.runs_frame(sweep)
     running = runs[runs["status"] == "running"]
     if running.empty:
-        return 0
+        return 0, 0
     slurm_states: dict[str, str] = {}
     job_ids = [j for j in running["slurm_job_id"].dropna() if j]
     if job_ids:
@@ -53,20 +55,21 @@ def reclaim_orphans(db: ResultsDB, sweep: str) -> int:
         except Exception:  # no SLURM client here: leave it to the lease
             slurm_states = {}
     host = socket.gethostname()
-    released = 0
+    dead: dict[str, list[int]] = {}
     for row in running.itertuples():
-        dead = False
+        gone = False
         if row.slurm_job_id and row.slurm_job_id in slurm_states:
-            dead = slurm_states[row.slurm_job_id].split()[0] in SLURM_DEAD
+            gone = slurm_states[row.slurm_job_id].split()[0] in SLURM_DEAD
         elif isinstance(row.worker, str) and row.worker.rpartition(":")[0] == host:
-            dead = not _pid_alive(int(row.worker.rpartition(":")[2]))
-        if dead:
-            try:
-                db.release_run(int(row.run_id), row.worker)
-                released += 1
-            except LostLease:
-                pass
-    return released
+            gone = not _pid_alive(int(row.worker.rpartition(":")[2]))
+        if gone:
+            dead.setdefault(row.worker, []).append(int(row.run_id))
+    released = failed = 0
+    for worker, ids in dead.items():
+        gave_up = db.give_back_dead(ids, worker, max_attempts)
+        failed += len(gave_up)
+        released += len(ids) - len(gave_up)
+    return released, failed
 
 
 def _pid_alive(pid: int) -> bool:
@@ -82,19 +85,23 @@ def _pid_alive(pid: int) -> bool:
 def launch_workers(db: ResultsDB, sweep: str, *, executor: str, workers: int | None,
                    devices: str | None, slurm: dict[str, Any], wait: bool,
                    data_dir: str | None, checkpoint_dir: str, lease: float,
-                   console: Console, group_size: int | None = None) -> int:
+                   console: Console, group_size: int | None = None,
+                   max_attempts: int = 3) -> int:
     """Start workers for `sweep`, show progress until it is finished; exit code."""
     from corrgd.executors import LocalExecutor, SlurmExecutor
 
-    released = reclaim_orphans(db, sweep)
+    released, failed = reclaim_orphans(db, sweep, max_attempts)
     if released:
         console.print(f"{released} runs of dead workers given back to the queue")
+    if failed:
+        console.print(f"{failed} runs failed: their workers died {max_attempts} times")
     pending = _counts(db, sweep)
     if pending["queued"] + pending["running"] == 0:
         console.print("nothing to do: every run of this sweep has finished")
         return _summary(db, sweep, console)
     kwargs = {"db_url": db.url, "sweep": sweep, "lease_seconds": lease, "data_dir": data_dir,
-              "checkpoint_dir": checkpoint_dir, "group_size": group_size}
+              "checkpoint_dir": checkpoint_dir, "group_size": group_size,
+              "max_attempts": max_attempts}
     if executor == "local":
         device_list = devices.split(",") if devices else default_devices()
         # one worker per GPU; on a CPU one per core (a worker's small kernels use one core
@@ -193,6 +200,7 @@ def _summary(db: ResultsDB, sweep: str, console: Console) -> int:
         for row in runs[runs["status"] == "failed"].head(3).itertuples():
             first = (row.error or "").splitlines()[:1]
             console.print(f"  run {row.run_id} failed: {first[0] if first else '?'}")
+        console.print("  retry them with: corrgd sweep SPEC --retry-failed")
     return 0 if c["failed"] == 0 and c["queued"] + c["running"] == 0 else 1
 
 
@@ -213,7 +221,26 @@ def status_tables(db: ResultsDB, sweep: str | None) -> list[Table]:
     active = runs if sweep else runs[runs["status"] == "running"]
     if not active.empty:
         tables.append(_runs_table(active, "runs" if sweep else "running runs"))
+    failed = runs[runs["status"] == "failed"]
+    if not failed.empty:
+        tables.append(_failures_table(failed))
     return tables
+
+
+def _text(value: Any) -> str:
+    """A cell's text: missing values (None, NaN) as nothing."""
+    return value if isinstance(value, str) else ""
+
+
+def _failures_table(failed: pd.DataFrame) -> Table:
+    """Each failed run with the first line of its error, and how to retry."""
+    table = Table(title="failed runs (retry: corrgd sweep SPEC --retry-failed)")
+    for col in ("run", "sweep", "attempts", "error"):
+        table.add_column(col)
+    for row in failed.itertuples():
+        first = next((line for line in _text(row.error).splitlines() if line.strip()), "?")
+        table.add_row(str(row.run_id), row.sweep, str(row.attempts), first)
+    return table
 
 
 def _groups_table(groups: pd.DataFrame) -> Table:
@@ -225,7 +252,7 @@ def _groups_table(groups: pd.DataFrame) -> Table:
         ids = [int(r) for r in row.run_ids]
         shown = ", ".join(map(str, ids[:6])) + (" ..." if len(ids) > 6 else "")
         table.add_row(str(row.group_id), row.sweep, str(row.members), shown,
-                      str(max(int(row.last_epoch), 0)), row.worker or "", row.device or "")
+                      str(max(int(row.last_epoch), 0)), _text(row.worker), _text(row.device))
     return table
 
 
@@ -244,13 +271,13 @@ def _runs_table(runs: pd.DataFrame, title: str) -> Table:
                 "group", "device", "slurm job"):
         table.add_column(col)
     for row in runs.itertuples():
-        job = row.slurm_job_id or ""
+        job = _text(row.slurm_job_id)
         group = row.group_id if isinstance(row.group_id, str) else ""
         table.add_row(str(row.run_id), row.sweep,
                       f"{row.dataset}/{row.network}/{row.algorithm}{'+decor' if row.decor else ''}",
                       f"{row.lr:g}", f"{row.decor_lr:g}", str(row.seed), row.status,
                       f"{max(row.last_epoch, 0)}/{row.config['epochs']}", group,
-                      row.device or "", f"{job} {states.get(job, '')}".strip())
+                      _text(row.device), f"{job} {states.get(job, '')}".strip())
     return table
 
 

@@ -25,6 +25,7 @@ resume as separate groups, one after the other.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -47,6 +48,8 @@ from corrgd.nn import DecorSettings, Net
 from corrgd.optim import MemberAdam, MemberOptimizer, MemberSGD
 from corrgd.rules import LearningRule, NodePerturbation, make_rule
 from corrgd.training import evaluate, train_step
+
+log = logging.getLogger(__name__)
 
 DIAGNOSTIC_SAMPLES = 256  # batch the per-epoch diagnostics are measured on
 CHECK_EVERY = 10  # steps between loss checks (NaN) and progress reports
@@ -265,28 +268,42 @@ def train_group(configs: Sequence[RunConfig], *, device: str = "cpu",
     data = data or load_data(configs[0], data_dir)
     paths = [None if p is None else Path(p) for p in (checkpoints or [None] * len(configs))]
     saved = [_load_checkpoint(p, c, dev) for p, c in zip(paths, configs, strict=True)]
+    # Every epoch a checkpoint holds is reported again: a database that lacks them (a new
+    # one, or one behind the checkpoint) gets the run's whole history.
+    history = {i: ([] if state is None else state["history"]) for i, state in enumerate(saved)}
     results: list[RunResult | None] = [None] * len(configs)
 
-    # Members already finished (done or diverged) report their last epoch again and stop.
+    # Members already finished (done or diverged) replay their history and stop.
     pending: dict[int, list[int]] = {}  # resume epoch -> members
     for i, (c, state) in enumerate(zip(configs, saved, strict=True)):
         if state is not None and (state["status"] == "diverged" or state["epoch"] >= c.epochs):
-            reporter.epoch_end(state["epoch"], [MemberEpoch(i, state["rows"], str(paths[i]),
-                                                            state["status"])])
             status = "diverged" if state["status"] == "diverged" else "done"
+            _replay(reporter, [i], history, paths, last_status=status)
             results[i] = RunResult(status, state["epoch"], state["rows"])
         else:
             pending.setdefault(-1 if state is None else state["epoch"], []).append(i)
     for start, members in sorted(pending.items()):
-        for i, result in zip(members, _train(configs, members, start, saved, paths, data, dev,
-                                             reporter), strict=True):
+        for i, result in zip(members, _train(configs, members, start, saved, history, paths,
+                                             data, dev, reporter), strict=True):
             results[i] = result
     return [r for r in results if r is not None]
 
 
+def _replay(reporter: GroupReporter, members: list[int], history: dict[int, list[Any]],
+            paths: list[Path | None], last_status: str = "running") -> None:
+    """Report the epochs the members' checkpoints hold (all members at the same epochs)."""
+    entries = history[members[0]]
+    for k, entry in enumerate(entries):
+        status = last_status if k == len(entries) - 1 else "running"
+        reporter.epoch_end(entry["epoch"], [
+            MemberEpoch(i, history[i][k]["rows"], None if paths[i] is None else str(paths[i]),
+                        status) for i in members])
+
+
 def _train(configs: list[RunConfig], members: list[int], start: int,
-           saved: list[dict[str, Any] | None], paths: list[Path | None], data: DataSplits,
-           dev: torch.device, reporter: GroupReporter) -> list[RunResult]:
+           saved: list[dict[str, Any] | None], history: dict[int, list[Any]],
+           paths: list[Path | None], data: DataSplits, dev: torch.device,
+           reporter: GroupReporter) -> list[RunResult]:
     """Train `members` (all resuming after epoch `start`, -1: from scratch) to the end."""
     group = Group([configs[i] for i in members], data, dev, members)
     if start >= 0:
@@ -295,8 +312,7 @@ def _train(configs: list[RunConfig], members: list[int], start: int,
             assert state is not None
             group.net.load_member_state(g, state["net"])
             group.optimizer.load_member_state(g, state["optimizer"])
-        reporter.epoch_end(start, [MemberEpoch(i, saved[i]["rows"], str(paths[i]), "running")
-                                   for i in members])  # type: ignore[index]
+        _replay(reporter, members, history, paths)
     results: dict[int, RunResult] = {}
     x_train, y_train = data.train.x.to(dev), data.train.y.to(dev)
     test = None if data.test is None else (data.test.x.to(dev), data.test.y.to(dev))
@@ -318,10 +334,11 @@ def _train(configs: list[RunConfig], members: list[int], start: int,
             if i in diverged:
                 continue
             status = "done" if epoch == c.epochs else "running"
-            finished.append(_finish(group, pos, i, epoch, rows[pos], status, paths[i]))
+            history[i].append({"epoch": epoch, "rows": rows[pos]})
+            finished.append(_finish(group, pos, i, epoch, status, paths[i], history[i]))
         for i, (snapshot, member_rows) in diverged.items():
             finished.append(_finish_diverged(group, i, epoch, snapshot, member_rows, paths[i],
-                                             configs[i], data, dev))
+                                             configs[i], data, dev, history[i]))
         finished.sort(key=lambda m: m.member)
         reporter.epoch_end(epoch, finished)
         for m in finished:
@@ -433,18 +450,23 @@ def _diagnostics(group: Group, x: Tensor, y: Tensor, epoch: int) -> list[dict[st
     return [{"layers": member} for member in layers]
 
 
-def _finish(group: Group, pos: int, member: int, epoch: int, rows: list[dict[str, Any]],
-            status: str, path: Path | None) -> MemberEpoch:
+def _finish(group: Group, pos: int, member: int, epoch: int, status: str, path: Path | None,
+            history: list[dict[str, Any]]) -> MemberEpoch:
+    """Save member `pos`'s checkpoint (its state and every epoch's rows so far, the last
+    being `epoch`'s) and say so."""
+    rows = history[-1]["rows"]
     if path is not None:
         _save(path, {"config_hash": group.configs[pos].hash(), "epoch": epoch, "rows": rows,
-                     "status": status, "net": group.net.member_state(pos),
+                     "history": history, "status": status,
+                     "net": group.net.member_state(pos),
                      "optimizer": group.optimizer.member_state(pos)})
     return MemberEpoch(member, rows, None if path is None else str(path), status)
 
 
 def _finish_diverged(group: Group, member: int, epoch: int, snapshot: dict[str, Any] | None,
                      rows: list[dict[str, Any]] | None, path: Path | None, config: RunConfig,
-                     data: DataSplits, dev: torch.device) -> MemberEpoch:
+                     data: DataSplits, dev: torch.device,
+                     history: list[dict[str, Any]]) -> MemberEpoch:
     """A member that diverged: evaluate it (as a group of one, from the state it had when
     its loss turned NaN) unless already evaluated, save and report it."""
     alone = Group([config], data, dev, [member])
@@ -459,7 +481,8 @@ def _finish_diverged(group: Group, member: int, epoch: int, snapshot: dict[str, 
         pos = group.members.index(member)
         alone.net.load_member_state(0, group.net.member_state(pos))
         alone.optimizer.load_member_state(0, group.optimizer.member_state(pos))
-    return _finish(alone, 0, member, epoch, rows, "diverged", path)
+    history.append({"epoch": epoch, "rows": rows})
+    return _finish(alone, 0, member, epoch, "diverged", path, history)
 
 
 class _NullGroupReporter:
@@ -484,12 +507,32 @@ def run(config: RunConfig, *, device: str = "cpu", data_dir: str | None = None,
 # --- checkpoints -------------------------------------------------------------------------
 def _load_checkpoint(path: Path | None, config: RunConfig, dev: torch.device
                      ) -> dict[str, Any] | None:
+    """A run's checkpoint, or None to start afresh. A file that cannot be read, or that
+    belongs to another config, is set aside (renamed, with one log line naming it): the
+    run then trains from scratch, re-logging every epoch with the same numbers."""
     if path is None or not path.exists():
         return None
-    state = torch.load(path, map_location=dev, weights_only=False)
+    try:
+        state = torch.load(path, map_location=dev, weights_only=False)
+        if not isinstance(state, dict) or "config_hash" not in state:
+            raise ValueError("not a corrgd checkpoint")
+    except Exception as e:
+        _set_aside(path, "corrupt", f"cannot be read ({type(e).__name__}: "
+                   f"{str(e).splitlines()[0] if str(e) else ''})")
+        return None
     if state["config_hash"] != config.hash():
-        raise ValueError(f"checkpoint {path} belongs to another config")
+        _set_aside(path, "other-config", "belongs to another config")
+        return None
+    if "history" not in state:  # written before checkpoints kept every epoch's rows
+        state["history"] = [{"epoch": state["epoch"], "rows": state["rows"]}]
     return state
+
+
+def _set_aside(path: Path, tag: str, why: str) -> None:
+    aside = path.with_name(f"{path.name}.{tag}-{int(time.time())}")
+    os.replace(path, aside)
+    log.warning("checkpoint %s %s: set aside as %s; the run starts from scratch", path, why,
+                aside.name)
 
 
 def _save(path: Path, state: dict[str, Any]) -> None:

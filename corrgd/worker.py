@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LEASE = 120.0
 DEFAULT_CHECKPOINT_DIR = "results/checkpoints"
+DEFAULT_MAX_ATTEMPTS = 3  # claims of a run whose workers keep dying before it is failed
 
 
 class Interrupted(Exception):
@@ -92,8 +93,10 @@ class Worker:
                  device: str = "cpu", lease_seconds: float = DEFAULT_LEASE,
                  data_dir: str | None = None,
                  checkpoint_dir: str | Path = DEFAULT_CHECKPOINT_DIR,
-                 group_size: int | None = None) -> None:
+                 group_size: int | None = None,
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
         self.db = db if isinstance(db, ResultsDB) else open_db(db)
+        self.max_attempts = max_attempts
         self.sweep, self.device, self.lease = sweep, device, lease_seconds
         self.data_dir = data_dir
         self.checkpoint_dir = Path(checkpoint_dir)
@@ -117,7 +120,8 @@ class Worker:
             group = self.db.claim_group(self.id, self.device, sweep=self.sweep,
                                         lease_seconds=self.lease,
                                         max_members=partial(self.members_for, left=left),
-                                        slurm_job_id=_slurm_job_id())
+                                        slurm_job_id=_slurm_job_id(),
+                                        max_attempts=self.max_attempts)
             if not group:
                 break
             self.current = group
@@ -191,12 +195,13 @@ class WorkerTask:
                  lease_seconds: float = DEFAULT_LEASE, max_runs: int | None = None,
                  stop: threading.Event | None = None, data_dir: str | None = None,
                  checkpoint_dir: str = DEFAULT_CHECKPOINT_DIR, threads: int | None = None,
-                 group_size: int | None = None) -> int:
+                 group_size: int | None = None,
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> int:
         if threads:  # CPU workers sharing a machine: oversubscribed threads spin and crawl
             torch.set_num_threads(threads)
         self.worker = Worker(db_url, sweep=sweep, device=device, lease_seconds=lease_seconds,
                              data_dir=data_dir, checkpoint_dir=checkpoint_dir,
-                             group_size=group_size)
+                             group_size=group_size, max_attempts=max_attempts)
         return self.worker.run(max_runs, stop)
 
     def release(self, timeout: float = 10.0) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from corrgd.config import RunConfig
 from corrgd.rules import NodePerturbation
@@ -54,20 +55,40 @@ def test_resume_after_kill_continues_where_it_stopped_and_matches(tmp_path: Path
     resumed = Recorder()
     result = run(config, reporter=resumed, checkpoint=ckpt)
     assert result.status == "done"
-    # the last finished epoch is reported again (reporters upsert), then training goes on
-    assert [e for e, _ in resumed.epochs] == [2, 3, 4]
-    for (e1, rows1), (e2, rows2) in zip(straight.epochs[2:], resumed.epochs, strict=True):
+    # every epoch the checkpoint holds is reported again (reporters upsert), then training
+    # goes on
+    assert [e for e, _ in resumed.epochs] == [0, 1, 2, 3, 4]
+    for (e1, rows1), (e2, rows2) in zip(straight.epochs, resumed.epochs, strict=True):
         assert e1 == e2
         for r1, r2 in zip(rows1, rows2, strict=True):
             assert r1["loss"] == pytest.approx(r2["loss"], rel=1e-5)
             assert r1["accuracy"] == r2["accuracy"]
 
 
-def test_checkpoint_of_another_config_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("damage", ["other config", "truncated", "not a checkpoint"])
+def test_a_checkpoint_it_cannot_use_is_set_aside_and_the_run_starts_afresh(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str) -> None:
     ckpt = tmp_path / "run.pt"
-    run(RunConfig(**{**CONFIG, "epochs": 1}), checkpoint=ckpt)
-    with pytest.raises(ValueError, match="another config"):
-        run(RunConfig(**{**CONFIG, "epochs": 2}), checkpoint=ckpt)
+    config = RunConfig(**{**CONFIG, "epochs": 2})
+    if damage == "other config":
+        run(RunConfig(**{**CONFIG, "epochs": 1}), checkpoint=ckpt)
+    elif damage == "truncated":
+        run(config, checkpoint=ckpt)
+        ckpt.write_bytes(ckpt.read_bytes()[:100])
+    else:
+        ckpt.write_text("hello")
+    straight, again = Recorder(), Recorder()
+    run(config, reporter=straight)
+    with caplog.at_level("WARNING", logger="corrgd.runner"):
+        result = run(config, reporter=again, checkpoint=ckpt)
+    assert result.status == "done"
+    assert [e for e, _ in again.epochs] == [0, 1, 2]  # from scratch
+    assert [r["loss"] for _, rows in again.epochs for r in rows] == \
+        [r["loss"] for _, rows in straight.epochs for r in rows]
+    (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith("run.pt.")]
+    message = caplog.records[-1].getMessage()
+    assert str(ckpt) in message and aside.name in message and "\n" not in message
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 2  # a sound checkpoint again
 
 
 def test_nan_loss_marks_run_diverged_and_stops() -> None:

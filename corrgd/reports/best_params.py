@@ -94,6 +94,8 @@ def best_params_tables(runs: pd.DataFrame, epochs: pd.DataFrame, metric: str,
              *(tie_lines or ["No ties."])]
     missing = progress.missing_lines(curves)
     notes += [f"Incomplete: {line}" for line in missing]
+    if hint := progress.retry_hint(curves, sweep):
+        notes.append(f"Failed: {hint}")
     table2 = Table(f"best-params-{labels.slug(sweep)}",
                    f"Selected learning rates (sweep {sweep}, by {metric})", display, data,
                    notes, label_columns=2)

@@ -146,6 +146,8 @@ def sweep_figure(db: ResultsDB, sweeps: list[str], *, metrics: tuple[str, ...], 
         console.print(progress.summary(part, name), highlight=False)
         for line in progress.missing_lines(part):
             console.print(f"  [yellow]incomplete:[/] {line}", highlight=False)
+        if hint := progress.retry_hint(part, name):
+            console.print(f"  [yellow]failed:[/] {hint}", highlight=False)
     for note in curves.notes:
         console.print(note, highlight=False)
     frame = curve_frame(curves, epochs, metrics)

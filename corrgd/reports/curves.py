@@ -13,7 +13,6 @@ without its decor flag: plain and decorrelated variants share it, and a colour.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,25 +54,23 @@ class Curves:
 
 
 def _hashable(value: Any) -> Any:
-    if isinstance(value, list | tuple):
-        return tuple(_hashable(v) for v in value)
-    if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True)
+    value = analysis.setting_values(value)
     return None if labels.is_missing(value) else value
 
 
 def extra_axes(runs: pd.DataFrame) -> dict[str, list[Any]]:
-    """The swept settings other than the standard axes that tell runs apart or are notable:
-    those taking several values, or a value other than `RunConfig`'s default."""
-    values: dict[str, list[Any]] = {}
+    """The settings other than the standard axes that tell runs apart or are notable:
+    every setting taking several values among the runs (`analysis.varying_settings`: only
+    seeds are pooled), and swept axes with a value other than `RunConfig`'s default."""
+    values: dict[str, list[Any]] = {n: [_hashable(v) for v in column]
+                                    for n, column in analysis.varying_settings(runs).items()}
     for axes in runs.get("axes", pd.Series(dtype=object)):
         for name in axes or {}:
-            if name not in AXIS_COLUMNS:
-                values.setdefault(name, [])
-    for name in values:
-        values[name] = [_hashable((axes or {}).get(name)) for axes in runs["axes"]]
-    return {name: column for name, column in values.items()
-            if len(set(column)) > 1 or any(v != _default(name) for v in column)}
+            if name not in AXIS_COLUMNS and name not in values:
+                column = [_hashable((a or {}).get(name)) for a in runs["axes"]]
+                if any(v != _default(name) for v in column):
+                    values[name] = column
+    return values
 
 
 def label_runs(runs: pd.DataFrame) -> Curves:

@@ -44,6 +44,8 @@ def peak_frame(runs: pd.DataFrame, epochs: pd.DataFrame, lrs: str = "best"
              .drop_duplicates().tolist())
     notes = list(curves.notes)
     notes += [f"Incomplete: {line}" for line in progress.missing_lines(curves)]
+    if hint := progress.retry_hint(curves):
+        notes.append(f"Failed: {hint}")
     data = stats.drop(columns=["panel_rank", "curve_rank"]).reset_index(drop=True)
     data["split"] = data["split"].astype(str)
     return data, panels, lines, notes

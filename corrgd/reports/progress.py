@@ -58,3 +58,13 @@ def summary(curves: Curves, sweep: str) -> str:
     details = [f"{int(status[s])} {s}" for s in (*UNFINISHED, "diverged") if status.get(s, 0)]
     return (f"sweep {sweep}: {finished} of {total} runs finished"
             + (f" ({', '.join(details)})" if details else ""))
+
+
+def retry_hint(curves: Curves, sweep: str | None = None) -> str | None:
+    """How to retry a sweep's failed runs, where it has some."""
+    failed = int((curves.runs["status"] == "failed").sum())
+    if not failed:
+        return None
+    which = f" --sweep {sweep}" if sweep else ""
+    return (f"{failed} runs failed: `corrgd status{which}` shows why, and "
+            "`corrgd sweep SPEC --retry-failed` trains them again")

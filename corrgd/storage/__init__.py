@@ -23,7 +23,15 @@ The only package of corrgd that knows SQLAlchemy. Typical use::
 
 from corrgd.storage.db import ResultsDB, open_db
 from corrgd.storage.engine import DEFAULT_URL, ENV_VAR
-from corrgd.storage.errors import LostLease, SchemaTooNew, StorageError, UnknownRun, UnknownSweep
+from corrgd.storage.errors import (
+    LostLease,
+    MissingDatabase,
+    SchemaTooNew,
+    SchemaTooOld,
+    StorageError,
+    UnknownRun,
+    UnknownSweep,
+)
 from corrgd.storage.models import FINAL_STATUSES, SPLITS, RunStatus
 from corrgd.storage.queue import (
     AXIS_COLUMNS,
@@ -44,11 +52,13 @@ __all__ = [
     "ClaimedRun",
     "EpochEntry",
     "LostLease",
+    "MissingDatabase",
     "ResultsDB",
     "RunOutcome",
     "RunSpec",
     "RunStatus",
     "SchemaTooNew",
+    "SchemaTooOld",
     "StorageError",
     "UnknownRun",
     "UnknownSweep",

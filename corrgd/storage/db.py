@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from corrgd.storage import queries, queue
 from corrgd.storage.engine import WRITE_OPTIONS, make_engine, resolve_url
-from corrgd.storage.migrate import upgrade
+from corrgd.storage.migrate import check_current, upgrade
 from corrgd.storage.retry import retry_transient
 
 if TYPE_CHECKING:
@@ -30,18 +30,24 @@ if TYPE_CHECKING:
 R = TypeVar("R")
 
 
-def open_db(url: str | URL | None = None) -> ResultsDB:
+def open_db(url: str | URL | None = None, *, readonly: bool = False) -> ResultsDB:
     """Open (creating or upgrading its schema as needed) the results database.
 
     ``url`` defaults to ``$CORRGD_DB``, else ``sqlite:///results/corrgd.sqlite``
     (the folder is created). Use ``postgresql+psycopg://USER:PW@HOST:PORT/DB``
     for a shared server. Each process must open its own ``ResultsDB`` (pickling
     one re-opens it from its URL in the receiving process).
+
+    ``readonly`` (status, reports): create and change nothing; a missing SQLite file is
+    :class:`MissingDatabase`, a schema older than this corrgd's :class:`SchemaTooOld`.
     """
     resolved = resolve_url(url)
-    engine = make_engine(resolved)
+    engine = make_engine(resolved, readonly=readonly)
     try:
-        upgrade(engine)
+        if readonly:
+            check_current(engine)
+        else:
+            upgrade(engine)
     except BaseException:
         engine.dispose()
         raise
@@ -123,6 +129,7 @@ class ResultsDB:
         sweep: str | None = None,
         lease_seconds: float,
         slurm_job_id: str | None = None,
+        max_attempts: int | None = None,
     ) -> ClaimedRun | None:
         """Atomically take the next stale or queued run, or ``None`` if there is none."""
         return queue.claim_run(
@@ -132,6 +139,7 @@ class ResultsDB:
             sweep=sweep,
             lease_seconds=lease_seconds,
             slurm_job_id=slurm_job_id,
+            max_attempts=max_attempts,
         )
 
     def claim_group(
@@ -143,6 +151,7 @@ class ResultsDB:
         lease_seconds: float,
         max_members: MaxMembers,
         slurm_job_id: str | None = None,
+        max_attempts: int | None = None,
     ) -> list[ClaimedRun]:
         """Atomically take the next stale or queued run and up to ``max_members - 1`` more
         of its sweep with its group key, state and ``last_epoch``, as one group sharing a
@@ -157,6 +166,7 @@ class ResultsDB:
             lease_seconds=lease_seconds,
             max_members=max_members,
             slurm_job_id=slurm_job_id,
+            max_attempts=max_attempts,
         )
 
     def heartbeat(self, run_id: int, worker: str) -> None:
@@ -202,6 +212,12 @@ class ResultsDB:
     def release_runs(self, run_ids: Iterable[int], worker: str) -> list[int]:
         """Give the listed runs ``worker`` owns back to the queue -> the ids it does not own."""
         return queue.release_runs(self, run_ids, worker)
+
+    def give_back_dead(self, run_ids: Iterable[int], worker: str,
+                       max_attempts: int | None = None) -> list[int]:
+        """Runs of a dead ``worker``: back to the queue, or failed once claimed
+        ``max_attempts`` times -> the ids that failed."""
+        return queue.give_back_dead(self, run_ids, worker, max_attempts)
 
     def finish_runs(self, outcomes: Sequence[RunOutcome], worker: str) -> list[int]:
         """Mark the listed runs ``worker`` owns done / failed / diverged -> the ids it does

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import URL, Engine, create_engine, event, make_url
 
+from corrgd.storage.errors import MissingDatabase
 from corrgd.storage.runspec import dumps_jsonable
 
 ENV_VAR = "CORRGD_DB"
@@ -40,15 +41,45 @@ def resolve_url(url: str | URL | None = None) -> URL:
     return resolved
 
 
-def make_engine(url: str | URL | None = None) -> Engine:
-    """Create an engine for ``url`` (see :func:`resolve_url`), configured per backend."""
+def make_engine(url: str | URL | None = None, *, readonly: bool = False) -> Engine:
+    """Create an engine for ``url`` (see :func:`resolve_url`), configured per backend.
+
+    ``readonly``: for commands that only read; an SQLite file must exist already
+    (:class:`MissingDatabase` otherwise) and is opened read-only, creating nothing.
+    """
     resolved = resolve_url(url)
     if resolved.get_backend_name() == "sqlite":
-        return _sqlite_engine(resolved)
+        return _sqlite_readonly_engine(resolved) if readonly else _sqlite_engine(resolved)
     # No pool_pre_ping: a pooled connection the server dropped fails the transaction,
     # which is then retried on a fresh connection (see retry.py), without a round
     # trip before every transaction.
     return create_engine(resolved, json_serializer=dumps_jsonable)
+
+
+def sqlite_path(url: URL) -> Path | None:
+    """The file of an SQLite URL (None in memory)."""
+    database = url.database or ""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def _sqlite_readonly_engine(url: URL) -> Engine:
+    path = sqlite_path(url)
+    if path is None:
+        return _sqlite_engine(url)
+    if not path.is_file():
+        raise MissingDatabase(f"no results database at {path}: a corrgd sweep or worker "
+                              "creates it")
+    engine = create_engine(f"sqlite:///file:{path.resolve()}?mode=ro&uri=true",
+                           json_serializer=dumps_jsonable)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        dbapi_connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+
+    return engine
 
 
 def _sqlite_engine(url: URL) -> Engine:

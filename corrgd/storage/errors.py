@@ -24,5 +24,13 @@ class UnknownSweep(StorageError, LookupError):
     """No sweep with the given name exists in the database."""
 
 
+class MissingDatabase(StorageError):
+    """A command that only reads was pointed at a database that does not exist."""
+
+
+class SchemaTooOld(StorageError):
+    """A command that only reads met a database an older corrgd wrote (not upgraded)."""
+
+
 class SchemaTooNew(StorageError):
     """The database was written by a newer corrgd whose migrations this one lacks."""

@@ -18,7 +18,7 @@ from alembic.util.exc import CommandError
 from sqlalchemy import Connection, Engine, text
 
 from corrgd.storage.engine import WRITE_OPTIONS
-from corrgd.storage.errors import SchemaTooNew
+from corrgd.storage.errors import SchemaTooNew, SchemaTooOld
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _PG_MIGRATION_LOCK = 0x636F7272  # arbitrary advisory-lock key ("corr")
@@ -61,6 +61,21 @@ def upgrade(
             )
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+
+
+def check_current(engine: Engine) -> None:
+    """Raise unless the database is at this corrgd's newest schema (reads only)."""
+    script = ScriptDirectory.from_config(alembic_config())
+    with engine.connect() as connection:
+        current = current_revision(connection)
+        connection.rollback()
+    _check_known(script, current)
+    if current is None:
+        raise SchemaTooOld(f"{engine.url.render_as_string()} holds no corrgd results: a "
+                           "corrgd sweep or worker creates them")
+    if current != script.get_current_head():
+        raise SchemaTooOld("the results database was written by an older corrgd: any "
+                           "corrgd sweep or worker upgrades it")
 
 
 def _check_known(script: ScriptDirectory, revision: str | None) -> None:

@@ -222,6 +222,7 @@ def claim_run(
     sweep: str | None = None,
     lease_seconds: float,
     slurm_job_id: str | None = None,
+    max_attempts: int | None = None,
 ) -> ClaimedRun | None:
     """Atomically take one run to work on, or ``None`` when there is nothing to do.
 
@@ -235,7 +236,8 @@ def claim_run(
     its ``group_key``: its ``group_id`` is set to NULL.
     """
     claimed = _claim(
-        db, worker, device, sweep, lease_seconds, slurm_job_id, max_members=1, grouped=False
+        db, worker, device, sweep, lease_seconds, slurm_job_id, max_members=1, grouped=False,
+        max_attempts=max_attempts,
     )
     return claimed[0] if claimed else None
 
@@ -249,6 +251,7 @@ def claim_group(
     lease_seconds: float,
     max_members: MaxMembers,
     slurm_job_id: str | None = None,
+    max_attempts: int | None = None,
 ) -> list[ClaimedRun]:
     """Atomically take a group of runs to train together; ``[]`` when there is nothing to do.
 
@@ -277,7 +280,8 @@ def claim_group(
     """
     if not callable(max_members):
         _check_max_members(max_members)
-    return _claim(db, worker, device, sweep, lease_seconds, slurm_job_id, max_members, grouped=True)
+    return _claim(db, worker, device, sweep, lease_seconds, slurm_job_id, max_members,
+                  grouped=True, max_attempts=max_attempts)
 
 
 def _claim(
@@ -290,10 +294,18 @@ def _claim(
     max_members: MaxMembers,
     *,
     grouped: bool,
+    max_attempts: int | None = None,
 ) -> list[ClaimedRun]:
-    """claim_run (one run, no group id) and claim_group: see their docstrings."""
+    """claim_run (one run, no group id) and claim_group: see their docstrings.
+
+    With ``max_attempts``, a stale run (its worker died) that was already claimed that
+    many times is not handed out again: it is marked ``failed`` with the reason, in the
+    same transaction (a run that keeps killing its workers must not kill them all).
+    """
     if lease_seconds < 0:
         raise ValueError("lease_seconds must be >= 0")
+    if max_attempts is not None and max_attempts < 1:
+        raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
 
     def transaction(conn: Connection) -> list[ClaimedRun]:
         sweep_filter = [] if sweep is None else [Run.sweep_id == _sweep_id(conn, sweep)]
@@ -301,6 +313,8 @@ def _claim(
         stale = (Run.status == RunStatus.RUNNING) & (
             Run.heartbeat_at < db.seconds_ago(lease_seconds)
         )
+        if max_attempts is not None:
+            _give_up(db, conn, stale & (Run.attempts >= max_attempts), sweep_filter)
         for claimable in (stale, Run.status == RunStatus.QUEUED):
             first = conn.execute(
                 select(Run.id, Run.sweep_id, Run.group_key, Run.last_epoch, Run.attempts)
@@ -390,6 +404,23 @@ def _claimed_run(row: Row[Any], sweep: str, worker: str, device: str) -> Claimed
         device=device,
         group_id=row.group_id,
     )
+
+
+def gave_up_error(attempts: int) -> str:
+    return (f"gave up after {attempts} attempts: its worker died each time (killed, out of "
+            "memory, or lost); corrgd sweep SPEC --retry-failed tries again")
+
+
+def _give_up(db: ResultsDB, conn: Connection, where: ColumnElement[bool],
+             sweep_filter: list[Any]) -> None:
+    """Mark the runs matching ``where`` failed: they used up their attempts."""
+    ids = conn.scalars(select(Run.id).where(where, *sweep_filter)
+                       .with_for_update(skip_locked=True)).all()
+    for run_id, attempts in conn.execute(select(Run.id, Run.attempts).where(Run.id.in_(ids))):
+        now = db.now()
+        conn.execute(update(Run).where(Run.id == run_id).values(
+            status=RunStatus.FAILED, error=gave_up_error(attempts), finished_at=now,
+            heartbeat_at=now))
 
 
 # -- a worker's writes about the run it owns --------------------------------------
@@ -686,6 +717,29 @@ def release_runs(db: ResultsDB, run_ids: Iterable[int], worker: str) -> list[int
         conn.execute(update(Run).where(Run.id.in_(sorted(owned))).values(**_RELEASED))
 
     return _write_owned_runs(db, run_ids, worker, write)
+
+
+def give_back_dead(db: ResultsDB, run_ids: Iterable[int], worker: str,
+                   max_attempts: int | None = None) -> list[int]:
+    """Runs of ``worker``, known to be dead: back to the queue, or — those claimed
+    ``max_attempts`` times already — ``failed`` with the reason. One transaction; returns
+    the ids of those that failed (runs ``worker`` no longer owns are left alone)."""
+    failed: list[int] = []
+
+    def write(conn: Connection, owned: set[int]) -> None:
+        rows = conn.execute(select(Run.id, Run.attempts).where(Run.id.in_(sorted(owned))))
+        now = db.now()
+        for run_id, attempts in rows.all():
+            if max_attempts is not None and attempts >= max_attempts:
+                conn.execute(update(Run).where(Run.id == run_id).values(
+                    status=RunStatus.FAILED, error=gave_up_error(attempts), finished_at=now,
+                    heartbeat_at=now))
+                failed.append(run_id)
+            else:
+                conn.execute(update(Run).where(Run.id == run_id).values(**_RELEASED))
+
+    _write_owned_runs(db, run_ids, worker, write)
+    return failed
 
 
 def finish_runs(db: ResultsDB, outcomes: Sequence[RunOutcome], worker: str) -> list[int]:
