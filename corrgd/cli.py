@@ -286,25 +286,203 @@ def worker(
                   else f"worker {w.id}: {n} runs finished")
 
 
+def _wide() -> Console:
+    """The console for tables: piped or captured output (a script, a log) has no terminal
+    width to fit, so tables keep their natural width and no cell is cut."""
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        return Console(width=10_000)
+    return console
+
+
+def _no_such_sweep(database: Any, sweep: str) -> typer.Exit:
+    return fail(f"--sweep {sweep}: no such sweep; sweeps: "
+                f"{', '.join(database.list_sweeps()['sweep']) or 'none yet'}")
+
+
 @app.command()
 def status(
     db: DbOption = None,
-    sweep: Annotated[str | None, typer.Option(help="Show this sweep's runs")] = None,
+    sweep: Annotated[str | None, typer.Option(
+        help="Show this sweep's runs, their swept settings and the best score so far")]
+    = None,
 ) -> None:
-    """Runs per sweep and state (and SLURM job states where workers ran there)."""
-    from corrgd.launch import status_tables
+    """Runs per sweep and state, groups training now, failures (and SLURM job states)."""
+    from corrgd.views import status_tables
 
     database = _open_db(db, readonly=True)
     if sweep is not None and not _has_sweep(database, sweep):
-        raise fail(f"--sweep {sweep}: no such sweep; sweeps: "
-                   f"{', '.join(database.list_sweeps()['sweep']) or 'none yet'}")
-    out = console
-    if not console.is_terminal and not os.environ.get("COLUMNS"):
-        # Piped or captured (a script, a log): no terminal width to fit. Cut to rich's
-        # default 80 columns, run and SLURM job states came out as "runn…", "CANC…".
-        out = Console(width=10_000)  # tables keep their natural width: every cell whole
+        raise _no_such_sweep(database, sweep)
+    out = _wide()
     for table in status_tables(database, sweep):
         out.print(table)
+
+
+FORMATS = ("table", "csv", "json")
+
+
+@app.command()
+def runs(
+    db: DbOption = None,
+    sweep: Annotated[str | None, typer.Option(help="Only this sweep's runs")] = None,
+    status_: Annotated[list[str] | None, typer.Option(
+        "--status", help="Only runs in this state (repeatable): queued, running, done, "
+                         "diverged, failed, cancelled, orphaned")] = None,
+    where: Annotated[list[str] | None, typer.Option(
+        "--where", help="Only runs with AXIS=VALUE, e.g. --where lr=0.001 (repeatable)")]
+    = None,
+    sort: Annotated[str, typer.Option(help="Column to sort by, e.g. val_acc_peak")]
+    = "run_id",
+    descending: Annotated[bool, typer.Option("--desc", help="Sort descending")] = False,
+    format_: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+) -> None:
+    """One row per run: swept settings, status, attempts, epochs done, peak and final
+    val/test accuracy, and the first line of a failure."""
+    from corrgd.views import rich_table, runs_table
+
+    if format_ not in FORMATS:
+        raise fail(f"--format: {format_!r} is not one of: {', '.join(FORMATS)}")
+    filters = {}
+    for item in where or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise fail(f"--where {item!r}: expected AXIS=VALUE")
+        filters[key.strip()] = value.strip()
+    database = _open_db(db, readonly=True)
+    if sweep is not None and not _has_sweep(database, sweep):
+        raise _no_such_sweep(database, sweep)
+    try:
+        table = runs_table(database, sweep, status_, filters)
+    except KeyError as e:
+        raise fail(f"--where: {e.args[0]!r} is not a column of the runs") from None
+    if sort not in table:
+        raise fail(f"--sort: {sort!r} is not one of: {', '.join(table.columns)}")
+    table = table.sort_values(sort, ascending=not descending, kind="stable")
+    if format_ == "csv":
+        sys.stdout.write(table.to_csv(index=False))
+    elif format_ == "json":
+        sys.stdout.write(table.to_json(orient="records", indent=1) + "\n")
+    else:
+        _wide().print(rich_table(table, f"{len(table)} runs" + (f" of {sweep}" if sweep
+                                                                 else "")))
+
+
+@app.command()
+def show(
+    run: Annotated[int, typer.Argument(help="Run id (see corrgd runs)")],
+    db: DbOption = None,
+    figure: Annotated[bool, typer.Option(
+        "--figure", help="Also draw its loss and accuracy curves to OUT/figures")] = False,
+    out: Annotated[Path, typer.Option("--out", help="Folder of --figure")] = Path("results"),
+) -> None:
+    """One run: its resolved config, its life (status, attempts, worker, group, times,
+    error) and its curves per epoch and split, with the logged diagnostics."""
+    import yaml
+    from rich.table import Table
+
+    from corrgd.views import rich_table, run_details
+
+    database = _open_db(db, readonly=True)
+    try:
+        details = run_details(database, run)
+    except KeyError:
+        raise fail(f"run {run}: no such run; see corrgd runs") from None
+    out_console = _wide()
+    out_console.print(f"[bold]run {details.run_id}[/] of sweep {details.sweep}")
+    out_console.print(yaml.safe_dump(details.config, sort_keys=True).rstrip(),
+                      highlight=False)
+    life = Table(title="life", show_header=False)
+    life.add_column("what")
+    life.add_column("value", overflow="fold")
+    for key, value in details.life.items():
+        life.add_row(key, value)
+    out_console.print(life)
+    out_console.print(rich_table(_curve_view(details.curves), "curves"))
+    if figure:
+        from corrgd.reports.commands import run_figure
+
+        path = run_figure(details, out / "figures")
+        console.print(f"wrote {path}")
+
+
+def _curve_view(curves: Any) -> Any:
+    """Accuracy in percent (column renamed so rich_table formats it), losses as they are."""
+    view = curves.copy()
+    view.insert(view.columns.get_loc("accuracy"), "accuracy (%)",
+                [None if v is None or v != v else round(100 * float(v), 2)
+                 for v in view["accuracy"]])
+    return view.drop(columns=["accuracy"])
+
+
+@app.command()
+def export(
+    to: Annotated[Path, typer.Option("--to", help="FILE.csv, FILE.parquet or FILE.jsonl")],
+    db: DbOption = None,
+    sweep: Annotated[str | None, typer.Option(help="Only this sweep [default: all]")] = None,
+) -> None:
+    """Every epoch row of every run with its config columns: one row per run x epoch x
+    split, diagnostics flattened per layer (layer<l>.<name>). Parquet needs pyarrow
+    (pip install corrgd[parquet])."""
+    from corrgd.views import export_frame
+
+    suffix = to.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".jsonl"):
+        raise fail(f"--to {to}: the file must end in .csv, .parquet or .jsonl")
+    if suffix == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise fail(f"--to {to}: Parquet needs pyarrow: pip install 'corrgd[parquet]'") \
+                from None
+    database = _open_db(db, readonly=True)
+    if sweep is not None and not _has_sweep(database, sweep):
+        raise _no_such_sweep(database, sweep)
+    frame = export_frame(database, sweep)
+    to.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".csv":
+        frame.to_csv(to, index=False)
+    elif suffix == ".jsonl":
+        frame.to_json(to, orient="records", lines=True)
+    else:
+        frame.to_parquet(to, index=False)
+    console.print(f"wrote {len(frame)} rows ({frame['run_id'].nunique()} runs) to {to}")
+
+
+@app.command()
+def cancel(
+    sweep: Annotated[str, typer.Argument(help="Sweep to cancel")],
+    db: DbOption = None,
+) -> None:
+    """Stop a sweep: its queued runs leave the queue, running ones stop at their next epoch
+    end keeping what they wrote. `corrgd sweep SPEC` again resumes it."""
+    database = _open_db(db)
+    if not _has_sweep(database, sweep):
+        raise _no_such_sweep(database, sweep)
+    counts = database.cancel_sweep(sweep)
+    console.print(f"sweep {sweep} cancelled: {counts.get('queued', 0)} queued runs left the "
+                  f"queue, {counts.get('running', 0)} running runs stop at their next epoch "
+                  "end; `corrgd sweep SPEC` resumes it")
+
+
+@app.command()
+def delete(
+    sweep: Annotated[str, typer.Argument(help="Sweep to delete")],
+    db: DbOption = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask")] = False,
+) -> None:
+    """Delete a sweep with its runs and their metrics (its checkpoints stay on disk)."""
+    from corrgd.storage import SweepBusy
+
+    database = _open_db(db)
+    if not _has_sweep(database, sweep):
+        raise _no_such_sweep(database, sweep)
+    n = int(database.list_sweeps().set_index("sweep").loc[sweep, "n_runs"])
+    if not yes and not typer.confirm(f"delete sweep {sweep} and its {n} runs?"):
+        raise typer.Exit(1)
+    try:
+        deleted = database.delete_sweep(sweep)
+    except SweepBusy as e:
+        raise fail(str(e)) from None
+    console.print(f"deleted sweep {sweep} and its {deleted} runs")
 
 
 @app.command()
@@ -315,13 +493,20 @@ def train(
     decor_lr: Annotated[float, typer.Option(help="Decorrelation LR; 0 = no decorrelation")]
     = 0.0,
     lr: Annotated[float, typer.Option(help="Forward learning rate")] = 1e-3,
-    epochs: Annotated[int, typer.Option()] = 5,
-    batch_size: Annotated[int, typer.Option()] = 64,
-    seed: Annotated[int, typer.Option()] = 0,
-    device: Annotated[str, typer.Option()] = "cpu",
+    epochs: Annotated[int, typer.Option(help="Training epochs")] = 5,
+    batch_size: Annotated[int, typer.Option(help="Samples per training step")] = 64,
+    seed: Annotated[int, typer.Option(help="Run seed: weights, data order, noise, ...")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Any other run setting, KEY=VALUE (YAML value), repeatable")] = None,
     data_dir: DataDirOption = None,
+    db: Annotated[str | None, typer.Option(
+        "--db", help="Also log the run to this results database, as a sweep of one "
+                     "(rerunning the command resumes it) [default: not logged]")] = None,
+    sweep: Annotated[str | None, typer.Option(
+        help="Name of that sweep of one [default: train-<config hash>]")] = None,
+    checkpoint_dir: Annotated[str, typer.Option(
+        help="Checkpoints of a logged run")] = "results/checkpoints",
 ) -> None:
     """Train one configuration given by flags and print its metrics per epoch."""
     import yaml
@@ -347,11 +532,13 @@ def train(
         config = validate(parsed.grids[0].settings, parsed.source)
     except SpecError as e:
         raise fail(str(e)) from None
+    database = _open_db(db) if db is not None else None
     from corrgd.data import DataNotFoundError
     from corrgd.launch import train_one
 
     try:
-        status_ = train_one(config, device=device, data_dir=data_dir, console=console)
+        status_ = train_one(config, device=device, data_dir=data_dir, console=console,
+                            db=database, sweep=sweep, checkpoint_dir=checkpoint_dir)
     except DataNotFoundError as e:
         raise fail(str(e)) from None
     raise typer.Exit(0 if status_ == "done" else 1)
@@ -398,9 +585,17 @@ def report(
         "--table", help="peak (NPD Tables 3-4) or 2 (CRGD Table 2)")] = None,
     list_: Annotated[bool, typer.Option(
         "--list", help="List figure ids and tables, with the sweeps they need")] = False,
+    compare: Annotated[list[str] | None, typer.Option(
+        "--compare", help="Two (or more) sweeps whose curves share one figure: --compare A "
+                          "--compare B")] = None,
     sweep: Annotated[str | None, typer.Option(
         help="Sweep to report on (tables; overrides a figure's own sweep)")] = None,
-    metric: MetricOption = "val_acc",
+    metric: Annotated[str | None, typer.Option(
+        "--metric", help="Figures: what to plot, mean and min-max over seeds: train/val/test "
+                         "_acc or _loss, or a diagnostic (offdiag_corr, input_offdiag_corr, "
+                         "gain, norm_ratio, angle_to_bp; NAME@L for layer L) [default: "
+                         "test_acc]. Tables: the score to select by [default: val_acc]")]
+    = None,
     lrs: Annotated[str, typer.Option(
         help="Curves with several LRs: best (by mean peak val_acc over seeds) or all")]
     = "best",
@@ -411,21 +606,27 @@ def report(
     from corrgd.reports import commands
 
     chosen = [name for name, given in (("--figure", figure is not None),
-                                       ("--table", table is not None), ("--list", list_))
-              if given]
+                                       ("--table", table is not None), ("--list", list_),
+                                       ("--compare", bool(compare))) if given]
     if len(chosen) != 1:
-        raise fail("give exactly one of --figure ID, --table peak|2, --list"
-                   + (f" (got {', '.join(chosen)})" if chosen else ""))
+        raise fail("give exactly one of --figure ID, --table peak|2, --list, --compare A "
+                   "--compare B" + (f" (got {', '.join(chosen)})" if chosen else ""))
+    if compare and len(compare) < 2:
+        raise fail("--compare: give two sweeps or more, e.g. --compare A --compare B")
     if list_:
         database = _open_db(db, readonly=True)
         _reporting(lambda: commands.report_list(database, console))
+    elif compare:
+        database = _open_db(db, readonly=True)
+        _reporting(lambda: commands.report_compare(list(compare), database, metric=metric,
+                                                   lrs=lrs, out=out, console=console))
     elif table is not None:
         database = _open_db(db, readonly=True)
-        _reporting(lambda: commands.report_table(database, table, sweep=sweep, metric=metric,
-                                                 lrs=lrs, out=out, console=console))
+        _reporting(lambda: commands.report_table(database, table, sweep=sweep,
+                                                 metric=metric or "val_acc", lrs=lrs,
+                                                 out=out, console=console))
     else:
         _reporting(lambda: commands.report_figure(str(figure),
                                                   lambda: _open_db(db, readonly=True),
                                                   sweep=sweep, lrs=lrs, out=out,
-                                                  console=console))
-
+                                                  console=console, metric=metric))

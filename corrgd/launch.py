@@ -15,11 +15,9 @@ from typing import Any
 import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from corrgd.config import RunConfig
 from corrgd.storage import ResultsDB
-from corrgd.worker import WorkerTask
 
 ACTIVE = ("queued", "running")
 SLURM_DEAD = ("BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
@@ -89,6 +87,7 @@ def launch_workers(db: ResultsDB, sweep: str, *, executor: str, workers: int | N
                    max_attempts: int = 3) -> int:
     """Start workers for `sweep`, show progress until it is finished; exit code."""
     from corrgd.executors import LocalExecutor, SlurmExecutor
+    from corrgd.worker import WorkerTask
 
     released, failed = reclaim_orphans(db, sweep, max_attempts)
     if released:
@@ -141,30 +140,60 @@ def _counts(db: ResultsDB, sweep: str) -> dict[str, int]:
             for k in ("queued", "running", "done", "failed", "diverged", "total")}
 
 
+def sweep_progress(db: ResultsDB, sweep: str) -> tuple[pd.DataFrame, int, int, str]:
+    """(runs, epochs done, epochs in all, a summary like "runs 3/36 done, 2 running")."""
+    runs = db.runs_frame(sweep)
+    epochs_total = int(sum(c["epochs"] + 1 for c in runs["config"]))
+    finished = runs["status"].isin(("done", "failed", "diverged"))
+    epochs_done = int(sum(
+        c["epochs"] + 1 if f else max(0, int(le) + 1)
+        for c, le, f in zip(runs["config"], runs["last_epoch"], finished, strict=True)))
+    counts = runs["status"].value_counts().to_dict()
+    info = (f"runs {int(finished.sum())}/{len(runs)} done"
+            + "".join(f", {counts[s]} {s}" for s in ("running", "failed", "diverged")
+                      if counts.get(s)))
+    return runs, epochs_done, epochs_total, info
+
+
 def watch(db: ResultsDB, sweep: str, handles: list[Any], console: Console,
-          interval: float = 1.0) -> None:
-    """Rich progress of a sweep from the database until its workers have all ended."""
+          interval: float = 1.0, every: float = 60.0) -> None:
+    """Progress of a sweep from the database until its workers have all ended: rich bars in
+    a terminal; elsewhere (SLURM logs, nohup, CI) a plain line every `every` seconds and
+    at every 10 % of the sweep's epochs."""
+    if not console.is_terminal:
+        _watch_plain(db, sweep, handles, console, interval, every)
+        return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[info]}"), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         overall = progress.add_task(f"[bold]{sweep}[/] epochs", total=None, info="")
         per_run: dict[int, Any] = {}
         while True:
-            runs = db.runs_frame(sweep)
-            epochs_total = int(sum(c["epochs"] + 1 for c in runs["config"]))
-            finished = runs["status"].isin(("done", "failed", "diverged"))
-            epochs_done = int(sum(
-                c["epochs"] + 1 if f else max(0, int(le) + 1)
-                for c, le, f in zip(runs["config"], runs["last_epoch"], finished, strict=True)))
-            counts = runs["status"].value_counts().to_dict()
-            info = (f"runs {int(finished.sum())}/{len(runs)} done"
-                    + "".join(f", {counts[s]} {s}" for s in ("running", "failed", "diverged")
-                              if counts.get(s)))
-            progress.update(overall, total=epochs_total, completed=epochs_done, info=info)
+            runs, done, total, info = sweep_progress(db, sweep)
+            progress.update(overall, total=total, completed=done, info=info)
             _update_run_lines(db, progress, per_run, runs)
             if all(h.done() for h in handles):
                 break
             time.sleep(interval)
+
+
+def _watch_plain(db: ResultsDB, sweep: str, handles: list[Any], console: Console,
+                 interval: float, every: float) -> None:
+    start = last_time = time.monotonic()
+    last_tenth = last_done = -1
+    while True:
+        ended = all(h.done() for h in handles)
+        _, done, total, info = sweep_progress(db, sweep)
+        tenth = int(10 * done / total) if total else 10
+        now = time.monotonic()
+        if tenth > last_tenth or now - last_time >= every or (ended and done != last_done):
+            console.print(f"[{time.strftime('%H:%M:%S')}] {sweep}: epochs {done}/{total} "
+                          f"({100 * done / max(total, 1):.0f} %), {info}, "
+                          f"{now - start:.0f} s", highlight=False)
+            last_tenth, last_time, last_done = tenth, now, done
+        if ended:
+            break
+        time.sleep(interval)
 
 
 def _update_run_lines(db: ResultsDB, progress: Progress, per_run: dict[int, Any],
@@ -204,101 +233,73 @@ def _summary(db: ResultsDB, sweep: str, console: Console) -> int:
     return 0 if c["failed"] == 0 and c["queued"] + c["running"] == 0 else 1
 
 
-def status_tables(db: ResultsDB, sweep: str | None) -> list[Table]:
-    counts = db.sweep_counts()
-    overview = Table(title="sweeps")
-    for col in ("sweep", "queued", "running", "done", "diverged", "failed", "total"):
-        overview.add_column(col, justify="left" if col == "sweep" else "right")
-    for row in counts.itertuples():
-        overview.add_row(row.sweep, *(str(getattr(row, c)) for c in
-                                      ("queued", "running", "done", "diverged", "failed",
-                                       "total")))
-    tables = [overview]
-    groups = db.group_counts(sweep)
-    if not groups.empty:
-        tables.append(_groups_table(groups))
-    runs = db.runs_frame(sweep) if sweep else db.runs_frame()
-    active = runs if sweep else runs[runs["status"] == "running"]
-    if not active.empty:
-        tables.append(_runs_table(active, "runs" if sweep else "running runs"))
-    failed = runs[runs["status"] == "failed"]
-    if not failed.empty:
-        tables.append(_failures_table(failed))
-    return tables
+class _Printer:
+    """A run's epochs as lines: loss and accuracy (in percent) per split."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def epoch_end(self, epoch: int, rows: list[dict[str, Any]], checkpoint: str | None) -> None:
+        parts = [f"epoch {epoch:3d}"]
+        for r in rows:
+            acc = "" if r["accuracy"] is None else f" acc {100 * r['accuracy']:.1f} %"
+            parts.append(f"{r['split']} loss {r['loss']:.4f}{acc}")
+        self.console.print("  ".join(parts), highlight=False)
+
+    def progress(self, epoch: int, step: int, steps: int, loss: float) -> None:
+        pass
 
 
-def _text(value: Any) -> str:
-    """A cell's text: missing values (None, NaN) as nothing."""
-    return value if isinstance(value, str) else ""
+class _Logged(_Printer):
+    """Prints a run's epochs and writes them to the results database as its worker would."""
+
+    def __init__(self, console: Console, db: ResultsDB, run_id: int, worker: str) -> None:
+        super().__init__(console)
+        self.db, self.run_id, self.worker = db, run_id, worker
+
+    def epoch_end(self, epoch: int, rows: list[dict[str, Any]], checkpoint: str | None) -> None:
+        self.db.log_epoch(self.run_id, epoch, rows, self.worker, checkpoint)
+        super().epoch_end(epoch, rows, checkpoint)
 
 
-def _failures_table(failed: pd.DataFrame) -> Table:
-    """Each failed run with the first line of its error, and how to retry."""
-    table = Table(title="failed runs (retry: corrgd sweep SPEC --retry-failed)")
-    for col in ("run", "sweep", "attempts", "error"):
-        table.add_column(col)
-    for row in failed.itertuples():
-        first = next((line for line in _text(row.error).splitlines() if line.strip()), "?")
-        table.add_row(str(row.run_id), row.sweep, str(row.attempts), first)
-    return table
+def train_one(config: RunConfig, *, device: str, data_dir: str | None, console: Console,
+              db: ResultsDB | None = None, sweep: str | None = None,
+              checkpoint_dir: str = "results/checkpoints") -> str:
+    """Train one config in this process, printing a row per epoch; with `db`, it is logged
+    there as a sweep of one (named `sweep`, default train-<config hash>), and rerunning the
+    same command resumes or reuses it."""
+    import yaml
 
-
-def _groups_table(groups: pd.DataFrame) -> Table:
-    """The groups training now: runs of one sweep trained together as one batched model."""
-    table = Table(title="groups training now")
-    for col in ("group", "sweep", "members", "runs", "epoch", "worker", "device"):
-        table.add_column(col, justify="right" if col in ("members", "epoch") else "left")
-    for row in groups.itertuples():
-        ids = [int(r) for r in row.run_ids]
-        shown = ", ".join(map(str, ids[:6])) + (" ..." if len(ids) > 6 else "")
-        table.add_row(str(row.group_id), row.sweep, str(row.members), shown,
-                      str(max(int(row.last_epoch), 0)), _text(row.worker), _text(row.device))
-    return table
-
-
-def _runs_table(runs: pd.DataFrame, title: str) -> Table:
-    job_ids = [j for j in runs["slurm_job_id"].dropna() if j]
-    states: dict[str, str] = {}
-    if job_ids:
-        from corrgd.executors import slurm_job_states
-
-        try:
-            states = slurm_job_states(job_ids)
-        except Exception:
-            states = {}
-    table = Table(title=title)
-    for col in ("run", "sweep", "curve", "lr", "decor_lr", "seed", "status", "epoch",
-                "group", "device", "slurm job"):
-        table.add_column(col)
-    for row in runs.itertuples():
-        job = _text(row.slurm_job_id)
-        group = row.group_id if isinstance(row.group_id, str) else ""
-        table.add_row(str(row.run_id), row.sweep,
-                      f"{row.dataset}/{row.network}/{row.algorithm}{'+decor' if row.decor else ''}",
-                      f"{row.lr:g}", f"{row.decor_lr:g}", str(row.seed), row.status,
-                      f"{max(row.last_epoch, 0)}/{row.config['epochs']}", group,
-                      _text(row.device), f"{job} {states.get(job, '')}".strip())
-    return table
-
-
-def train_one(config: RunConfig, *, device: str, data_dir: str | None, console: Console) -> str:
-    """Train one config in this process, printing a row per epoch."""
     from corrgd.runner import run
-
-
-    class Printer:
-        def epoch_end(self, epoch: int, rows: list[dict[str, Any]], checkpoint: str | None
-                      ) -> None:
-            parts = [f"epoch {epoch:3d}"]
-            for r in rows:
-                parts.append(f"{r['split']} loss {r['loss']:.4f} acc {r['accuracy']:.3f}")
-            console.print("  ".join(parts))
-
-        def progress(self, epoch: int, step: int, steps: int, loss: float) -> None:
-            pass
+    from corrgd.storage import RunSpec, default_worker_id
 
     console.print(f"[bold]{config.label}[/] on {config.dataset}/{config.network}, "
                   f"lr {config.lr:g}" + (f", decor lr {config.decor_lr:g}" if config.decor else ""))
-    result = run(config, device=device, data_dir=data_dir, reporter=Printer())
-    console.print(f"{result.status} after {result.epochs} epochs")
+    if db is None:
+        result = run(config, device=device, data_dir=data_dir, reporter=_Printer(console))
+        console.print(f"{result.status} after {result.epochs} epochs")
+        return result.status
+    name = sweep or f"train-{config.hash()[:8]}"
+    values = config.model_dump(mode="json")
+    db.add_sweep(name, yaml.safe_dump({"name": name, **values}, sort_keys=True),
+                 [RunSpec(config=values, group_key=config.group_key())])
+    worker = default_worker_id()
+    claimed = db.claim_run(worker, device, sweep=name, lease_seconds=3600.0)
+    if claimed is None:
+        console.print(f"sweep {name}: its run has finished already (corrgd show "
+                      f"{int(db.runs_frame(name)['run_id'].iloc[0])})")
+        return "done"
+    path = claimed.checkpoint_path or f"{checkpoint_dir}/{name}/{claimed.config_hash}.pt"
+    try:
+        result = run(config, device=device, data_dir=data_dir, checkpoint=path,
+                     reporter=_Logged(console, db, claimed.run_id, worker))
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt):
+            db.release_run(claimed.run_id, worker)
+        else:
+            db.finish_run(claimed.run_id, "failed", f"{type(e).__name__}: {e}", worker=worker)
+        raise
+    db.finish_run(claimed.run_id, result.status, worker=worker)
+    console.print(f"{result.status} after {result.epochs} epochs: run {claimed.run_id} of "
+                  f"sweep {name} in {db.url}")
     return result.status

@@ -47,6 +47,10 @@ class Interrupted(Exception):
     """The worker was asked to stop while a group was in flight."""
 
 
+class Cancelled(Exception):
+    """The sweep of the group in flight was cancelled (`corrgd cancel`)."""
+
+
 class _DBReporter:
     """Runner callback that writes each finished epoch of every member in one transaction,
     and stops the group between steps when the worker is asked to stop."""
@@ -60,6 +64,8 @@ class _DBReporter:
                                               m.checkpoint) for m in members], self.worker)
         if lost:
             log.warning("runs %s were handed to another worker; not logging them", lost)
+        if self.db.cancelled_runs([c.run_id for c in self.group]):
+            raise Cancelled
 
     def progress(self, epoch: int, step: int, steps: int, losses: list[float]) -> None:
         if self.stop is not None and self.stop.is_set():
@@ -155,6 +161,9 @@ class Worker:
                                   data=self._dataset(configs[0]))
             self.db.finish_runs([RunOutcome(i, r.status) for i, r in
                                  zip(ids, results, strict=True)], self.id)
+        except Cancelled:  # they stay in the queue of their cancelled sweep
+            log.info("runs %s: their sweep was cancelled; stopped after an epoch", ids)
+            self.release()
         except (KeyboardInterrupt, Interrupted):
             self.release()
             raise

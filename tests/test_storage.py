@@ -528,3 +528,15 @@ def test_dropped_postgres_connection_is_retried(
         run = db.claim_run("w", "cpu", lease_seconds=LEASE)  # fails once, retried
     assert run is not None
     assert "transient database error" in caplog.text
+
+
+def test_the_known_revisions_are_the_migration_scripts() -> None:
+    """Commands that only read compare a database's revision with `REVISIONS` without
+    loading Alembic: it must list the scripts, oldest first."""
+    from alembic.script import ScriptDirectory
+
+    from corrgd.storage.migrate import REVISIONS, alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config())
+    chain = [r.revision for r in script.walk_revisions()][::-1]
+    assert tuple(chain) == REVISIONS

@@ -18,11 +18,18 @@ from rich.table import Table as RichTable
 from corrgd.analysis import METRICS
 from corrgd.reports import ReportError, figures, labels, progress, source
 from corrgd.reports.best_params import best_params_tables
-from corrgd.reports.curves import LRS_MODES, SELECT_METRIC, choose_settings, label_runs
-from corrgd.reports.envelopes import curve_frame
+from corrgd.reports.curves import (
+    LRS_MODES,
+    SELECT_METRIC,
+    by_sweep_lines,
+    choose_settings,
+    label_runs,
+)
+from corrgd.reports.envelopes import check_metric, curve_frame, is_diagnostic
 from corrgd.reports.peaks import SPREAD, peak_table
 from corrgd.reports.registry import FIGURES, ComputedFigure, SweepFigure
 from corrgd.reports.tables import Table, to_rich, write_table
+from corrgd.views import RunDetails
 
 if TYPE_CHECKING:
     from corrgd.storage import ResultsDB
@@ -97,9 +104,13 @@ def report_table(db: ResultsDB, which: str, *, sweep: str | None, metric: str, l
 
 
 def report_figure(figure_id: str, open_db: Callable[[], ResultsDB], *, sweep: str | None,
-                  lrs: str, out: Path, console: Console) -> list[Path]:
-    """Draw figure ``figure_id`` (a registry id or a sweep name) under ``out/figures``."""
+                  lrs: str, out: Path, console: Console, metric: str | None = None
+                  ) -> list[Path]:
+    """Draw figure ``figure_id`` (a registry id or a sweep name) under ``out/figures``;
+    ``metric`` replaces a sweep figure's (default: test accuracy)."""
     _check_lrs(lrs)
+    if metric is not None:
+        _check_metric(metric)
     spec = FIGURES.get(figure_id)
     out_dir = out / "figures"
     if isinstance(spec, ComputedFigure):
@@ -108,24 +119,51 @@ def report_figure(figure_id: str, open_db: Callable[[], ResultsDB], *, sweep: st
     if isinstance(spec, SweepFigure):
         sweeps = (sweep,) if sweep else spec.sweeps
         title = f"{spec.paper} (reproduction): mean and {figures.BANDS[spec.band]}"
-        return sweep_figure(db, list(sweeps), metrics=spec.metrics, band=spec.band,
-                            stem=spec.file_stem, title=title, lrs=lrs, out_dir=out_dir,
-                            console=console, figure_id=spec.id)
+        return sweep_figure(db, list(sweeps), metrics=(metric,) if metric else spec.metrics,
+                            band=spec.band, stem=spec.file_stem, title=title, lrs=lrs,
+                            out_dir=out_dir, console=console, figure_id=spec.id)
     names = source.sweep_names(db)
     if figure_id not in names:
         raise ReportError(f"unknown figure {figure_id!r}: choose an id ({', '.join(FIGURES)}) "
                           f"or a sweep in the database ({', '.join(names) or 'none'}); "
                           "see `corrgd report --list`")
     title = f"Sweep {figure_id}: mean and {figures.BANDS['minmax']}"
-    return sweep_figure(db, [figure_id], metrics=("test_acc",), band="minmax",
-                        stem=labels.slug(figure_id), title=title, lrs=lrs,
-                        out_dir=out_dir, console=console, figure_id=figure_id)
+    stem = labels.slug(figure_id) + (f"-{labels.slug(metric)}" if metric else "")
+    return sweep_figure(db, [figure_id], metrics=(metric or "test_acc",), band="minmax",
+                        stem=stem, title=title, lrs=lrs, out_dir=out_dir, console=console,
+                        figure_id=figure_id)
+
+
+def report_compare(names: list[str], db: ResultsDB, *, metric: str | None, lrs: str,
+                   out: Path, console: Console) -> list[Path]:
+    """The curves of several sweeps in one figure, each line named by its sweep."""
+    _check_lrs(lrs)
+    metric = metric or "test_acc"
+    _check_metric(metric)
+    known = source.sweep_names(db)
+    for name in names:
+        if name not in known:
+            raise ReportError(f"--compare: no sweep {name!r} in the database (sweeps: "
+                              f"{', '.join(known) or 'none'})")
+    title = f"{' vs '.join(names)}: mean and {figures.BANDS['minmax']}"
+    stem = "compare-" + "-".join(labels.slug(n) for n in names) + f"-{labels.slug(metric)}"
+    return sweep_figure(db, names, metrics=(metric,), band="minmax", stem=stem, title=title,
+                        lrs=lrs, out_dir=out / "figures", console=console,
+                        figure_id="compare", by_sweep=True)
+
+
+def _check_metric(metric: str) -> None:
+    try:
+        check_metric(metric)
+    except ValueError as e:
+        raise ReportError(f"--metric: {e}") from None
 
 
 def sweep_figure(db: ResultsDB, sweeps: list[str], *, metrics: tuple[str, ...], band: str,
                  stem: str, title: str, lrs: str, out_dir: Path, console: Console,
-                 figure_id: str) -> list[Path]:
-    """An envelope figure of the curves of ``sweeps``; what is missing is said, not fatal."""
+                 figure_id: str, by_sweep: bool = False) -> list[Path]:
+    """An envelope figure of the curves of ``sweeps``; what is missing is said, not fatal.
+    ``by_sweep``: lines are named by their sweep too (never pooled across sweeps)."""
     names = source.sweep_names(db)
     present = [s for s in sweeps if s in names]
     absent = [s for s in sweeps if s not in names]
@@ -134,10 +172,14 @@ def sweep_figure(db: ResultsDB, sweeps: list[str], *, metrics: tuple[str, ...], 
             f"figure {figure_id} needs sweep {', '.join(absent)}, not in the database "
             f"(sweeps: {', '.join(names) or 'none'}); run "
             + " and ".join(f"`corrgd sweep sweeps/{s}.yaml`" for s in absent) + " first")
-    loaded = [source.load(db, s) for s in present]
+    diagnostics = any(is_diagnostic(m) for m in metrics)
+    loaded = [source.load(db, s, diagnostics=diagnostics) for s in present]
     runs = pd.concat([r for r, _ in loaded], ignore_index=True)
     epochs = pd.concat([e for _, e in loaded], ignore_index=True)
-    curves = choose_settings(label_runs(runs), epochs, lrs)
+    labelled = label_runs(runs)
+    if by_sweep:
+        labelled = by_sweep_lines(labelled)
+    curves = choose_settings(labelled, epochs, lrs)
     for name in absent:
         console.print(f"[yellow]missing:[/] sweep {name} is not in the database; its panels "
                       "are left out", highlight=False)
@@ -216,3 +258,32 @@ def report_list(db: ResultsDB, console: Console) -> None:
     for key, text in TABLES.items():
         tables.add_row(key, text)
     console.print(tables)
+
+
+def run_figure(details: RunDetails, out_dir: Path) -> Path:
+    """One run's loss and accuracy per epoch and split, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = details.curves
+    has_accuracy = curves["accuracy"].notna().any()
+    fig, axes = plt.subplots(1, 2 if has_accuracy else 1, figsize=(9 if has_accuracy else 5, 3.5),
+                             squeeze=False)
+    for split, part in curves.groupby("split", sort=False):
+        part = part.sort_values("epoch")
+        axes[0][0].plot(part["epoch"], part["loss"], marker=".", label=split)
+        if has_accuracy:
+            axes[0][1].plot(part["epoch"], 100 * part["accuracy"], marker=".", label=split)
+    axes[0][0].set(xlabel="epoch", ylabel="loss")
+    if has_accuracy:
+        axes[0][1].set(xlabel="epoch", ylabel="accuracy (%)")
+    axes[0][0].legend(frameon=False)
+    fig.suptitle(f"run {details.run_id} of sweep {details.sweep}")
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"run-{details.run_id}.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -75,7 +75,8 @@ def extra_axes(runs: pd.DataFrame) -> dict[str, list[Any]]:
 
 def label_runs(runs: pd.DataFrame) -> Curves:
     """Label the runs of `ResultsDB.runs_frame` with their panel, curve and family."""
-    base = ["run_id", "status", "seed", *SETTINGS, *CURVE_KEYS]
+    base = ["run_id", "status", "seed", *SETTINGS, *CURVE_KEYS,
+            *(["sweep"] if "sweep" in runs else [])]
     frame = runs[base].copy()
     frame["decor"] = [bool(v) if not labels.is_missing(v) else False for v in frame["decor"]]
     frame["decor_lr"] = frame["decor_lr"].fillna(0.0)
@@ -110,6 +111,19 @@ def label_runs(runs: pd.DataFrame) -> Curves:
     frame["curve_rank"] = _ranks(frame, [c for c in line_columns if c != "decor"] + ["decor"])
     frame["line"] = frame["curve"]
     return Curves(frame.reset_index(drop=True), panel_columns, line_columns)
+
+
+def by_sweep_lines(curves: Curves) -> Curves:
+    """Curves of several sweeps told apart by their sweep: ``quickstart: BP+decor``."""
+    runs = curves.runs.copy()
+    sweeps = list(runs["sweep"])
+    for column in ("curve", "family", "line"):
+        runs[column] = [f"{s}: {v}" for s, v in zip(sweeps, runs[column], strict=True)]
+    order = {s: i for i, s in enumerate(dict.fromkeys(sweeps))}
+    runs["curve_rank"] = [order[s] * 10_000 + r for s, r in
+                          zip(sweeps, runs["curve_rank"], strict=True)]
+    return Curves(runs, curves.panel_columns, [*curves.line_columns, "sweep"], curves.notes,
+                  curves.lrs_selected)
 
 
 def _default(name: str) -> Any:

@@ -20,18 +20,52 @@ CSV_COLUMNS = ["panel", "metric", "curve", "algorithm", "decor", "lr", "decor_lr
                *STAT_COLUMNS]
 
 
+#: Per-layer diagnostics logged every epoch (on the train row): ``NAME`` is the mean over
+#: the layers that have it, ``NAME@L`` layer L (from 1).
+DIAGNOSTICS = ("offdiag_corr", "input_offdiag_corr", "gain", "norm_ratio", "angle_to_bp")
+METRIC_HELP = (f"{', '.join(METRICS)}, or a diagnostic ({', '.join(DIAGNOSTICS)}; "
+               "NAME@L for layer L)")
+
+
+def is_diagnostic(metric: str) -> bool:
+    return metric.partition("@")[0] in DIAGNOSTICS
+
+
+def check_metric(metric: str) -> None:
+    name, at, layer = metric.partition("@")
+    if metric in METRICS or (name in DIAGNOSTICS and (not at or layer.isdigit())):
+        return
+    raise ValueError(f"unknown metric {metric!r}; choose from {METRIC_HELP}")
+
+
 def scale(metric: str) -> float:
-    """Accuracies are shown in percent, losses as they are."""
+    """Accuracies are shown in percent, losses and diagnostics as they are."""
     return 100.0 if metric.endswith("_acc") else 1.0
 
 
 def metric_values(epochs: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """``run_id, epoch, value``: `metric` (e.g. ``test_acc``) per run and epoch, NaN dropped."""
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
-    split, column, _ = METRICS[metric]
-    rows = epochs[(epochs["split"] == split) & epochs[column].notna()]
-    return rows[["run_id", "epoch", column]].rename(columns={column: "value"})
+    """``run_id, epoch, value``: `metric` (e.g. ``test_acc``, ``angle_to_bp@2``) per run and
+    epoch, NaN dropped. Diagnostics need `epochs` with its ``diagnostics`` column."""
+    check_metric(metric)
+    if metric in METRICS:
+        split, column, _ = METRICS[metric]
+        rows = epochs[(epochs["split"] == split) & epochs[column].notna()]
+        return rows[["run_id", "epoch", column]].rename(columns={column: "value"})
+    name, _, layer = metric.partition("@")
+    rows = epochs[epochs["split"] == "train"]
+    values = [_diagnostic(d, name, int(layer) if layer else None)
+              for d in rows.get("diagnostics", pd.Series([None] * len(rows)))]
+    out = pd.DataFrame({"run_id": rows["run_id"].values, "epoch": rows["epoch"].values,
+                        "value": values})
+    return out[out["value"].notna()]
+
+
+def _diagnostic(diagnostics: object, name: str, layer: int | None) -> float | None:
+    layers = diagnostics.get("layers", []) if isinstance(diagnostics, dict) else []
+    picked = [(s or {}).get(name) for s in (layers if layer is None else layers[layer - 1:
+                                                                                 layer])]
+    picked = [float(v) for v in picked if v is not None]
+    return sum(picked) / len(picked) if picked else None
 
 
 def envelope(values: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:

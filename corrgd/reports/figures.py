@@ -52,6 +52,17 @@ def _colours(frame: pd.DataFrame) -> dict[str, str]:
             for i, f in enumerate(families["family"])}
 
 
+def wrap_title(text: str, width: int = 42, lines: int = 3) -> str:
+    """A panel title on at most `lines` lines of about `width` characters: long settings
+    (e.g. ``data`` options) wrap instead of running into the next panel, and what does
+    not fit ends in an ellipsis."""
+    wrapped = textwrap.wrap(text, width, break_long_words=True, break_on_hyphens=False)
+    if len(wrapped) > lines:
+        wrapped = wrapped[:lines]
+        wrapped[-1] = wrapped[-1][: width - 1] + "…"
+    return "\n".join(wrapped)
+
+
 def draw(frame: pd.DataFrame, panels: Sequence[str], metrics: Sequence[str], *,
          title: str = "", band: str = "minmax") -> Figure:
     """One subplot per panel (and metric, as columns when there are several)."""
@@ -76,7 +87,8 @@ def draw(frame: pd.DataFrame, panels: Sequence[str], metrics: Sequence[str], *,
         for ax, (panel, metric) in zip(axes, cells, strict=False):
             data = frame[(frame["panel"] == panel) & (frame["metric"] == metric)]
             _draw_panel(ax, data, colours, band, handles)
-            ax.set_title(panel if len(metrics) == 1 else f"{panel}: {labels.metric_name(metric)}")
+            name = panel if len(metrics) == 1 else f"{panel}: {labels.metric_name(metric)}"
+            ax.set_title(wrap_title(name), fontsize=9 if len(name) > 60 else None)
             ax.set_xlabel("Epoch")
             ax.set_ylabel(labels.metric_label(metric))
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))

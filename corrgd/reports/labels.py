@@ -100,14 +100,26 @@ def panel_label(dataset: Any, network: Any, extras: Iterable[tuple[str, Any]] = 
     return f"{dataset_label(dataset)} ({', '.join(inside)})"
 
 
+DIAGNOSTIC_NAMES = {"offdiag_corr": "residual |correlation|",
+                    "input_offdiag_corr": "input |correlation|", "gain": "gain",
+                    "norm_ratio": "norm ratio", "angle_to_bp": "angle to BP (°)"}
+
+
 def metric_label(metric: str) -> str:
-    """``test_acc`` -> ``Test accuracy (%)``."""
+    """``test_acc`` -> ``Test accuracy (%)``; ``angle_to_bp@2`` -> ``Angle to BP (°), layer 2``."""
+    name, _, layer = metric.partition("@")
+    if name in DIAGNOSTIC_NAMES:
+        where = f", layer {layer}" if layer else " (mean over layers)"
+        label = DIAGNOSTIC_NAMES[name]
+        return label[0].upper() + label[1:] + where
     split, _, short = metric.partition("_")
     return f"{SPLIT_NAMES.get(split, split)} {METRIC_NAMES.get(short, short)}"
 
 
 def metric_name(metric: str) -> str:
     """``test_acc`` -> ``test accuracy``: for titles, without the unit."""
+    if metric.partition("@")[0] in DIAGNOSTIC_NAMES:
+        return metric_label(metric).replace(" (°)", "")
     split, _, short = metric.partition("_")
     return f"{split} {METRIC_NAMES.get(short, short).removesuffix(' (%)')}"
 

@@ -37,9 +37,10 @@ def resolve_sweep(db: ResultsDB, sweep: str | None, *, preferred: str | None = N
                       f"{_listing(names)}")
 
 
-def load(db: ResultsDB, sweep: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The runs of ``sweep`` and their per-epoch metrics (without diagnostics)."""
-    return db.runs_frame(sweep), db.epochs_frame(sweep, diagnostics=False)
+def load(db: ResultsDB, sweep: str, *, diagnostics: bool = False
+         ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The runs of ``sweep`` and their per-epoch metrics (diagnostics only if asked)."""
+    return db.runs_frame(sweep), db.epochs_frame(sweep, diagnostics=diagnostics)
 
 
 def completion(db: ResultsDB) -> dict[str, tuple[int, int]]:

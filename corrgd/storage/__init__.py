@@ -29,6 +29,7 @@ from corrgd.storage.errors import (
     SchemaTooNew,
     SchemaTooOld,
     StorageError,
+    SweepBusy,
     UnknownRun,
     UnknownSweep,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "SchemaTooNew",
     "SchemaTooOld",
     "StorageError",
+    "SweepBusy",
     "UnknownRun",
     "UnknownSweep",
     "canonical_json",

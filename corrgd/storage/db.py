@@ -224,6 +224,19 @@ class ResultsDB:
         not own."""
         return queue.finish_runs(self, outcomes, worker)
 
+    def cancel_sweep(self, name: str) -> dict[str, int]:
+        """Stop handing out the sweep's runs; running ones stop at their next epoch end
+        -> the number of its runs per status."""
+        return queue.cancel_sweep(self, name)
+
+    def cancelled_runs(self, run_ids: Iterable[int]) -> list[int]:
+        """Those of the runs whose sweep is cancelled."""
+        return queue.cancelled_runs(self, run_ids)
+
+    def delete_sweep(self, name: str) -> int:
+        """Delete the sweep, its runs and their metrics (none may be running) -> runs."""
+        return queue.delete_sweep(self, name)
+
     def requeue_failed(self, sweep: str, *, statuses: Iterable[str] = ("failed",)) -> int:
         """Queue a sweep's failed (or other finished) runs again -> how many."""
         return queue.requeue_failed(self, sweep, statuses=statuses)

@@ -34,3 +34,7 @@ class SchemaTooOld(StorageError):
 
 class SchemaTooNew(StorageError):
     """The database was written by a newer corrgd whose migrations this one lacks."""
+
+
+class SweepBusy(StorageError):
+    """The sweep has running runs, and the operation needs none."""

@@ -96,6 +96,8 @@ class Sweep(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     spec_text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # set by `corrgd cancel`: queued runs are not handed out, running ones stop
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     runs: Mapped[list[Run]] = relationship(back_populates="sweep")
 

@@ -94,19 +94,23 @@ def list_sweeps(db: ResultsDB) -> pd.DataFrame:
 
 
 def sweep_counts(db: ResultsDB) -> pd.DataFrame:
-    """One row per sweep: ``sweep``, the number of runs in each status, ``total``."""
+    """One row per sweep: ``sweep``, the number of runs in each status (queued runs of a
+    cancelled sweep count as ``cancelled``), ``total``."""
     stmt = (
-        select(Sweep.name.label("sweep"), Run.status, func.count(Run.id).label("n"))
+        select(Sweep.name.label("sweep"), Sweep.cancelled_at, Run.status,
+               func.count(Run.id).label("n"))
         .outerjoin(Run, Run.sweep_id == Sweep.id)
-        .group_by(Sweep.id, Sweep.name, Run.status)
+        .group_by(Sweep.id, Sweep.name, Sweep.cancelled_at, Run.status)
         .order_by(Sweep.id)
     )
     long = db.read(lambda conn: _frame(conn, stmt))
-    statuses = [str(s) for s in RunStatus]
+    statuses = [str(s) for s in RunStatus] + [CANCELLED]
     counts = pd.DataFrame(0, index=pd.Index(long["sweep"].unique(), name="sweep"), columns=statuses)
     for row in long.itertuples(index=False):
-        if row.status is not None:  # a sweep without runs
-            counts.loc[row.sweep, row.status] = row.n
+        if isinstance(row.status, str):  # a sweep without runs has none
+            status = CANCELLED if row.status == RunStatus.QUEUED and not pd.isna(
+                row.cancelled_at) else row.status
+            counts.loc[row.sweep, status] += row.n
     counts["total"] = counts.sum(axis=1)
     return counts.reset_index()
 
@@ -128,21 +132,27 @@ def runs_frame(db: ResultsDB, sweep: str | None = None) -> pd.DataFrame:
     Columns: ``run_id, sweep``, the axis columns, ``status, attempts,
     last_epoch, device, worker, slurm_job_id, group_key, group_id, started_at,
     finished_at, heartbeat_at, error, checkpoint_path, config_hash``, then
-    ``config`` and ``axes`` (dicts).
+    ``config`` and ``axes`` (dicts). A queued run of a cancelled sweep has status
+    ``cancelled``.
     """
 
     def query(conn: Connection) -> pd.DataFrame:
-        stmt = _runs_stmt(conn, sweep, *_RUN_COLUMNS, Run.config, Run.axes)
+        stmt = _runs_stmt(conn, sweep, *_RUN_COLUMNS, Sweep.cancelled_at, Run.config,
+                          Run.axes)
         frame = _frame(conn, stmt)
         frame["config"] = [json.loads(text) for text in frame["config"]]
         return frame
 
     frame = db.read(query)
+    cancelled = frame.pop("cancelled_at").notna() & (frame["status"] == RunStatus.QUEUED)
+    frame.loc[cancelled, "status"] = CANCELLED
     axes = frame.pop("axes")
     frame = _expand_axes(frame.assign(axes=axes))
     # keep the dict columns last
     return frame[[c for c in frame.columns if c not in ("config", "axes")] + ["config", "axes"]]
 
+
+CANCELLED = "cancelled"  # shown for queued runs of a cancelled sweep
 
 _GROUP_COLUMNS = [
     "sweep",

@@ -52,9 +52,19 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Connection, Row, bindparam, case, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Row,
+    bindparam,
+    case,
+    delete,
+    func,
+    select,
+    update,
+)
 
-from corrgd.storage.errors import LostLease, UnknownRun, UnknownSweep
+from corrgd.storage.errors import LostLease, SweepBusy, UnknownRun, UnknownSweep
 from corrgd.storage.models import FINAL_STATUSES, SPLITS, EpochMetric, Run, RunStatus, Sweep
 from corrgd.storage.runspec import RunSpec, canonical_json, config_hash
 
@@ -183,7 +193,9 @@ def add_sweep(db: ResultsDB, name: str, spec_text: str, runs: Sequence[RunSpec])
     def transaction(conn: Connection) -> tuple[int, int]:
         upsert = db.insert(Sweep).values(name=name, spec_text=spec_text, created_at=db.now())
         upsert = upsert.on_conflict_do_update(
-            index_elements=[Sweep.name], set_={"spec_text": upsert.excluded.spec_text}
+            index_elements=[Sweep.name],
+            # enqueueing a sweep again also lifts a `cancel_sweep`
+            set_={"spec_text": upsert.excluded.spec_text, "cancelled_at": None},
         )
         sweep_id: int = conn.execute(upsert.returning(Sweep.id)).scalar_one()
         if not rows:
@@ -320,7 +332,7 @@ def _claim(
                 select(Run.id, Run.sweep_id, Run.group_key, Run.last_epoch, Run.attempts)
                 .add_columns(Sweep.name.label("sweep"))
                 .join(Sweep, Sweep.id == Run.sweep_id)
-                .where(claimable, *sweep_filter)
+                .where(claimable, Sweep.cancelled_at.is_(None), *sweep_filter)
                 .order_by(Run.id)
                 .limit(1)
                 .with_for_update(of=Run, skip_locked=True)
@@ -765,6 +777,58 @@ def finish_runs(db: ResultsDB, outcomes: Sequence[RunOutcome], worker: str) -> l
             conn.execute(update(Run).where(Run.id == run_id).values(**values))
 
     return _write_owned_runs(db, list(by_id), worker, write)
+
+
+# -- cancelling and deleting sweeps ------------------------------------------------
+
+
+def cancel_sweep(db: ResultsDB, name: str) -> dict[str, int]:
+    """Cancel sweep ``name``: its queued runs are no longer handed out and its running
+    runs stop at their next epoch end (their workers see :func:`cancelled_runs`), keeping
+    what they wrote. Enqueueing the sweep again (:func:`add_sweep`) lifts it. Returns the
+    number of its runs per status."""
+
+    def transaction(conn: Connection) -> dict[str, int]:
+        sweep_id = _sweep_id(conn, name)
+        conn.execute(update(Sweep).where(Sweep.id == sweep_id).values(cancelled_at=db.now()))
+        rows = conn.execute(select(Run.status, func.count(Run.id)).where(
+            Run.sweep_id == sweep_id).group_by(Run.status)).all()
+        return {str(status): int(n) for status, n in rows}
+
+    return db.write(transaction)
+
+
+def cancelled_runs(db: ResultsDB, run_ids: Iterable[int]) -> list[int]:
+    """Those of ``run_ids`` whose sweep is cancelled."""
+    ids = sorted(set(run_ids))
+
+    def query(conn: Connection) -> list[int]:
+        return list(conn.scalars(select(Run.id).join(Sweep, Sweep.id == Run.sweep_id).where(
+            Run.id.in_(ids), Sweep.cancelled_at.is_not(None))))
+
+    return db.read(query) if ids else []
+
+
+def delete_sweep(db: ResultsDB, name: str) -> int:
+    """Delete sweep ``name`` with its runs and their metrics; returns the number of runs.
+
+    Refuses (:class:`SweepBusy`) while runs of it are running: cancel it first.
+    """
+
+    def transaction(conn: Connection) -> int:
+        sweep_id = _sweep_id(conn, name)
+        running = conn.scalar(select(func.count(Run.id)).where(
+            Run.sweep_id == sweep_id, Run.status == RunStatus.RUNNING))
+        if running:
+            raise SweepBusy(f"{running} runs of sweep {name!r} are running: `corrgd cancel "
+                            f"{name}` stops them at their next epoch end")
+        run_ids = select(Run.id).where(Run.sweep_id == sweep_id).scalar_subquery()
+        conn.execute(delete(EpochMetric).where(EpochMetric.run_id.in_(run_ids)))
+        n = conn.execute(delete(Run).where(Run.sweep_id == sweep_id)).rowcount
+        conn.execute(delete(Sweep).where(Sweep.id == sweep_id))
+        return int(n)
+
+    return db.write(transaction)
 
 
 # -- maintenance ------------------------------------------------------------------
