@@ -547,8 +547,9 @@ def train(
 # -- reports (corrgd.reports): tables and figures from the database ---------------------
 OutOption = Annotated[Path, typer.Option(
     "--out", help="Output folder: tables under OUT/tables, figures under OUT/figures")]
-MetricOption = Annotated[str, typer.Option(
-    "--metric", help="Score to select by: val_acc, val_loss, test_acc, ... (peak over epochs)")]
+MetricOption = Annotated[str | None, typer.Option(
+    "--metric", help="Score to select by: val_acc, val_loss, test_acc, ... (peak over epochs) "
+                     "[default: val_acc; val_loss for regression sweeps]")]
 
 
 def _reporting(action: Any) -> None:
@@ -565,7 +566,7 @@ def _reporting(action: Any) -> None:
 def best_params(
     sweep: Annotated[str | None, typer.Option(
         help="Grid-search sweep [default: the only sweep, else table2]")] = None,
-    metric: MetricOption = "val_acc",
+    metric: MetricOption = None,
     db: DbOption = None,
     out: OutOption = Path("results"),
 ) -> None:
@@ -622,9 +623,8 @@ def report(
                                                    lrs=lrs, out=out, console=console))
     elif table is not None:
         database = _open_db(db, readonly=True)
-        _reporting(lambda: commands.report_table(database, table, sweep=sweep,
-                                                 metric=metric or "val_acc", lrs=lrs,
-                                                 out=out, console=console))
+        _reporting(lambda: commands.report_table(database, table, sweep=sweep, metric=metric,
+                                                 lrs=lrs, out=out, console=console))
     else:
         _reporting(lambda: commands.report_figure(str(figure),
                                                   lambda: _open_db(db, readonly=True),

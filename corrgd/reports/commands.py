@@ -20,13 +20,13 @@ from corrgd.reports import ReportError, figures, labels, progress, source
 from corrgd.reports.best_params import best_params_tables
 from corrgd.reports.curves import (
     LRS_MODES,
-    SELECT_METRIC,
     by_sweep_lines,
     choose_settings,
     label_runs,
+    selection_metric,
 )
 from corrgd.reports.envelopes import check_metric, curve_frame, is_diagnostic
-from corrgd.reports.peaks import SPREAD, peak_table
+from corrgd.reports.peaks import SPREAD, logs_accuracy, peak_table
 from corrgd.reports.registry import FIGURES, ComputedFigure, SweepFigure
 from corrgd.reports.tables import Table, to_rich, write_table
 from corrgd.views import RunDetails
@@ -66,14 +66,33 @@ def _stems(paths: list[Path]) -> str:
     return f"{stem}.{{{','.join(p.suffix[1:] for p in paths)}}}"
 
 
-def best_params(db: ResultsDB, *, sweep: str | None, metric: str, out: Path,
+def _regression_aware(metrics: tuple[str, ...] | None, epochs: pd.DataFrame, sweep: str
+                      ) -> tuple[str, ...]:
+    """The metrics to use: accuracies by default, losses for regression runs (which log
+    no accuracy); asking a regression sweep for an accuracy is an error."""
+    if logs_accuracy(epochs) or epochs.empty:
+        return metrics or ("test_acc",)
+    if metrics is None:
+        return ("test_loss",)
+    asked = [m for m in metrics if m.endswith("_acc")]
+    if asked:
+        raise ReportError(f"--metric {asked[0]}: sweep {sweep} is a regression: it logs a "
+                          f"loss and no accuracy; use {asked[0].replace('_acc', '_loss')}")
+    return metrics
+
+
+def best_params(db: ResultsDB, *, sweep: str | None, metric: str | None, out: Path,
                 console: Console) -> list[Path]:
-    """CRGD Table 2 for a grid-search sweep, with ties and gaps said."""
-    _check_metric(metric)
+    """CRGD Table 2 for a grid-search sweep, with ties and gaps said (by val_acc, or for
+    regression runs val_loss, unless `metric`)."""
+    if metric is not None:
+        _check_metric(metric)
     name = source.resolve_sweep(db, sweep, preferred=TABLE2_SWEEP)
     if sweep is None:
         console.print(f"sweep: {name}", highlight=False)
     runs, epochs = source.load(db, name)
+    metric = _regression_aware((metric or ("val_acc" if logs_accuracy(epochs) or epochs.empty
+                                           else "val_loss"),), epochs, name)[0]
     split = METRICS[metric][0]
     finished_ids = runs.loc[runs["status"].isin(("done", "diverged")), "run_id"]
     if not finished_ids.empty and not (epochs["run_id"].isin(finished_ids)
@@ -87,8 +106,8 @@ def best_params(db: ResultsDB, *, sweep: str | None, metric: str, out: Path,
     return paths
 
 
-def report_table(db: ResultsDB, which: str, *, sweep: str | None, metric: str, lrs: str,
-                 out: Path, console: Console) -> list[Path]:
+def report_table(db: ResultsDB, which: str, *, sweep: str | None, metric: str | None,
+                 lrs: str, out: Path, console: Console) -> list[Path]:
     if which not in TABLES:
         raise ReportError(f"--table: {which!r} is not one of: {', '.join(TABLES)}")
     if which == "2":
@@ -110,7 +129,7 @@ def report_figure(figure_id: str, open_db: Callable[[], ResultsDB], *, sweep: st
     ``metric`` replaces a sweep figure's (default: test accuracy)."""
     _check_lrs(lrs)
     if metric is not None:
-        _check_metric(metric)
+        _check_plot_metric(metric)
     spec = FIGURES.get(figure_id)
     out_dir = out / "figures"
     if isinstance(spec, ComputedFigure):
@@ -129,7 +148,7 @@ def report_figure(figure_id: str, open_db: Callable[[], ResultsDB], *, sweep: st
                           "see `corrgd report --list`")
     title = f"Sweep {figure_id}: mean and {figures.BANDS['minmax']}"
     stem = labels.slug(figure_id) + (f"-{labels.slug(metric)}" if metric else "")
-    return sweep_figure(db, [figure_id], metrics=(metric or "test_acc",), band="minmax",
+    return sweep_figure(db, [figure_id], metrics=(metric,) if metric else None, band="minmax",
                         stem=stem, title=title, lrs=lrs, out_dir=out_dir, console=console,
                         figure_id=figure_id)
 
@@ -138,32 +157,36 @@ def report_compare(names: list[str], db: ResultsDB, *, metric: str | None, lrs: 
                    out: Path, console: Console) -> list[Path]:
     """The curves of several sweeps in one figure, each line named by its sweep."""
     _check_lrs(lrs)
-    metric = metric or "test_acc"
-    _check_metric(metric)
+    if metric is not None:
+        _check_plot_metric(metric)
     known = source.sweep_names(db)
     for name in names:
         if name not in known:
             raise ReportError(f"--compare: no sweep {name!r} in the database (sweeps: "
                               f"{', '.join(known) or 'none'})")
     title = f"{' vs '.join(names)}: mean and {figures.BANDS['minmax']}"
-    stem = "compare-" + "-".join(labels.slug(n) for n in names) + f"-{labels.slug(metric)}"
-    return sweep_figure(db, names, metrics=(metric,), band="minmax", stem=stem, title=title,
+    stem = "compare-" + "-".join(labels.slug(n) for n in names) + \
+        (f"-{labels.slug(metric)}" if metric else "")
+    return sweep_figure(db, names, metrics=(metric,) if metric else None, band="minmax",
+                        stem=stem, title=title,
                         lrs=lrs, out_dir=out / "figures", console=console,
                         figure_id="compare", by_sweep=True)
 
 
-def _check_metric(metric: str) -> None:
+def _check_plot_metric(metric: str) -> None:
     try:
         check_metric(metric)
     except ValueError as e:
         raise ReportError(f"--metric: {e}") from None
 
 
-def sweep_figure(db: ResultsDB, sweeps: list[str], *, metrics: tuple[str, ...], band: str,
-                 stem: str, title: str, lrs: str, out_dir: Path, console: Console,
+def sweep_figure(db: ResultsDB, sweeps: list[str], *, metrics: tuple[str, ...] | None,
+                 band: str, stem: str, title: str, lrs: str, out_dir: Path, console: Console,
                  figure_id: str, by_sweep: bool = False) -> list[Path]:
     """An envelope figure of the curves of ``sweeps``; what is missing is said, not fatal.
-    ``by_sweep``: lines are named by their sweep too (never pooled across sweeps)."""
+    ``metrics`` None: test accuracy (test loss for regression runs, which log no
+    accuracy). ``by_sweep``: lines are named by their sweep too (never pooled across
+    sweeps)."""
     names = source.sweep_names(db)
     present = [s for s in sweeps if s in names]
     absent = [s for s in sweeps if s not in names]
@@ -172,10 +195,11 @@ def sweep_figure(db: ResultsDB, sweeps: list[str], *, metrics: tuple[str, ...], 
             f"figure {figure_id} needs sweep {', '.join(absent)}, not in the database "
             f"(sweeps: {', '.join(names) or 'none'}); run "
             + " and ".join(f"`corrgd sweep sweeps/{s}.yaml`" for s in absent) + " first")
-    diagnostics = any(is_diagnostic(m) for m in metrics)
+    diagnostics = any(is_diagnostic(m) for m in metrics or ())
     loaded = [source.load(db, s, diagnostics=diagnostics) for s in present]
     runs = pd.concat([r for r, _ in loaded], ignore_index=True)
     epochs = pd.concat([e for _, e in loaded], ignore_index=True)
+    metrics = _regression_aware(metrics, epochs, ", ".join(present))
     labelled = label_runs(runs)
     if by_sweep:
         labelled = by_sweep_lines(labelled)
@@ -198,7 +222,7 @@ def sweep_figure(db: ResultsDB, sweeps: list[str], *, metrics: tuple[str, ...], 
                           f"{', '.join(present)}; start workers with `corrgd worker`")
     panels = curves.runs.sort_values("panel_rank")["panel"].drop_duplicates().tolist()
     if curves.lrs_selected:
-        title += f"; LRs: best by {SELECT_METRIC}"
+        title += f"; LRs: best by {selection_metric(epochs)}"
     fig = figures.draw(frame, panels, metrics, title=title, band=band)
     paths = figures.save(fig, frame, out_dir, stem)
     console.print(f"wrote {_stems(paths[:-1])} and {paths[-1]}", highlight=False)

@@ -28,8 +28,22 @@ PANEL_FIELDS = frozenset({"dataset", "data", "val_size", "network", "width", "de
                           "padding", "bias", "last_hidden_activation", "loss"})
 LRS_MODES = ("best", "all")
 SELECT_METRIC = "val_acc"
-SELECT_RULE = (f"the (lr, decor_lr) with the best mean over seeds of each run's peak "
-               f"{SELECT_METRIC}; ties go to the smaller lr, then the smaller decor_lr")
+
+
+def select_rule(metric: str = SELECT_METRIC) -> str:
+    best = "best" if analysis.METRICS[metric][2] else "lowest"
+    return (f"the (lr, decor_lr) with the {best} mean over seeds of each run's peak "
+            f"{metric}; ties go to the smaller lr, then the smaller decor_lr")
+
+
+SELECT_RULE = select_rule()
+
+
+def selection_metric(epochs: pd.DataFrame) -> str:
+    """val_acc; val_loss for regression runs, which log no accuracy."""
+    if "accuracy" in epochs and epochs["accuracy"].notna().any():
+        return SELECT_METRIC
+    return "val_loss"
 
 
 @dataclass
@@ -158,19 +172,21 @@ def choose_settings(curves: Curves, epochs: pd.DataFrame, lrs: str = "best") -> 
     n_settings_before = several
     notes = list(curves.notes)
     if lrs == "best" and several.any():
-        notes.append(f"Curves with several LRs show {SELECT_RULE}.")
-        scores = analysis.peak_scores(epochs, SELECT_METRIC)[["run_id", "score"]]
+        metric = selection_metric(epochs)
+        larger = analysis.METRICS[metric][2]
+        notes.append(f"Curves with several LRs show {select_rule(metric)}.")
+        scores = analysis.peak_scores(epochs, metric)[["run_id", "score"]]
         scored = runs[runs["status"] != "failed"].merge(scores, on="run_id")
         keep = pd.Series(True, index=runs.index)
         for (panel, curve), group in runs[several].groupby(keys, sort=False):
             candidates = scored[(scored["panel"] == panel) & (scored["curve"] == curve)]
             if candidates.empty:
-                notes.append(f"{panel} {curve}: no {SELECT_METRIC} to choose among its LRs; "
+                notes.append(f"{panel} {curve}: no {metric} to choose among its LRs; "
                              "showing all")
                 continue
             means = candidates.groupby(list(SETTINGS))["score"].mean().reset_index()
             best = means.sort_values(["score", "lr", "decor_lr"],
-                                     ascending=[False, True, True]).iloc[0]
+                                     ascending=[not larger, True, True]).iloc[0]
             chosen = (group["lr"] == best["lr"]) & (group["decor_lr"] == best["decor_lr"])
             keep[group.index] = chosen
         runs = runs[keep].copy()
