@@ -81,6 +81,12 @@ def takes_flat_input(name: str) -> bool:
     return first[0][0] == "dense"
 
 
+def network_input(name: str, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The input shape architecture `name` gets for samples of `input_shape`: flattened when
+    it starts with a dense layer (as `corrgd.data.load_dataset(flatten=True)` gives them)."""
+    return (math.prod(input_shape),) if takes_flat_input(name) else tuple(input_shape)
+
+
 @dataclass(frozen=True)
 class LayerShape:
     """One weight layer of a network for a given input."""

@@ -157,19 +157,21 @@ def sweep(
     try:  # validate everything before the database is opened (or created)
         parsed = sweeps.load_spec(spec)
         source = _open_db(db, readonly=True) if parsed.select and _db_exists(db) else None
-        runs = sweeps.expand(parsed, analysis.selection_lookup(source))
+        lookup = analysis.selection_lookup(source)
+        plan = sweeps.plan(parsed, lookup)  # counts and checks without expanding the grid
+        if dry_run:
+            from corrgd.estimate import print_estimate
+
+            device = (devices.split(",")[0] if devices else
+                      "cuda" if executor == "slurm" and gpus_per_job else "cpu")
+            print_estimate(console, parsed, plan, device=device, group_size=group_size)
+            return
+        if sweeps.needs_confirmation(plan.runs) and not yes:
+            raise fail(f"{spec}: {plan.runs:,} runs: more than {LARGE_GRID:,}; check the "
+                       "grid with --dry-run, then enqueue it with --yes")
+        runs = sweeps.expand(parsed, lookup)
     except SpecError as e:
         raise fail(str(e)) from None
-    if dry_run:
-        from corrgd.estimate import print_estimate
-
-        device = (devices.split(",")[0] if devices else
-                  "cuda" if executor == "slurm" and gpus_per_job else "cpu")
-        print_estimate(console, parsed, runs, device=device, group_size=group_size)
-        return
-    if len(runs) > LARGE_GRID and not yes:
-        raise fail(f"{spec}: {len(runs):,} runs: more than {LARGE_GRID:,}; check the grid "
-                   "with --dry-run, then enqueue it with --yes")
     from corrgd.storage import RunSpec
 
     database = _open_db(db)

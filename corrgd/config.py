@@ -4,19 +4,33 @@ Every field is a scalar (or a short list such as `betas`), so that a sweep spec
 can name any of them as an axis. `decor: false` means no decorrelation layer;
 `decor_lr` is then 0 whatever the spec said, so such runs are not duplicated
 across decor LRs.
+
+Validation covers everything a run will need before it is queued: known names, ranges,
+the data set's options (`corrgd.data.catalog`), the network's options and whether it fits
+the data's inputs, the validation hold-out and the loss for the task. None of it imports
+torch. No rule here ties two `PER_MEMBER` settings together (each is checked alone, given
+the others): `corrgd.sweeps.plan` relies on that to validate a grid axis by axis.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from corrgd.architectures import network_names
-from corrgd.data import dataset_names
-from corrgd.rules import RULES
+from corrgd.architectures import ARCHITECTURES, layer_shapes, network_input, network_names
+from corrgd.data import catalog
+
+ALGORITHMS = ("bp", "fa", "dfa", "np", "inp", "anp", "copi")
+"""The learning rules, as `corrgd.rules.RULES` names them (tested equal)."""
+ARCHITECTURE_OPTIONS = ("width", "depth", "hidden")
+"""Run settings that shape a network; each architecture takes some of them."""
+CLASSIFICATION_LOSSES = ("ce",)
+"""Losses that need class labels (squared errors also take one-hot codes of labels)."""
+LOSSES = ("ce", "mse", "sse", "half_sse")
 
 # The columns a run's axes are stored under, in the order reports group by.
 CURVE_KEYS = ("dataset", "network", "algorithm", "decor")
@@ -26,6 +40,15 @@ AXIS_COLUMNS = (*CURVE_KEYS, "decor_lr", "lr", "seed")
 # of operations.
 PER_MEMBER = ("seed", "lr", "first_epoch_lr", "decor_lr", "first_epoch_decor_lr",
               "decor_conv_lr", "sigma2", "betas", "eps", "momentum")
+
+
+class FieldError(ValueError):
+    """An invalid setting; `field` names it (e.g. `data.correlation`), for the one-line
+    error of `corrgd.sweeps.validate`."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field, self.message = field, message
+        super().__init__(message)
 
 
 class RunConfig(BaseModel):
@@ -46,7 +69,7 @@ class RunConfig(BaseModel):
     output_activation: bool = False  # COPI: y_L = f(a_L)
     # learning rule
     algorithm: str
-    loss: Literal["ce", "mse", "sse", "half_sse"] = "ce"  # COPI: sse, ‖y − y*‖²
+    loss: Literal["ce", "mse", "sse", "half_sse"] = "ce"  # LOSSES; COPI: sse, ‖y − y*‖²
     sigma2: float = Field(1e-6, gt=0)  # NP family noise variance (reference code: 1e-12)
     np_samples: int = Field(1, ge=1)
     noisy_baseline: bool = False
@@ -80,7 +103,7 @@ class RunConfig(BaseModel):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, v: str) -> str:
-        return _one_of(v, dataset_names())
+        return _one_of(v, catalog.dataset_names())
 
     @field_validator("network")
     @classmethod
@@ -90,7 +113,14 @@ class RunConfig(BaseModel):
     @field_validator("algorithm")
     @classmethod
     def _known_algorithm(cls, v: str) -> str:
-        return _one_of(v, list(RULES))
+        return _one_of(v, list(ALGORITHMS))
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive_widths(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and any(w < 1 for w in v):
+            raise ValueError("layer widths must be integers >= 1")
+        return v
 
     @model_validator(mode="before")
     @classmethod
@@ -105,7 +135,16 @@ class RunConfig(BaseModel):
             raise ValueError("decor_lr must be > 0 when decor is true")
         if self.noisy_baseline and self.algorithm not in ("np", "anp"):
             raise ValueError("noisy_baseline applies to algorithm np or anp")
+        _check_data_options(self)
+        _check_architecture_options(self)
+        _check_val_size(self)
+        _check_loss(self)
+        _check_network_fits(self)
         return self
+
+    def architecture_options(self) -> dict[str, Any]:
+        """The settings of `ARCHITECTURE_OPTIONS` this run sets, for `layer_shapes`."""
+        return {k: v for k in ARCHITECTURE_OPTIONS if (v := getattr(self, k)) is not None}
 
     def canonical(self) -> str:
         """Canonical JSON: sorted keys, no spaces; the run's identity."""
@@ -125,6 +164,65 @@ class RunConfig(BaseModel):
     def label(self) -> str:
         """Short curve name, e.g. 'BP+decor'."""
         return self.algorithm.upper() + ("+decor" if self.decor else "")
+
+
+def _check_data_options(config: RunConfig) -> None:
+    try:
+        catalog.check_options(config.dataset, config.data)
+    except catalog.OptionError as e:
+        raise FieldError(f"data.{e.option}", str(e)) from None
+
+
+def _check_architecture_options(config: RunConfig) -> None:
+    takes = ARCHITECTURES[config.network].options
+    for name in ARCHITECTURE_OPTIONS:
+        if getattr(config, name) is not None and name not in takes:
+            allowed = ", ".join(takes) or f"none of {', '.join(ARCHITECTURE_OPTIONS)}"
+            raise FieldError(name, f"network {config.network} takes {allowed}; got {name}")
+
+
+def _check_val_size(config: RunConfig) -> None:
+    train = catalog.dataset_shape(config.dataset, config.data).train
+    if config.val_size >= train:
+        raise FieldError("val_size", f"must be less than the {train} training samples of "
+                                     f"{config.dataset}: 0 to {train - 1} "
+                                     f"(got {config.val_size})")
+
+
+def _check_loss(config: RunConfig) -> None:
+    if catalog.dataset_task(config.dataset, config.data) != "regression":
+        return  # squared-error losses take one-hot codes of class labels
+    if config.loss in CLASSIFICATION_LOSSES:
+        data = config.dataset + (" with task regression"
+                                 if config.dataset in catalog.EITHER_TASK else "")
+        fits = [name for name in LOSSES if name not in CLASSIFICATION_LOSSES]
+        raise FieldError("loss", f"{config.loss} needs class labels but {data} has regression "
+                                 f"targets: choose from {', '.join(fits)}")
+
+
+def _check_network_fits(config: RunConfig) -> None:
+    data = catalog.dataset_shape(config.dataset, config.data)
+    options = tuple((k, tuple(v) if isinstance(v, list) else v)
+                    for k, v in config.architecture_options().items())
+    reason = _misfit(config.network, data, config.padding, options)
+    if reason is not None:
+        fits = [name for name in network_names() if _misfit(name, data, config.padding) is None]
+        raise FieldError("network", f"{config.network} does not fit {config.dataset} inputs "
+                                    f"{data.input_shape}: {reason}; networks that fit: "
+                                    f"{', '.join(fits) or 'none'}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _misfit(network: str, data: catalog.DatasetShape, padding: int | None,
+            options: tuple[tuple[str, Any], ...] = ()) -> str | None:
+    """Why `network` (with architecture `options`) cannot take the inputs of `data`, or None
+    when it can. Cached: a grid asks the same question for many runs."""
+    try:
+        layer_shapes(network, network_input(network, data.input_shape), data.outputs,
+                     padding=padding, **dict(options))
+    except ValueError as e:
+        return str(e).removeprefix(f"{network}: ")
+    return None
 
 
 def _one_of(value: str, allowed: list[str]) -> str:

@@ -6,11 +6,16 @@ training sample, times samples and epochs, plus one evaluation pass per split
 and epoch. Turned into hours at stated, round throughputs — an order of
 magnitude, not a promise. Also shows how the runs form groups (runs that train
 together as one batched model) and how many members a group gets on the device.
+
+Works from a `corrgd.sweeps.Plan` (counted, not expanded: a grid of a million runs
+answers in seconds): every cost here depends only on settings that runs of one group
+share, so one representative run per group and the group's run count suffice.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from rich.console import Console
@@ -18,7 +23,7 @@ from rich.table import Table
 
 from corrgd.config import RunConfig
 from corrgd.sizing import auto_group_size, dataset_shape, free_bytes, layers_of, member_bytes
-from corrgd.sweeps import Sweep
+from corrgd.sweeps import GroupCount, Plan, Sweep
 
 THROUGHPUTS = {"GPU at 10 TMAC/s": 10e12, "CPU at 50 GMAC/s": 50e9}
 
@@ -63,49 +68,51 @@ class GroupPlan:
         return -(-self.runs // self.members)
 
 
-def plan_groups(runs: list[RunConfig], device: str, group_size: int | None
+def plan_groups(groups: Iterable[GroupCount], device: str, group_size: int | None
                 ) -> list[GroupPlan]:
-    """Runs by group key, with the group size a worker on `device` would use."""
-    keys: dict[str, list[RunConfig]] = {}
-    for r in runs:
-        keys.setdefault(r.group_key(), []).append(r)
+    """Each group key's runs, with the group size a worker on `device` would use."""
     free = None if group_size else free_bytes(device)
     plans = []
-    for members in keys.values():
-        first = members[0]
+    for group in groups:
+        first = group.config
         size = group_size or auto_group_size(first, device, free)
         plans.append(GroupPlan(f"{first.dataset} / {first.network} / {first.label}",
-                               len(members), member_bytes(first) / 2**20,
-                               min(size, len(members))))
+                               group.runs, member_bytes(first) / 2**20,
+                               min(size, group.runs)))
     return plans
 
 
-def print_estimate(console: Console, sweep: Sweep, runs: list[RunConfig], *,
+def print_estimate(console: Console, sweep: Sweep, plan: Plan | list[RunConfig], *,
                    device: str = "cpu", group_size: int | None = None) -> None:
-    table = Table(title=f"sweep {sweep.name}: {len(runs)} runs (dry run, nothing written)")
+    """The dry run's tables: runs, epochs and MACs per (data set / network, curve), and the
+    groups on `device`. `plan`: `corrgd.sweeps.plan(sweep)`, or runs already expanded."""
+    if not isinstance(plan, Plan):
+        plan = Plan.of_runs(sweep, plan)
+    runs = f"{plan.runs}" if plan.exact else f"at most {plan.runs}"
+    table = Table(title=f"sweep {sweep.name}: {runs} runs (dry run, nothing written)")
     for col in ("dataset / network", "algorithm", "runs", "epochs", "TMAC"):
         table.add_column(col, justify="left" if col[0].isalpha() and col != "runs" else "right")
     counts: Counter = Counter()
     epochs: Counter = Counter()
     cost: Counter = Counter()
-    forward: dict[str, tuple[int, int]] = {}  # per group key: the network is the same
-    for r in runs:
+    for group in plan.groups.values():
+        r = group.config  # MACs depend only on settings the group's runs share
         key = (f"{r.dataset} / {r.network}", r.label)
-        counts[key] += 1
-        epochs[key] += r.epochs
-        shared = r.group_key()
-        if shared not in forward:
-            forward[shared] = forward_macs(r)
-        cost[key] += run_macs(r, forward[shared])
+        counts[key] += group.runs
+        epochs[key] += group.epochs
+        cost[key] += group.runs * run_macs(r)
     for key in sorted(counts):
         table.add_row(*key, str(counts[key]), str(epochs[key]), f"{cost[key] / 1e12:,.1f}")
     console.print(table)
     total = sum(cost.values())
     hours = ", ".join(f"{name}: {total / rate / 3600:,.1f} h" for name, rate in THROUGHPUTS.items())
-    console.print(f"{len(runs)} runs, {sum(epochs.values())} epochs, "
+    console.print(f"{runs} runs, {plan.epochs} epochs, "
                   f"{total / 1e12:,.1f} TMAC in all ≈ {hours}")
+    if not plan.exact:
+        console.print("grids of the union overlap too intricately to count exactly: "
+                      "the numbers above are upper bounds")
 
-    plans = plan_groups(runs, device, group_size)
+    plans = plan_groups(plan.groups.values(), device, group_size)
     groups = Table(title=f"groups on {device} "
                    + (f"(--group-size {group_size})" if group_size else "(automatic size)"))
     for col in ("runs alike", "runs", "MB per member", "members per group", "groups"):

@@ -1,5 +1,6 @@
-"""How big a run is, without building it: its data set's shape, its memory as one member of
-a group, and how many members fit on a device (`corrgd sweep --group-size` default).
+"""How big a run is, without building it: its data set's shape (`corrgd.data.catalog`), its
+memory as one member of a group, and how many members fit on a device (the default of
+`corrgd sweep --group-size`).
 
 Everything here is arithmetic on `corrgd.architectures` (no torch import), so a dry
 run of a large grid answers at once.
@@ -9,32 +10,14 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
 
-from corrgd.architectures import LayerShape, layer_shapes, takes_flat_input
+from corrgd.architectures import LayerShape, layer_shapes, network_input
 from corrgd.config import RunConfig
+from corrgd.data import catalog
+from corrgd.data.catalog import DATASET_SHAPES, DatasetShape
 
-
-@dataclass(frozen=True)
-class DatasetShape:
-    train: int  # samples of the official training split
-    test: int
-    input_shape: tuple[int, ...]
-    outputs: int
-
-
-# The official splits of each data set (synthetic-correlated: its defaults).
-DATASET_SHAPES: dict[str, DatasetShape] = {
-    "digits": DatasetShape(1437, 360, (1, 8, 8), 10),
-    "synthetic-correlated": DatasetShape(10000, 2000, (64,), 10),
-    "mnist": DatasetShape(60000, 10000, (1, 28, 28), 10),
-    "fashion-mnist": DatasetShape(60000, 10000, (1, 28, 28), 10),
-    "cifar10": DatasetShape(50000, 10000, (3, 32, 32), 10),
-    "cifar100": DatasetShape(50000, 10000, (3, 32, 32), 100),
-    "tiny-imagenet": DatasetShape(100000, 10000, (3, 56, 56), 200),
-    "diabetes": DatasetShape(353, 89, (10,), 1),
-    "sarcos": DatasetShape(44484, 4449, (21,), 7),
-}
+__all__ = ["DATASET_SHAPES", "DatasetShape", "auto_group_size", "dataset_shape", "free_bytes",
+           "layers_of", "member_bytes"]
 
 BYTES = 4  # float32
 MEMORY_SHARE = 0.5  # of the device's free memory a worker sizes its groups for
@@ -42,29 +25,15 @@ MAX_GROUP = {"cpu": 32, "cuda": 128}  # beyond these, larger groups stop paying 
 
 
 def dataset_shape(config: RunConfig) -> DatasetShape:
-    shape = DATASET_SHAPES[config.dataset]
-    if config.dataset == "synthetic-correlated":
-        dim = int(config.data.get("dim", 64))
-        image = tuple(int(v) for v in config.data.get("shape") or ())
-        outputs = int(config.data.get("num_outputs", 7)) \
-            if config.data.get("task") == "regression" else \
-            int(config.data.get("num_classes", 10))
-        shape = DatasetShape(int(config.data.get("n_train", shape.train)),
-                             int(config.data.get("n_test", shape.test)), image or (dim,),
-                             outputs)
-    return shape
+    """The splits, input shape and outputs of a run's data set with its `data` options."""
+    return catalog.dataset_shape(config.dataset, config.data)
 
 
 def layers_of(config: RunConfig) -> list[LayerShape]:
     """The weight layers of a run's network, for its data set's inputs."""
     data = dataset_shape(config)
-    shape = data.input_shape
-    if takes_flat_input(config.network):
-        shape = (math.prod(shape),)
-    elif config.dataset == "tiny-imagenet":
-        shape = (3, 56, 56)
-    arch = {k: v for k in ("width", "depth", "hidden") if (v := getattr(config, k)) is not None}
-    return layer_shapes(config.network, shape, data.outputs, padding=config.padding, **arch)
+    return layer_shapes(config.network, network_input(config.network, data.input_shape),
+                        data.outputs, padding=config.padding, **config.architecture_options())
 
 
 def member_bytes(config: RunConfig) -> int:

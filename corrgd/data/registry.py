@@ -1,4 +1,6 @@
-"""The data-set registry: names -> loaders, and ``load_dataset``, the one entry point."""
+"""The data-set registry: names -> loaders, and ``load_dataset``, the one entry point.
+
+What each set is (task, sizes, shapes, options) is in ``corrgd.data.catalog``, without torch."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from corrgd.data import catalog
+from corrgd.data.catalog import EITHER_TASK, REGRESSION_DATASETS, dataset_names
 from corrgd.data.cifar import load_cifar10, load_cifar100
 from corrgd.data.diabetes import load_diabetes
 from corrgd.data.digits import load_digits
@@ -33,28 +37,15 @@ DATASETS: dict[str, Loader] = {
     "sarcos": load_sarcos,
 }
 
-REGRESSION_DATASETS = frozenset({"diabetes", "sarcos"})
-"""Sets whose targets are always float32 ``(N, k)``."""
-EITHER_TASK = frozenset({"synthetic-correlated"})
-"""Sets whose ``task`` loader option picks classification (default) or regression."""
+__all__ = ["DATASETS", "EITHER_TASK", "REGRESSION_DATASETS", "dataset_names", "dataset_task",
+           "default_data_dir", "load_dataset"]
 
 DEFAULT_DATA_DIR = "~/.cache/corrgd/data"
 
 
-def dataset_names() -> list[str]:
-    return sorted(DATASETS)
-
-
 def dataset_task(name: str, **options: Any) -> Task:
     """The task of data set ``name`` loaded with loader ``options``, without loading it."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}; known: {', '.join(dataset_names())}")
-    if name in REGRESSION_DATASETS:
-        return "regression"
-    task = options.get("task", "classification") if name in EITHER_TASK else "classification"
-    if task not in ("classification", "regression"):
-        raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
-    return task
+    return catalog.dataset_task(name, options)
 
 
 def default_data_dir() -> Path:

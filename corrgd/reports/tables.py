@@ -44,11 +44,11 @@ def _plain(cell: str) -> str:
 def to_rich(table: Table) -> RichTable:
     header, rows = _cells(table)
     out = RichTable(title=table.title, title_justify="left")
-    for i, name in enumerate(header):  # labels wrap rather than being cut ("DFA+dec…")
-        label = i < table.label_columns
-        out.add_column(name, justify="left" if label else "right",
-                       overflow="fold" if label else "ellipsis", no_wrap=not label,
-                       min_width=min(len(name), 24) if label else None)
+    for i, name in enumerate(header):  # headers wrap rather than being cut ("DFA+dec…");
+        label = i < table.label_columns  # a value column is never narrower than its numbers
+        widest = max((len(_plain(r[i])) for r in rows), default=0)
+        out.add_column(name, justify="left" if label else "right", overflow="fold",
+                       min_width=min(len(name), 24) if label else widest)
     for row in rows:
         out.add_row(*(f"[bold]{_plain(c)}[/]" if _is_bold(c) else c for c in row))
     return out

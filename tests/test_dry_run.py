@@ -1,0 +1,170 @@
+"""Dry runs: `plan` counts and validates a sweep's runs without building them, exactly as
+`expand` would give them, fast and in little memory even for a million runs."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from corrgd import sweeps
+from corrgd.config import CURVE_KEYS
+from corrgd.estimate import print_estimate
+from corrgd.sweeps import Plan, Sweep, expand, load_spec, needs_confirmation, parse_spec, plan
+
+SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
+BASE = "dataset: digits\nnetwork: mlp\nhidden: [16]\nepochs: 1\n"
+
+
+def best_lrs(sweep: str, metric: str) -> list[tuple[dict[str, Any], dict[str, float]]]:
+    """A stand-in for the results database: LRs per curve of table2."""
+    curves = {tuple(getattr(r, k) for k in CURVE_KEYS)
+              for r in expand(load_spec(SWEEPS / f"{sweep}.yaml"))}
+    return [(dict(zip(CURVE_KEYS, c, strict=True)),
+             {"lr": 1e-4, "decor_lr": 1e-5 if c[3] else 0.0}) for c in sorted(curves, key=str)]
+
+
+def assert_plan_is_expand(sweep: Sweep, best: Any = None) -> Plan:
+    """plan() has expand()'s runs: the same count per group key, exactly."""
+    runs = expand(sweep, best)
+    counted = plan(sweep, best)
+    assert counted.exact
+    assert counted.runs == len(runs)
+    assert {k: g.runs for k, g in counted.groups.items()} == \
+        Counter(r.group_key() for r in runs)
+    assert counted.epochs == sum(r.epochs for r in runs)
+    return counted
+
+
+@pytest.mark.parametrize("path", sorted(SWEEPS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_plan_counts_every_shipped_spec(path: Path) -> None:
+    sweep = load_spec(path)
+    assert_plan_is_expand(sweep, best_lrs if sweep.select else None)
+
+
+@pytest.mark.parametrize("text", [
+    # decor off collapses decor_lr, decor_conv_lr and first_epoch_decor_lr
+    "algorithm: [bp, np]\ndecor: [false, true]\ndecor_lr: [1.0e-3, 1.0e-4]\n"
+    "decor_conv_lr: [1.0e-5, 1.0e-6]\nfirst_epoch_decor_lr: [1.0e-2, 1.0e-3]\nseed: [0, 1]\n",
+    # values equal once validated (1 and 1.0; 0 and 0.0) are one run
+    "algorithm: bp\nlr: [1, 1.0, 2]\nseed: [0, 0.0, 1]\n",
+    # overlapping grids, per-member and shared settings
+    "lr: [1.0e-3, 1.0e-4]\nseed: [0, 1, 2]\ngrids:\n  - {algorithm: [bp, fa]}\n"
+    "  - {algorithm: bp, seed: [1, 2, 3]}\n  - {algorithm: bp, lr: [1.0e-4, 1.0e-5]}\n"
+    "  - {algorithm: [fa, np], seed: 2, lr: 1.0e-3}\n  - {algorithm: bp}\n",
+    # the same group key from different grids with different fixed per-member values
+    "algorithm: bp\ngrids:\n  - {lr: 1.0e-3, seed: [0, 1]}\n  - {lr: 1.0e-4, seed: [1, 2]}\n"
+    "  - {lr: [1.0e-3, 1.0e-4], seed: [1]}\n",
+    # shared axes: many groups
+    "algorithm: [bp, np]\nbatch_size: [16, 32]\nnp_samples: [1, 2]\nsigma2: [1.0e-6, 1.0e-4]\n"
+    "betas: [[0.9, 0.999], [0.9, 0.99]]\nseed: [0, 1]\n",
+], ids=["decor-collapse", "equal-values", "overlapping-grids", "same-key-across-grids",
+        "shared-axes"])
+def test_plan_counts_distinct_runs(text: str) -> None:
+    assert_plan_is_expand(parse_spec(BASE + text, source="s.yaml"))
+
+
+def test_plan_with_a_selection_that_reads_a_per_member_axis() -> None:
+    """A selection whose conditions read sigma2 (swept in its source) picks per value."""
+    text = BASE + ("algorithm: np\nsigma2: [1.0e-6, 1.0e-4]\nlr: [1.0e-3, 1.0e-2]\n"
+                   "seed: [0, 1, 2]\nselect: {from: grid}\n")
+    chosen = [({"dataset": "digits", "network": "mlp", "algorithm": "np", "decor": False,
+                "sigma2": s}, {"lr": lr, "decor_lr": 0.0}) for s, lr in ((1e-6, 1e-3),
+                                                                         (1e-4, 1e-3))]
+    counted = assert_plan_is_expand(parse_spec(text, source="s.yaml"), lambda s, m: chosen)
+    assert counted.runs == 2 * 3  # the lr axis collapses to the selected one
+
+
+def random_spec(rng: random.Random) -> str:
+    """A spec of a few grids drawn from small pools, so that they overlap often."""
+    pools = {"algorithm": ["bp", "fa", "np"], "decor": [False, True],
+             "decor_lr": [1e-3, 1e-4], "lr": [1e-3, 1e-4, 1e-5], "seed": [0, 1, 2, 3],
+             "batch_size": [16, 32], "sigma2": [1e-6, 1e-5]}
+
+    def entry() -> str:
+        keys = rng.sample(sorted(pools), rng.randint(1, 4))
+        parts = []
+        for key in keys:
+            values = rng.sample(pools[key], rng.randint(1, len(pools[key])))
+            text = ", ".join(str(v).lower() for v in values)
+            parts.append(f"{key}: [{text}]" if rng.random() < 0.7 else f"{key}: {values[0]}"
+                         .lower())
+        return "{" + ", ".join(parts) + "}"
+
+    grids = "\n".join(f"  - {entry()}" for _ in range(rng.randint(1, 5)))
+    return BASE + "algorithm: bp\ndecor_lr: 1.0e-3\ngrids:\n" + grids + "\n"
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_plan_counts_random_overlapping_grids(seed: int) -> None:
+    assert_plan_is_expand(parse_spec(random_spec(random.Random(seed)), source="s.yaml"))
+
+
+def test_too_intricate_overlaps_are_bounded_and_said_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    sweep = parse_spec(BASE + "lr: [1.0e-3, 1.0e-4]\nseed: [0, 1, 2]\ngrids:\n"
+                       "  - {algorithm: bp}\n  - {algorithm: bp, seed: [1, 2, 3]}\n",
+                       source="s.yaml")
+    monkeypatch.setattr(sweeps, "MAX_CUTS", 0)
+    bounded = plan(sweep)
+    assert not bounded.exact and bounded.runs == 12 > len(expand(sweep)) == 8
+    console = Console(record=True, width=200)
+    print_estimate(console, sweep, bounded)
+    text = console.export_text()
+    assert "at most 12 runs" in text and "upper bounds" in text
+
+
+def test_estimate_from_a_plan_is_the_estimate_from_the_runs() -> None:
+    sweep = load_spec(SWEEPS / "table2.yaml")
+    outputs = []
+    for what in (plan(sweep), expand(sweep)):
+        console = Console(record=True, width=200)
+        print_estimate(console, sweep, what, device="cpu", group_size=8)
+        outputs.append(console.export_text())
+    assert outputs[0] == outputs[1]
+    assert "378 runs" in outputs[0] and "54 groups" in outputs[0]
+
+
+def test_needs_confirmation_above_ten_thousand_runs() -> None:
+    assert not needs_confirmation(10_000)
+    assert needs_confirmation(10_001)
+
+
+# The dry run of a spec, in a fresh process: its runs, whether counted exactly, its seconds
+# and its peak memory in MiB (VmHWM: getrusage's maxrss would include pytest's from before
+# the exec).
+MILLION = textwrap.dedent("""\
+    import re, sys, time
+    start = time.perf_counter()
+    from rich.console import Console
+    from corrgd.estimate import print_estimate
+    from corrgd.sweeps import load_spec, plan
+    sweep = load_spec(sys.argv[1])
+    counted = plan(sweep)
+    print_estimate(Console(width=200), sweep, counted)
+    seconds = time.perf_counter() - start
+    with open("/proc/self/status") as f:
+        peak = int(re.search(r"VmHWM:\\s+(\\d+) kB", f.read()).group(1)) / 1024
+    print(counted.runs, counted.exact, seconds, peak)
+""")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_a_million_run_dry_run_takes_seconds_and_little_memory(tmp_path: Path) -> None:
+    seeds = ", ".join(str(s) for s in range(1000))
+    lrs = ", ".join(f"{1e-6 * (i + 1):.6e}" for i in range(1000))
+    path = tmp_path / "million.yaml"
+    path.write_text(BASE + f"algorithm: bp\nseed: [{seeds}]\nlr: [{lrs}]\n")
+    result = subprocess.run([sys.executable, "-c", MILLION, str(path)], capture_output=True,
+                            text=True, check=True, timeout=120)
+    runs, exact, seconds, mib = result.stdout.split()[-4:]
+    assert (int(runs), exact) == (1_000_000, "True")
+    assert "1000000 runs" in result.stdout
+    assert float(seconds) < 20  # measured: 0.3 s
+    assert float(mib) < 500  # measured: 40 MiB
