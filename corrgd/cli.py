@@ -616,9 +616,9 @@ def report(
                    "--compare B" + (f" (got {', '.join(chosen)})" if chosen else ""))
     if compare and len(compare) < 2:
         raise fail("--compare: give two sweeps or more, e.g. --compare A --compare B")
-    if list_:
-        database = _open_db(db, readonly=True)
-        _reporting(lambda: commands.report_list(database, console))
+    if list_:  # works before any sweep ran: every sweep is then "not in database"
+        listed = _open_db(db, readonly=True) if _db_exists(db) else None
+        _reporting(lambda: commands.report_list(listed, console))
     elif compare:
         database = _open_db(db, readonly=True)
         _reporting(lambda: commands.report_compare(list(compare), database, metric=metric,

@@ -44,6 +44,7 @@ import yaml
 from pydantic import ValidationError
 
 from corrgd.config import CURVE_KEYS, PER_MEMBER, FieldError, RunConfig, field_names
+from corrgd.data import catalog
 
 RESERVED = ("name", "description", "select", "grids")
 SELECT_METRICS = ("val_acc", "val_loss", "test_acc", "test_loss", "train_acc", "train_loss")
@@ -123,6 +124,7 @@ def parse_spec(text: str, *, source: str = "<spec>", default_name: str = "sweep"
     select = doc.get("select")
     if select is not None:
         _check_select(select, source)
+        _check_select_task(select, grids, source)
     return Sweep(name=name, text=text, source=source, grids=grids, select=select,
                  description=str(doc.get("description", "")))
 
@@ -200,6 +202,25 @@ def _check_select(select: Any, source: str) -> None:
     if not isinstance(params, list) or not set(params) <= set(SELECTED_PARAMS) or not params:
         raise SpecError(source, "select.params",
                         f"must be a list drawn from: {', '.join(SELECTED_PARAMS)}")
+
+
+def _check_select_task(select: dict[str, Any], grids: list[Grid], source: str) -> None:
+    """An accuracy cannot select the LRs of regression runs: they log no accuracy."""
+    metric = select.get("metric", "val_acc")
+    if not metric.endswith("_acc"):
+        return
+    for grid in grids:
+        names = grid.settings.get("dataset", RunConfig.model_fields["dataset"].default)
+        options = grid.settings.get("data") or {}
+        for name in names if isinstance(names, list) else [names]:
+            for option in options if isinstance(options, list) else [options]:
+                if (isinstance(name, str) and isinstance(option, dict)
+                        and name in catalog.DATASETS
+                        and catalog.dataset_task(name, option) == "regression"):
+                    loss = metric.removesuffix("_acc") + "_loss"
+                    raise SpecError(source, "select.metric",
+                                    f"{metric} on regression data ({name}), which logs no "
+                                    f"accuracy: use {loss} (lowest is best)")
 
 
 def _is_list_field(name: str) -> bool:

@@ -369,12 +369,20 @@ def test_a_grid_of_more_than_ten_thousand_runs_asks_for_yes(folder: Path) -> Non
 
 
 # --- 8. read-only commands create nothing ----------------------------------------------------
-@pytest.mark.parametrize("args", [["status"], ["report", "--list"],
+@pytest.mark.parametrize("args", [["status"],
                                   ["report", "--table", "peak", "--sweep", "tiny"],
                                   ["report", "--figure", "tiny"], ["best-params"]])
 def test_read_only_commands_on_a_missing_database(folder: Path, args: list[str]) -> None:
     result = bad(folder, *args, "--db", db_url(folder))
     assert_refused(result, "no results database", str(folder / "results"))
+    assert not (folder / "results").exists()
+
+
+def test_report_list_before_any_sweep_lists_every_figure_and_creates_nothing(
+        folder: Path) -> None:
+    result = cli("report", "--list", "--db", db_url(folder), cwd=folder)
+    assert result.exit_code == 0, result.output
+    assert "npd8" in result.output and "figure4 (not in database)" in result.output
     assert not (folder / "results").exists()
 
 

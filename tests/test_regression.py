@@ -136,6 +136,21 @@ def test_asking_a_regression_sweep_for_accuracy_is_one_line(done: tuple[Path, st
         assert len(lines) == 1 and "regression" in lines[0] and "_loss" in lines[0]
 
 
+@pytest.mark.parametrize("data", ["dataset: diabetes",
+                                  "dataset: synthetic-correlated\ndata: {task: regression}"])
+def test_a_spec_selecting_regression_runs_by_accuracy_is_one_line(tmp_path: Path,
+                                                                  data: str) -> None:
+    spec = tmp_path / "regacc.yaml"
+    spec.write_text(f"name: regacc\nselect: {{from: other, metric: val_acc}}\n{data}\n"
+                    "algorithm: bp\nnetwork: mlp\nhidden: [8]\nloss: mse\nseed: [0, 1]\n")
+    result = cli("sweep", str(spec), "--db", f"sqlite:///{tmp_path / 'r.sqlite'}",
+                 cwd=tmp_path)
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "regacc.yaml" in line and "select.metric" in line and "val_loss" in line
+    assert not (tmp_path / "r.sqlite").exists()
+
+
 def test_the_sarcos_specs_expand() -> None:
     sweeps = Path(__file__).resolve().parents[1] / "sweeps"
     from corrgd.sweeps import expand

@@ -245,9 +245,10 @@ def _computed(spec: ComputedFigure, open_db: Callable[[], ResultsDB], sweep: str
     return paths
 
 
-def report_list(db: ResultsDB, console: Console) -> None:
-    """Every figure id and table with what it needs, and how complete those sweeps are."""
-    done = source.completion(db)
+def report_list(db: ResultsDB | None, console: Console) -> None:
+    """Every figure id and table with what it needs, and how complete those sweeps are
+    (`db` None: no database yet)."""
+    done = source.completion(db) if db is not None else {}
 
     def needs(sweeps: tuple[str, ...]) -> str:
         parts = []

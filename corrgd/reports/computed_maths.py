@@ -6,6 +6,8 @@
   from decorrelating matrices of different scales (CRGD Fig. 3);
 - `alignment_angles`: angles of NP / ANP / INP updates to BP's against the number of
   noise samples (NPD Fig. 2);
+- `noise_variance_angles`: the same angles against the noise variance σ², in float32 and
+  float64 (NPD Fig. 7);
 - `layer_statistics`, `receptive_fields`, `replaced_layer_accuracy`: linear maps
   inferred from decorrelated activities of a trained network (COPI Fig. 3).
 
@@ -15,6 +17,7 @@ activities or updates take the `member` to look at (a network of one member: 0).
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -266,6 +269,50 @@ def alignment_angles(net: Net, x: Tensor, y: Tensor, loss: LossFn, *,
             for layer, (u, g) in enumerate(zip(mean, true, strict=True), start=1):
                 rows.append({**base, "layer": str(layer), "angle": angle(u, g)})
             rows.append({**base, "layer": "all", "angle": angle(torch.cat(mean), true_all)})
+    return rows
+
+
+def noise_variance_angles(net: Net, x: Tensor, y: Tensor, loss: LossFn, *,
+                          sigma2s: Sequence[float], samples: int = 10,
+                          rules: Sequence[str] = PERTURBATION_RULES,
+                          dtypes: Sequence[torch.dtype] = (torch.float32, torch.float64),
+                          seed: int = 0, member: int = 0) -> list[dict[str, float | int | str]]:
+    """Angle (degrees) between each rule's update, averaged over `samples` noise samples,
+    and the BP gradient, per layer and over all layers together, for every noise variance
+    in `sigma2s` and every floating-point type in `dtypes` (NPD Fig. 7), of one member of
+    `net`.
+
+    That member is copied once per σ² into a network of len(sigma2s) identical members
+    (member g perturbed with variance sigma2s[g]), run in each dtype (weights, inputs and
+    every pass). All members draw their noise from run seed `seed`, so every σ² sees the
+    same standard-normal draws scaled by its own σ: differences between σ² are the effect
+    of the scale alone, not of another noise realisation. (torch draws other numbers in
+    float32 than in float64 from the same generator, so the two dtypes' noise differs.)
+    Rows: dtype, rule, sigma2, samples, layer ("1".."L" or "all"), angle. `net` is left
+    unchanged."""
+    variances = [float(v) for v in sigma2s]
+    replicas = copy.deepcopy(net)
+    replicas.select_members(torch.full((len(variances),), member, dtype=torch.long,
+                                       device=x.device))
+    rows: list[dict[str, float | int | str]] = []
+    for dtype in dtypes:
+        model = copy.deepcopy(replicas).to(dtype)
+        xs = x.to(dtype)
+        ys = y.to(dtype) if y.is_floating_point() else y
+        true = bp_gradients(model, xs, ys, loss)
+        name = str(dtype).removeprefix("torch.")
+        for rule in rules:
+            perturbation = make_rule(rule, sigma2=variances, samples=samples,
+                                     seed=[seed] * len(variances))
+            perturbation.reseed(device=x.device)
+            update = layer_updates(model, perturbation, xs, ys, loss)
+            for g, sigma2 in enumerate(variances):
+                base = {"dtype": name, "rule": rule, "sigma2": sigma2, "samples": samples}
+                for layer, (u, t) in enumerate(zip(update, true, strict=True), start=1):
+                    rows.append({**base, "layer": str(layer), "angle": angle(u[g], t[g])})
+                rows.append({**base, "layer": "all",
+                             "angle": angle(torch.cat([u[g] for u in update]),
+                                            torch.cat([t[g] for t in true]))})
     return rows
 
 

@@ -92,6 +92,12 @@ FIGURES: dict[str, Figure] = {f.id: f for f in (
     SweepFigure("npd5", "NPD Fig. 5", "train/test accuracy of BP, DNP, DANP, DINP on Tiny "
                 "ImageNet with 1-100 noise samples per update", ("npd-table4",),
                 ("train_acc", "test_acc"), stem="npd-fig5"),
+    ComputedFigure("npd7", "NPD Fig. 7", "angle of NP, ANP, INP updates to BP's vs the "
+                   "noise variance σ², float32 and float64 (CIFAR-10 batch, or a named "
+                   "offline stand-in)", "figure_npd7"),
+    SweepFigure("npd8", "NPD Fig. 8", "train/test loss of (D)NP, (D)ANP and (D)BP on SARCOS "
+                "inverse dynamics (regression, FC 32-32, MSE), 3 seeds", ("npd-sarcos",),
+                ("train_loss", "test_loss"), stem="npd-fig8"),
     SweepFigure("copi2", "COPI Fig. 2", "COPI (BP / FA perturbations), BP+decor and BP+Adam: "
                 "train/test accuracy and loss on MNIST and CIFAR-10, envelopes ± std",
                 ("copi-mnist", "copi-cifar10"),
