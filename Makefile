@@ -23,9 +23,10 @@ test-fast:            ## skip the slow end-to-end tests
 lint:
 	$(PYTHON) -m ruff check .
 
-bench:                ## decorrelation overhead and queue throughput benchmarks
+bench:                ## decorrelation overhead, queue and grid throughput benchmarks
 	$(PYTHON) benchmarks/decor_overhead.py
 	$(PYTHON) benchmarks/queue_throughput.py
+	$(PYTHON) benchmarks/grid_throughput.py --cli
 
 services-start:       ## PostgreSQL and a single-node SLURM cluster for the service tests (root)
 	CORRGD_SERVICES="postgres slurm" bash tests/services/start.sh
