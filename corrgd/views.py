@@ -51,12 +51,33 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def live_status(row: Any, now: datetime | None = None) -> str:
+def slurm_states(runs: pd.DataFrame) -> dict[str, str]:
+    """The SLURM state of each job that ran one of `runs` ({} without a SLURM client)."""
+    jobs = [j for j in runs.get("slurm_job_id", pd.Series(dtype=object)).dropna() if j]
+    if not jobs:
+        return {}
+    from corrgd.executors import slurm_job_states  # only here: submitit loads on demand
+
+    try:
+        return slurm_job_states(jobs)
+    except Exception:  # no sacct/squeue here, or the controller is down
+        return {}
+
+
+def live_status(row: Any, now: datetime | None = None,
+                slurm: dict[str, str] | None = None) -> str:
     """A run's status as shown: a "running" run whose worker is gone (a process of this
-    host that no longer exists, or no heartbeat for `STALE_AFTER` seconds) shows as
-    "orphaned" — the next `corrgd sweep` or worker gives it back to the queue."""
+    host that no longer exists, a SLURM job that has ended, or no heartbeat for
+    `STALE_AFTER` seconds) shows as "orphaned" — the next `corrgd sweep` or worker gives
+    it back to the queue. `slurm`: job id -> state, from :func:`slurm_states`."""
     if row.status != "running":
         return str(row.status)
+    job_state = (slurm or {}).get(text(getattr(row, "slurm_job_id", None)), "")
+    if job_state:
+        from corrgd.executors.base import FINISHED_STATES
+
+        if job_state.split()[0] in FINISHED_STATES:
+            return "orphaned"
     worker = text(row.worker)
     host, _, pid = worker.rpartition(":")
     if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
@@ -112,12 +133,14 @@ def scores(db: ResultsDB, sweep: str | None, run_ids: list[int] | None = None) -
 def runs_table(db: ResultsDB, sweep: str | None = None, statuses: list[str] | None = None,
                where: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per run: ``run_id, sweep``, its swept axes, ``status, attempts, epochs_done``
-    (of ``epochs``), peak and final val/test accuracy (or loss) and the first line of its
-    error. ``where``: axis = value filters (values compared as text, e.g. lr=0.001)."""
+    (of ``epochs``), peak and final val/test accuracy (or loss), ``slurm_job`` (id and
+    state, where runs ran on SLURM) and the first line of its error. ``where``: axis =
+    value filters (values compared as text, e.g. lr=0.001)."""
     runs = db.runs_frame(sweep)
     if runs.empty:
         return pd.DataFrame(columns=["run_id", "sweep", "status"])
-    runs = runs.assign(status=[live_status(r) for r in runs.itertuples()])
+    slurm = slurm_states(runs)
+    runs = runs.assign(status=[live_status(r, slurm=slurm) for r in runs.itertuples()])
     axes = swept_axes(runs)
     table = pd.DataFrame({"run_id": runs["run_id"], "sweep": runs["sweep"]})
     for name in axes:
@@ -128,6 +151,9 @@ def runs_table(db: ResultsDB, sweep: str | None = None, statuses: list[str] | No
     table = table.merge(scores(db, sweep), on="run_id", how="left")
     done = table["epochs_done"] if "epochs_done" in table else pd.Series(0, index=table.index)
     table["epochs_done"] = done.fillna(0).astype(int)
+    if runs["slurm_job_id"].notna().any():
+        table["slurm_job"] = [f"{text(j)} {slurm.get(text(j), '')}".strip()
+                              for j in runs["slurm_job_id"]]
     table["error"] = [first_line(e) for e in runs["error"]]
     if statuses:
         table = table[table["status"].isin(statuses)]
