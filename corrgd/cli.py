@@ -606,8 +606,6 @@ def report(
     out: OutOption = Path("results"),
 ) -> None:
     """Figures and tables of the papers from the results database."""
-    from corrgd.reports import commands
-
     chosen = [name for name, given in (("--figure", figure is not None),
                                        ("--table", table is not None), ("--list", list_),
                                        ("--compare", bool(compare))) if given]
@@ -617,9 +615,14 @@ def report(
     if compare and len(compare) < 2:
         raise fail("--compare: give two sweeps or more, e.g. --compare A --compare B")
     if list_:  # works before any sweep ran: every sweep is then "not in database"
+        from corrgd.reports.listing import report_list  # no plotting code: answers at once
+
         listed = _open_db(db, readonly=True) if _db_exists(db) else None
-        _reporting(lambda: commands.report_list(listed, console))
-    elif compare:
+        _reporting(lambda: report_list(listed, console))
+        return
+    from corrgd.reports import commands
+
+    if compare:
         database = _open_db(db, readonly=True)
         _reporting(lambda: commands.report_compare(list(compare), database, metric=metric,
                                                    lrs=lrs, out=out, console=console))

@@ -283,7 +283,8 @@ def test_non_terminal_progress_is_a_plain_line_per_tenth(tmp_path: Path) -> None
 def test_the_cli_does_not_import_torch_to_answer() -> None:
     """Parsing arguments, --help, status and reports' listing need no torch (it takes
     seconds to import): only commands that train or evaluate load it."""
-    code = ("import sys, corrgd.cli, corrgd.views, corrgd.storage, corrgd.sweeps; "
+    code = ("import sys, corrgd.cli, corrgd.views, corrgd.storage, corrgd.sweeps, "
+            "corrgd.reports.listing; "
             "bad = [m for m in ('torch', 'torchvision', 'sklearn', 'matplotlib') "
             "if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 from rich.console import Console
-from rich.table import Table as RichTable
 
 from corrgd.analysis import METRICS
 from corrgd.reports import ReportError, figures, labels, progress, source
@@ -26,7 +25,8 @@ from corrgd.reports.curves import (
     selection_metric,
 )
 from corrgd.reports.envelopes import check_metric, curve_frame, is_diagnostic
-from corrgd.reports.peaks import SPREAD, logs_accuracy, peak_table
+from corrgd.reports.listing import TABLES
+from corrgd.reports.peaks import logs_accuracy, peak_table
 from corrgd.reports.registry import FIGURES, ComputedFigure, SweepFigure
 from corrgd.reports.tables import Table, to_rich, write_table
 from corrgd.views import RunDetails
@@ -34,10 +34,6 @@ from corrgd.views import RunDetails
 if TYPE_CHECKING:
     from corrgd.storage import ResultsDB
 
-TABLES = {"peak": "peak train and test accuracy per curve, mean " + SPREAD
-                  + " (NPD Tables 3-4)",
-          "2": "forward and decor LRs with the best validation score per curve "
-               "(CRGD Table 2; default sweep table2)"}
 TABLE2_SWEEP = "table2"
 
 
@@ -243,46 +239,6 @@ def _computed(spec: ComputedFigure, open_db: Callable[[], ResultsDB], sweep: str
     for path in paths:
         console.print(f"wrote {path}", highlight=False)
     return paths
-
-
-def report_list(db: ResultsDB | None, console: Console) -> None:
-    """Every figure id and table with what it needs, and how complete those sweeps are
-    (`db` None: no database yet)."""
-    done = source.completion(db) if db is not None else {}
-
-    def needs(sweeps: tuple[str, ...]) -> str:
-        parts = []
-        for s in sweeps:
-            if s not in done:
-                parts.append(f"{s} [red](not in database)[/]")
-            else:
-                finished, total = done[s]
-                colour = "green" if finished == total and total else "yellow"
-                parts.append(f"{s} [{colour}]({finished}/{total} finished)[/]")
-        return ", ".join(parts)
-
-    table = RichTable(title="figures: corrgd report --figure ID", title_justify="left")
-    for column in ("id", "paper", "description", "needs"):
-        table.add_column(column)
-    for spec in FIGURES.values():
-        if isinstance(spec, ComputedFigure) and not spec.needs_db:
-            what = "nothing (computed on the spot)"
-        else:
-            what = needs(spec.sweeps)
-            if isinstance(spec, ComputedFigure):
-                what += " checkpoints"
-        table.add_row(spec.id, spec.paper, spec.description, what)
-    for name in done:
-        table.add_row(name, "sweep", "test accuracy of this sweep's curves",
-                      needs((name,)))
-    console.print(table)
-    tables = RichTable(title="tables: corrgd report --table ID [--sweep NAME]",
-                       title_justify="left")
-    for column in ("id", "description"):
-        tables.add_column(column)
-    for key, text in TABLES.items():
-        tables.add_row(key, text)
-    console.print(tables)
 
 
 def run_figure(details: RunDetails, out_dir: Path) -> Path:
