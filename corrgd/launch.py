@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from corrgd.config import RunConfig
 from corrgd.storage import ResultsDB
+from corrgd.views import pid_alive
 
 ACTIVE = ("queued", "running")
 SLURM_DEAD = ("BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
@@ -59,7 +60,7 @@ def reclaim_orphans(db: ResultsDB, sweep: str, max_attempts: int | None = None
         if row.slurm_job_id and row.slurm_job_id in slurm_states:
             gone = slurm_states[row.slurm_job_id].split()[0] in SLURM_DEAD
         elif isinstance(row.worker, str) and row.worker.rpartition(":")[0] == host:
-            gone = not _pid_alive(int(row.worker.rpartition(":")[2]))
+            gone = not pid_alive(int(row.worker.rpartition(":")[2]))
         if gone:
             dead.setdefault(row.worker, []).append(int(row.run_id))
     released = failed = 0
@@ -68,16 +69,6 @@ def reclaim_orphans(db: ResultsDB, sweep: str, max_attempts: int | None = None
         failed += len(gave_up)
         released += len(ids) - len(gave_up)
     return released, failed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def launch_workers(db: ResultsDB, sweep: str, *, executor: str, workers: int | None,

@@ -41,7 +41,8 @@ def percent(value: Any) -> str:
     return "" if value is None or pd.isna(value) else f"{100 * float(value):.1f}"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host with this id exists."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -80,7 +81,7 @@ def live_status(row: Any, now: datetime | None = None,
             return "orphaned"
     worker = text(row.worker)
     host, _, pid = worker.rpartition(":")
-    if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
+    if host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid)):
         return "orphaned"
     beat = row.heartbeat_at
     if beat is not None and not pd.isna(beat):
