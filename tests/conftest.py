@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
+from pg_schema import PG_URL, fresh_pg_schema
+
+from corrgd.storage import ResultsDB, open_db
 
 
 @pytest.fixture(autouse=True)
@@ -35,3 +39,32 @@ def single_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param(
+            "postgresql",
+            marks=[
+                pytest.mark.services,
+                pytest.mark.skipif(not PG_URL, reason="CORRGD_TEST_PG_URL is not set"),
+            ],
+        ),
+    ]
+)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL to an empty database: a SQLite file, or a fresh PostgreSQL schema (skipped
+    unless CORRGD_TEST_PG_URL names a server). Modules with their own `db_url` override it."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/results.sqlite"
+        return
+    with fresh_pg_schema() as url:
+        yield url
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[ResultsDB]:
+    handle = open_db(db_url)
+    yield handle
+    handle.close()

@@ -12,12 +12,10 @@ import queue
 import shutil
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pg_schema import PG_URL, fresh_pg_schema
 from sqlalchemy import create_engine, inspect, text
 
 from corrgd.storage import (
@@ -35,34 +33,6 @@ from corrgd.storage.migrate import MIGRATIONS_DIR, current_revision, head_revisi
 from corrgd.storage.models import Base
 
 LEASE = 60.0
-
-
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param(
-            "postgresql",
-            marks=[
-                pytest.mark.services,
-                pytest.mark.skipif(not PG_URL, reason="CORRGD_TEST_PG_URL is not set"),
-            ],
-        ),
-    ]
-)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A URL to an empty database: a SQLite file, or a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/results.sqlite"
-        return
-    with fresh_pg_schema() as url:
-        yield url
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[ResultsDB]:
-    handle = open_db(db_url)
-    yield handle
-    handle.close()
 
 
 def make_runs(n: int, start: int = 0, **fixed: object) -> list[RunSpec]:

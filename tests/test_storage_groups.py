@@ -8,15 +8,12 @@ from __future__ import annotations
 import multiprocessing
 import queue
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 from alembic import command
-from pg_schema import PG_URL, fresh_pg_schema
 from sqlalchemy import insert, inspect
 from test_storage import LEASE, count, epoch_rows, make_runs
 
@@ -33,34 +30,6 @@ from corrgd.storage import (
 from corrgd.storage.engine import WRITE_OPTIONS, make_engine
 from corrgd.storage.migrate import alembic_config, current_revision, head_revision, upgrade
 from corrgd.storage.models import EpochMetric, Run, Sweep
-
-
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param(
-            "postgresql",
-            marks=[
-                pytest.mark.services,
-                pytest.mark.skipif(not PG_URL, reason="CORRGD_TEST_PG_URL is not set"),
-            ],
-        ),
-    ]
-)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A URL to an empty database: a SQLite file, or a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/results.sqlite"
-        return
-    with fresh_pg_schema() as url:
-        yield url
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[ResultsDB]:
-    handle = open_db(db_url)
-    yield handle
-    handle.close()
 
 
 def keyed_runs(keys: list[str | None], start: int = 0) -> list[RunSpec]:
