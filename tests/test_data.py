@@ -6,6 +6,8 @@ import gzip
 import pickle
 import socket
 import struct
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -323,6 +325,30 @@ def test_digits_fixed_test_split() -> None:
     other = load_dataset("digits", normalize=False, seed=5, val_size=100, flatten=True)
     assert other.input_shape == (64,) and other.train.x.shape == (1337, 64)
     assert torch.equal(other.test.x, data.test.x.reshape(360, 64))
+
+
+def test_digits_are_cached_after_the_first_load(tmp_path: Path) -> None:
+    """The first load splits scikit-learn's digits and caches them; later loads (every
+    worker's) read the cache without importing scikit-learn, and get the same data. A
+    broken cache is made again."""
+    first = load_dataset("digits", data_dir=tmp_path, normalize=False)
+    assert (tmp_path / "digits.npz").is_file()
+    code = ("import sys, torch; from corrgd.data import load_dataset; "
+            f"d = load_dataset('digits', data_dir={str(tmp_path)!r}, normalize=False); "
+            f"torch.save([d.train.x, d.train.y, d.test.x, d.test.y], {str(tmp_path / 'd.pt')!r}); "
+            "print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "False"
+    cached = torch.load(tmp_path / "d.pt")
+    for a, b in zip(cached, [first.train.x, first.train.y, first.test.x, first.test.y],
+                    strict=True):
+        assert torch.equal(a, b)
+    (tmp_path / "digits.npz").write_bytes(b"not a zip file")
+    again = load_dataset("digits", data_dir=tmp_path, normalize=False)
+    assert torch.equal(again.test.x, first.test.x)
+    assert torch.equal(load_dataset("digits", data_dir=tmp_path, normalize=False).train.y,
+                       first.train.y)
 
 
 # ---------------------------------------------------------------- synthetic-correlated

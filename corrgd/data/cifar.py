@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 
 from corrgd.data.download import DOWNLOAD_DISABLED, try_download
 from corrgd.data.errors import DataNotFoundError
@@ -25,7 +24,7 @@ class CifarLayout:
     label_key: str
     num_classes: int
     expected_files: str  # the file list, as shown in error messages
-    dataset_class: type[torchvision.datasets.CIFAR10]
+    dataset_class: str  # its torchvision class, which downloads it (imported only then)
 
 
 CIFAR10 = CifarLayout(
@@ -35,7 +34,7 @@ CIFAR10 = CifarLayout(
     label_key="labels",
     num_classes=10,
     expected_files="{data_batch_1..5,test_batch}",
-    dataset_class=torchvision.datasets.CIFAR10,
+    dataset_class="CIFAR10",
 )
 CIFAR100 = CifarLayout(
     folder="cifar-100-python",
@@ -44,7 +43,7 @@ CIFAR100 = CifarLayout(
     label_key="fine_labels",
     num_classes=100,
     expected_files="{train,test}",
-    dataset_class=torchvision.datasets.CIFAR100,
+    dataset_class="CIFAR100",
 )
 
 
@@ -63,8 +62,11 @@ def _load(name: str, layout: CifarLayout, root: Path, download: bool) -> RawData
     if not _complete(folder, layout):
         reason = DOWNLOAD_DISABLED
         if download:
-            fetch = partial(layout.dataset_class, str(root), download=True)
-            reason = try_download(fetch, layout.dataset_class.url) or "download gave no files"
+            import torchvision  # slow to import: only to download
+
+            dataset_class = getattr(torchvision.datasets, layout.dataset_class)
+            fetch = partial(dataset_class, str(root), download=True)
+            reason = try_download(fetch, dataset_class.url) or "download gave no files"
         if not _complete(folder, layout):
             raise DataNotFoundError(name, f"{folder}/{layout.expected_files}", reason)
     return RawData(

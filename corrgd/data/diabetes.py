@@ -6,8 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.datasets import load_diabetes as sklearn_diabetes
-from sklearn.model_selection import train_test_split
 
 from corrgd.data.prepare import RawData
 from corrgd.data.splits import Split
@@ -26,6 +24,9 @@ def load_diabetes(root: Path, *, download: bool, standardize_targets: bool = Tru
     statistics by default (its raw variance is about 5900); ``standardize_targets=False``
     keeps original units. ``root`` and ``download`` are unused.
     """
+    from sklearn.datasets import load_diabetes as sklearn_diabetes  # slow to import
+    from sklearn.model_selection import train_test_split
+
     bunch = sklearn_diabetes(scaled=False)
     x = bunch.data.astype(np.float32)
     y = bunch.target.astype(np.float32)[:, None]

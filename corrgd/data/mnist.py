@@ -6,7 +6,6 @@ from functools import partial
 from pathlib import Path
 
 import torch
-import torchvision
 
 from corrgd.data.download import DOWNLOAD_DISABLED, try_download
 from corrgd.data.errors import DataNotFoundError
@@ -26,23 +25,27 @@ SYSTEM_DIRS: dict[str, tuple[Path, ...]] = {
 
 def load_mnist(root: Path, *, download: bool) -> RawData:
     """MNIST digits: 60k train / 10k test, 1x28x28 uint8 pixels, 10 classes."""
-    return _load("mnist", torchvision.datasets.MNIST, root, download)
+    return _load("mnist", "MNIST", root, download)
 
 
 def load_fashion_mnist(root: Path, *, download: bool) -> RawData:
     """Fashion-MNIST: 60k train / 10k test, 1x28x28 uint8 pixels, 10 classes."""
-    return _load("fashion-mnist", torchvision.datasets.FashionMNIST, root, download)
+    return _load("fashion-mnist", "FashionMNIST", root, download)
 
 
 def _load(
-    name: str, dataset_class: type[torchvision.datasets.MNIST], root: Path, download: bool
+    name: str, class_name: str, root: Path, download: bool
 ) -> RawData:
-    raw_dir = root / dataset_class.__name__ / "raw"
+    """`class_name`: the torchvision data set class that downloads it (and names its folder)."""
+    raw_dir = root / class_name / "raw"
     folders = [raw_dir, *SYSTEM_DIRS.get(name, ())]
     files = next((found for f in folders if (found := _find_files(f)) is not None), None)
     if files is None:
         reason = DOWNLOAD_DISABLED
         if download:
+            import torchvision  # slow to import: only to download
+
+            dataset_class = getattr(torchvision.datasets, class_name)
             fetch = partial(dataset_class, str(root), download=True)
             reason = try_download(fetch, dataset_class.mirrors[0]) or "download gave no files"
         files = _find_files(raw_dir)

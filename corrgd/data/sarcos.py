@@ -16,9 +16,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 import torch
-from torchvision.datasets.utils import download_url
 
 from corrgd.data.download import DOWNLOAD_DISABLED, try_download
 from corrgd.data.errors import DataNotFoundError
@@ -70,6 +68,13 @@ def _find(folder: Path) -> tuple[Path, Path] | None:
     return None if train is None or test is None else (train, test)
 
 
+def download_url(url: str, root: str, filename: str) -> None:
+    """torchvision's `download_url` (imported only to download: it is slow to import)."""
+    from torchvision.datasets.utils import download_url as fetch
+
+    fetch(url, root, filename=filename)
+
+
 def _download(folder: Path) -> None:
     """Fetch the missing ``.mat`` files, each via a ``.partial`` file renamed when complete."""
     for stem in (TRAIN, TEST):
@@ -89,6 +94,8 @@ def read_sarcos(path: Path) -> Split:
     if path.suffix == ".csv":
         table = np.loadtxt(path, delimiter=",", ndmin=2)
     else:
+        import scipy.io  # slow to import: only for .mat files
+
         try:
             contents = scipy.io.loadmat(path)
         except Exception as error:  # scipy raises several types for a broken file

@@ -4,7 +4,6 @@ folder, with the decoded pixels cached in one ``.npz`` file next to it."""
 from __future__ import annotations
 
 import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -12,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.datasets.utils import download_and_extract_archive
 
+from corrgd.data.cache import read_cache, write_cache
 from corrgd.data.download import DOWNLOAD_DISABLED, try_download
 from corrgd.data.errors import DataNotFoundError
 from corrgd.data.prepare import RawData
@@ -52,12 +51,13 @@ def load_tiny_imagenet(root: Path, *, download: bool, crop: int | None = 56) -> 
 
 def _cached_or_decoded(root: Path, download: bool) -> dict[str, np.ndarray]:
     cache, folder = root / CACHE, root / FOLDER
-    if cache.is_file():
-        with np.load(cache) as stored:
-            return {key: stored[key] for key in stored.files}
+    if (cached := read_cache(cache)) is not None:
+        return cached
     if not _complete(folder):
         reason = DOWNLOAD_DISABLED
         if download:
+            from torchvision.datasets.utils import download_and_extract_archive  # slow import
+
             fetch = partial(
                 download_and_extract_archive, URL, str(root), md5=MD5, remove_finished=True
             )
@@ -65,7 +65,7 @@ def _cached_or_decoded(root: Path, download: bool) -> dict[str, np.ndarray]:
         if not _complete(folder):
             raise DataNotFoundError("tiny-imagenet", f"{folder}/{EXPECTED} or {cache}", reason)
     arrays = decode_folder(folder)
-    _save(cache, arrays)
+    write_cache(cache, arrays, "tiny-imagenet pixels")
     return arrays
 
 
@@ -127,15 +127,3 @@ def _decode_images(files: list[Path]) -> np.ndarray:
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         list(pool.map(decode, range(len(files))))
     return out
-
-
-def _save(cache: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write the cache atomically; a read-only data folder only costs a warning."""
-    partial_file = cache.with_name(cache.name + ".partial")
-    try:
-        with partial_file.open("wb") as f:
-            np.savez(f, **arrays)
-        os.replace(partial_file, cache)
-    except OSError as error:
-        partial_file.unlink(missing_ok=True)
-        warnings.warn(f"could not cache tiny-imagenet pixels in {cache}: {error}", stacklevel=3)
