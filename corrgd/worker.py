@@ -19,13 +19,9 @@ import threading
 import traceback
 from functools import partial
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from corrgd.config import RunConfig
-from corrgd.data import DataSplits
-from corrgd.runner import MemberEpoch, data_key, load_data, train_group
 from corrgd.sizing import auto_group_size
 from corrgd.storage import (
     ClaimedRun,
@@ -35,6 +31,14 @@ from corrgd.storage import (
     default_worker_id,
     open_db,
 )
+
+if TYPE_CHECKING:
+    from corrgd.data import DataSplits
+    from corrgd.runner import MemberEpoch
+
+# The training stack (torch, corrgd.runner) is imported where a group is trained, not with
+# this module: the CLI imports `WorkerTask` to start workers, and must not wait seconds for
+# torch before it can.
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +154,8 @@ class Worker:
 
     def execute(self, group: list[ClaimedRun], stop: threading.Event | None = None) -> None:
         ids = [c.run_id for c in group]
+        from corrgd.runner import train_group
+
         beat = _Heartbeat(self.db, ids, self.id, interval=self.lease / 4)
         beat.start()
         try:
@@ -177,6 +183,8 @@ class Worker:
 
     def _dataset(self, config: RunConfig) -> DataSplits:
         """Load the runs' data, reusing the last set when the next group needs the same."""
+        from corrgd.runner import data_key, load_data
+
         key = data_key(config)
         if key != self._data_key:
             self._data = None  # free the previous set first
@@ -207,6 +215,8 @@ class WorkerTask:
                  group_size: int | None = None,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> int:
         if threads:  # CPU workers sharing a machine: oversubscribed threads spin and crawl
+            import torch
+
             torch.set_num_threads(threads)
         self.worker = Worker(db_url, sweep=sweep, device=device, lease_seconds=lease_seconds,
                              data_dir=data_dir, checkpoint_dir=checkpoint_dir,

@@ -92,13 +92,16 @@ def test_runs_filters_sorts_and_formats(results: tuple[Path, str]) -> None:
 
 def test_show_prints_config_life_and_curves(results: tuple[Path, str]) -> None:
     folder, url = results
-    result = cli("show", "3", "--db", url, "--figure", "--out", str(folder / "out"),
+    runs = open_db(url).runs_frame("small")
+    run = int(runs[(runs["algorithm"] == "bp") & runs["decor"] & (runs["seed"] == 0)]
+              ["run_id"].iloc[0])
+    result = cli("show", str(run), "--db", url, "--figure", "--out", str(folder / "out"),
                  cwd=folder)
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "run 3 of sweep small" in out and "decor_lr: 0.001" in out and "attempts" in out
+    assert f"run {run} of sweep small" in out and "decor_lr: 0.001" in out and "attempts" in out
     assert "accuracy (%)" in out and "layer1.offdiag_corr" in out  # curves, diagnostics
-    assert (folder / "out" / "figures" / "run-3.png").stat().st_size > 1000
+    assert (folder / "out" / "figures" / f"run-{run}.png").stat().st_size > 1000
     missing = cli("show", "999", "--db", url, cwd=folder)
     assert missing.exit_code == 2 and "run 999" in missing.stderr
 
@@ -286,6 +289,18 @@ def test_the_cli_does_not_import_torch_to_answer() -> None:
     code = ("import sys, corrgd.cli, corrgd.views, corrgd.storage, corrgd.sweeps, "
             "corrgd.reports.listing; "
             "bad = [m for m in ('torch', 'torchvision', 'sklearn', 'matplotlib') "
+            "if m in sys.modules]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_a_worker_imports_only_what_training_needs() -> None:
+    """Every worker process pays its imports: torchvision (downloads), scikit-learn (the
+    digits' first load), scipy (SARCOS .mat files), pandas and matplotlib (reports) each
+    take up to a second, so the worker loads none of them."""
+    code = ("import sys, corrgd.worker, corrgd.runner, corrgd.data; "
+            "bad = [m for m in ('torchvision', 'sklearn', 'scipy', 'pandas', 'matplotlib') "
             "if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()

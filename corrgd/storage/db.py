@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import URL, ColumnElement, Connection, Engine, func
 from sqlalchemy.dialects import postgresql, sqlite
 
-from corrgd.storage import queries, queue
+from corrgd.storage import queue
 from corrgd.storage.engine import WRITE_OPTIONS, make_engine, resolve_url
 from corrgd.storage.migrate import check_current, upgrade
 from corrgd.storage.retry import retry_transient
@@ -246,21 +246,30 @@ class ResultsDB:
         return queue.reset_stale(self, lease_seconds, sweep=sweep)
 
     # -- queries for reports and notebooks (see corrgd.storage.queries) -------------
+    # (imported when called: they need pandas, which workers never do)
     def list_sweeps(self) -> pd.DataFrame:
         """``sweep_id, sweep, created_at, n_runs, spec_text`` per sweep."""
+        from corrgd.storage import queries
+
         return queries.list_sweeps(self)
 
     def sweep_counts(self) -> pd.DataFrame:
         """``sweep``, one count column per status, ``total``, per sweep."""
+        from corrgd.storage import queries
+
         return queries.sweep_counts(self)
 
     def runs_frame(self, sweep: str | None = None) -> pd.DataFrame:
         """One row per run: axes, status, bookkeeping, ``config`` and ``axes`` dicts."""
+        from corrgd.storage import queries
+
         return queries.runs_frame(self, sweep)
 
     def group_counts(self, sweep: str | None = None) -> pd.DataFrame:
         """One row per group running now: ``sweep, group_id, group_key, worker, device,
         slurm_job_id, members, run_ids, last_epoch, started_at, heartbeat_at``."""
+        from corrgd.storage import queries
+
         return queries.group_counts(self, sweep)
 
     def epochs_frame(
@@ -271,6 +280,8 @@ class ResultsDB:
         diagnostics: bool = True,
     ) -> pd.DataFrame:
         """One row per (run, epoch, split), with the run's axes and status."""
+        from corrgd.storage import queries
+
         return queries.epochs_frame(self, sweep, run_ids, diagnostics=diagnostics)
 
 
