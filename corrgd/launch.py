@@ -25,7 +25,14 @@ SLURM_DEAD = ("BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE
               "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT")
 
 
+GPU_DRIVER_NODES = ("/dev/nvidiactl", "/dev/kfd")  # NVIDIA's and AMD's (ROCm) drivers
+
+
 def default_devices() -> list[str]:
+    """Every GPU torch sees, else ["cpu"]. A machine with no GPU driver answers without
+    importing torch, which takes seconds the workers could have used."""
+    if not any(os.path.exists(node) for node in GPU_DRIVER_NODES):
+        return ["cpu"]
     import torch
 
     if torch.cuda.is_available():
@@ -165,7 +172,7 @@ def watch(db: ResultsDB, sweep: str, handles: list[Any], console: Console,
             _update_run_lines(db, progress, per_run, runs)
             if all(h.done() for h in handles):
                 break
-            time.sleep(interval)
+            _pause(handles, interval)
 
 
 def _watch_plain(db: ResultsDB, sweep: str, handles: list[Any], console: Console,
@@ -184,7 +191,20 @@ def _watch_plain(db: ResultsDB, sweep: str, handles: list[Any], console: Console
             last_tenth, last_time, last_done = tenth, now, done
         if ended:
             break
-        time.sleep(interval)
+        _pause(handles, interval)
+
+
+def _pause(handles: list[Any], seconds: float) -> None:
+    """Wait `seconds`, or until every worker has ended if that is sooner."""
+    deadline = time.monotonic() + seconds
+    for handle in handles:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        try:
+            handle.wait(left)
+        except TimeoutError:
+            return
 
 
 def _update_run_lines(db: ResultsDB, progress: Progress, per_run: dict[int, Any],
