@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from corrgd.config import RunConfig  # noqa: E402
+from corrgd.estimate import queue_order  # noqa: E402
 from corrgd.executors import LocalExecutor  # noqa: E402
 from corrgd.storage import RunSpec, open_db  # noqa: E402
 from corrgd.sweeps import expand, load_spec  # noqa: E402
@@ -97,8 +98,8 @@ def drain(runs: list[RunConfig], *, device: str, workers: int, group_size: int |
     folder = Path(tempfile.mkdtemp(prefix="corrgd-bench-"))
     try:
         db = open_db(f"sqlite:///{folder}/bench.sqlite")
-        db.add_sweep("bench", "", [RunSpec(config=r.model_dump(mode="json"),
-                                           group_key=r.group_key()) for r in runs])
+        db.add_sweep("bench", "", [RunSpec(config=r.model_dump(mode="json"),  # as `sweep` does
+                                           group_key=r.group_key()) for r in queue_order(runs)])
         threads = max(1, (os.cpu_count() or 1) // workers) if device == "cpu" else None
         kwargs = {"db_url": db.url, "sweep": "bench", "device": device, "lease_seconds": 600.0,
                   "checkpoint_dir": str(folder / "checkpoints"), "threads": threads,

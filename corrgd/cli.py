@@ -169,7 +169,9 @@ def sweep(
         if sweeps.needs_confirmation(plan.runs) and not yes:
             raise fail(f"{spec}: {plan.runs:,} runs: more than {LARGE_GRID:,}; check the "
                        "grid with --dry-run, then enqueue it with --yes")
-        runs = sweeps.expand(parsed, lookup)
+        from corrgd.estimate import queue_order
+
+        runs = queue_order(sweeps.expand(parsed, lookup))  # the most work first
     except SpecError as e:
         raise fail(str(e)) from None
     from corrgd.storage import RunSpec

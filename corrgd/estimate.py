@@ -15,7 +15,7 @@ share, so one representative run per group and the group's run count suffice.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from rich.console import Console
@@ -52,6 +52,23 @@ def run_macs(config: RunConfig, forward: tuple[int, int] | None = None) -> float
     train = (data.train - config.val_size) * passes_per_sample(config, layers)
     evaluation = data.train + data.test  # train + val (held out of train) + test, forward only
     return macs * (config.epochs * train + (config.epochs + 1) * evaluation)
+
+
+def queue_order(runs: Sequence[RunConfig]) -> list[RunConfig]:
+    """The runs in the order to enqueue them: the runs alike (one group key) with the most
+    work in all (MACs × runs) first, grid order among equals.
+
+    Workers claim the oldest queued run first, so the longest groups start first and no
+    worker is left training one long group while the others idle (longest job first)."""
+    keys = [r.group_key() for r in runs]
+    per_run: dict[str, float] = {}
+    work: Counter = Counter()
+    for r, key in zip(runs, keys, strict=True):
+        if key not in per_run:  # the same for every run of a key
+            per_run[key] = run_macs(r)
+        work[key] += per_run[key]
+    order = sorted(range(len(runs)), key=lambda i: -work[keys[i]])
+    return [runs[i] for i in order]
 
 
 @dataclass

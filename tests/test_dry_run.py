@@ -19,6 +19,8 @@ from corrgd.config import CURVE_KEYS
 from corrgd.estimate import print_estimate
 from corrgd.sweeps import Plan, Sweep, expand, load_spec, needs_confirmation, parse_spec, plan
 
+ROOT = Path(__file__).resolve().parents[1]
+
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 BASE = "dataset: digits\nnetwork: mlp\nhidden: [16]\nepochs: 1\n"
 
@@ -168,3 +170,23 @@ def test_a_million_run_dry_run_takes_seconds_and_little_memory(tmp_path: Path) -
     assert "1000000 runs" in result.stdout
     assert float(seconds) < 20  # measured: 0.3 s
     assert float(mib) < 500  # measured: 40 MiB
+
+
+def test_runs_are_queued_most_work_first() -> None:
+    """Workers claim the oldest queued run, so `sweep` enqueues the groups with the most
+    work first (longest job first: no worker is left with a long group at the end).
+    Quickstart by hand: each decor group has 8 runs and each plain group 4, NP makes
+    3 + np_samples passes per sample where BP and FA make 3, and BP and FA tie."""
+    from corrgd.estimate import queue_order
+
+    runs = expand(load_spec(ROOT / "sweeps" / "quickstart.yaml"))
+    assert runs[0].np_samples >= 1
+    ordered = queue_order(runs)
+    assert sorted(r.hash() for r in ordered) == sorted(r.hash() for r in runs)
+    curves = [(r.algorithm, r.decor) for r in ordered]
+    blocks = [curves[i] for i in range(0, 36, 4)]
+    assert blocks == [("np", True)] * 2 + [("bp", True)] * 2 + [("fa", True)] * 2 + [
+        ("np", False), ("bp", False), ("fa", False)]
+    for curve in set(curves):  # grid order within a group
+        assert [r for r in ordered if (r.algorithm, r.decor) == curve] == \
+            [r for r in runs if (r.algorithm, r.decor) == curve]
