@@ -499,10 +499,15 @@ def test_preempted_worker_gives_its_run_back_and_resumes_after_requeue(
             assert runs["attempts"].iloc[0] == 2
             assert runs["slurm_job_id"].iloc[0] == job  # the same job, requeued
             assert_untouched(before, db)
-            history = subprocess.run(
-                ["sacct", "-D", "-X", "-n", "-P", "--format=State", "-j", job],
-                capture_output=True, text=True, check=True, timeout=30).stdout.split()
-            assert history[0] == "REQUEUED" and history[-1] == "COMPLETED", history
+
+            def history() -> list[str]:
+                return subprocess.run(
+                    ["sacct", "-D", "-X", "-n", "-P", "--format=State", "-j", job],
+                    capture_output=True, text=True, check=True, timeout=30).stdout.split()
+
+            # the job has written its result; SLURM marks it COMPLETED once its process ends
+            eventually(lambda: history()[-1] == "COMPLETED", 30, "the job to complete")
+            assert history()[0] == "REQUEUED", history()
         finally:
             if sweep.poll() is None:
                 sweep.kill()
