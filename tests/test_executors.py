@@ -261,7 +261,13 @@ def test_ctrl_c_stops_local_workers_cleanly(tmp_path: Path) -> None:
         started = [tmp_path / "started-a", tmp_path / "started-b"]
         eventually(lambda: all(p.exists() for p in started), 60, "both workers to start")
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-        out, _ = proc.communicate(timeout=30)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:  # say who is still there, and what they did
+            ps = subprocess.run(["ps", "-o", "pid,stat,etime,args", "-g", str(proc.pid)],
+                                capture_output=True, text=True).stdout
+            files = sorted(p.name for p in tmp_path.iterdir())
+            pytest.fail(f"still running 30 s after Ctrl-C; files {files}; processes:\n{ps}")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
