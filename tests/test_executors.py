@@ -238,7 +238,10 @@ def test_local_stop_asks_first_then_terminates(tmp_path: Path) -> None:
 
 
 CTRL_C_SCRIPT = """
-import json, sys
+import json, signal, sys
+# Ctrl-C raises KeyboardInterrupt, as in a terminal; a shell without job control starts
+# background jobs (such as a test run with &) with SIGINT ignored, which Python keeps
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from corrgd.executors import LocalExecutor
 from test_executors import until_stopped
 executor = LocalExecutor(devices=["cpu", "cpu"], grace_seconds=20)
