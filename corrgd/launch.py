@@ -25,7 +25,8 @@ SLURM_DEAD = ("BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE
               "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT")
 
 
-GPU_DRIVER_NODES = ("/dev/nvidiactl", "/dev/kfd")  # NVIDIA's and AMD's (ROCm) drivers
+# the device nodes of NVIDIA's driver, AMD's (ROCm) and WSL 2's GPU bridge
+GPU_DRIVER_NODES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
 
 
 def default_devices() -> list[str]:

@@ -295,6 +295,25 @@ def test_the_cli_does_not_import_torch_to_answer() -> None:
     assert out == "[]"
 
 
+def test_default_devices_needs_torch_only_where_a_gpu_driver_is() -> None:
+    """`corrgd sweep` picks its devices before it starts workers: on a machine without a
+    GPU driver it answers ["cpu"] without importing torch; elsewhere it asks torch."""
+    from corrgd.launch import GPU_DRIVER_NODES
+
+    code = ("import json, sys; from corrgd.launch import default_devices; "
+            "print(json.dumps([default_devices(), 'torch' in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    devices, imported = json.loads(out)
+    if not any(os.path.exists(node) for node in GPU_DRIVER_NODES):
+        assert (devices, imported) == (["cpu"], False)
+    else:
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        assert devices == ([f"cuda:{i}" for i in range(gpus)] or ["cpu"])
+
+
 def test_a_worker_imports_only_what_training_needs() -> None:
     """Every worker process pays its imports: torchvision (downloads), scikit-learn (the
     digits' first load), scipy (SARCOS .mat files), pandas and matplotlib (reports) each
