@@ -10,10 +10,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
+from cli_helper import cli
 from typer.testing import CliRunner
 
 from corrgd.cli import app
@@ -35,15 +35,6 @@ seed: [0, 1]
 epochs: 2
 batch_size: 256
 """
-
-
-def cli(*args: str, cwd: Path, input: str | None = None) -> Any:
-    old = Path.cwd()
-    os.chdir(cwd)
-    try:
-        return CliRunner().invoke(app, list(args), input=input, env={"COLUMNS": "250"})
-    finally:
-        os.chdir(old)
 
 
 @pytest.fixture(scope="module")

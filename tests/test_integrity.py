@@ -11,14 +11,14 @@ import hashlib
 import os
 import shutil
 import sqlite3
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import cli_helper
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from corrgd.cli import app
 from corrgd.config import RunConfig
 from corrgd.runner import NullReporter, run
 from corrgd.storage import open_db
@@ -42,15 +42,7 @@ batch_size: 256
 diagnostics: false
 """
 EPOCH_ROWS = 3 * 3  # epochs 0, 1, 2 x splits train, val, test
-
-
-def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Any:
-    old = Path.cwd()
-    os.chdir(cwd)
-    try:
-        return CliRunner().invoke(app, list(args), env={"COLUMNS": "200", **(env or {})})
-    finally:
-        os.chdir(old)
+cli = partial(cli_helper.cli, columns=200)  # the tables below are asserted at this width
 
 
 def snapshot(folder: Path) -> dict[str, str]:

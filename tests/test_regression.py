@@ -5,15 +5,12 @@ targets, like SARCOS)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
+from cli_helper import cli
 
-from corrgd.cli import app
 from corrgd.storage import open_db
 from corrgd.sweeps import load_spec
 
@@ -52,15 +49,6 @@ seed: [0, 1]
 epochs: 3
 batch_size: 100
 """
-
-
-def cli(*args: str, cwd: Path) -> Any:
-    old = Path.cwd()
-    os.chdir(cwd)
-    try:
-        return CliRunner().invoke(app, list(args), env={"COLUMNS": "250"})
-    finally:
-        os.chdir(old)
 
 
 @pytest.fixture(scope="module")
