@@ -244,15 +244,14 @@ def off_diagonal_correlations(x: Tensor) -> Tensor:
     rounding stays below 1e-6 there, far under the sampling floor of the measure."""
     if x.dtype not in (torch.float32, torch.float64):
         x = x.float()
-    finite = torch.isfinite(x).flatten(1).all(1)
-    x = torch.where(finite[:, None, None], x, 0.0)
     x = x - x.mean(1, keepdim=True)
-    std = x.norm(dim=1)  # (G, d)
+    std = (x * x).sum(1).sqrt()  # (G, d); not finite where a column holds a non-finite value
+    finite = torch.isfinite(std).all(1)
     keep = std > 1e-12 * std.amax(1, keepdim=True).clamp_min(1e-300)
-    x = torch.where(keep[:, None, :], x / std.clamp_min(1e-300)[:, None, :], 0.0)
-    r = torch.bmm(x.transpose(1, 2), x).abs().double()
+    z = x * torch.where(keep, 1 / std, 0.0)[:, None, :]
+    r = torch.bmm(z.transpose(1, 2), z).abs()
+    off = (r.sum((1, 2)) - r.diagonal(dim1=1, dim2=2).sum(1)).double()
     d = keep.sum(1).double()
-    off = r.sum((1, 2)) - r.diagonal(dim1=1, dim2=2).sum(1)
     result = torch.where(d >= 2, off / (d * (d - 1)).clamp_min(1), 0.0)
     # a diverged member is NaN, not 0: it must not look decorrelated
     return torch.where(finite, result, float("nan"))
