@@ -47,6 +47,8 @@ class MemberOptimizer:
         self.step_count = 0
         self.state: list[dict[str, Tensor]] = [{} for _ in self.params]
         self._vectors: dict[tuple[Any, ...], Tensor] = {}
+        self._views_key: tuple[Any, ...] | None = None  # see MemberAdam._member_views
+        self._views: tuple[list[list[Tensor]], ...] = ()
 
     def set(self, **hyper: float | Sequence[float]) -> None:
         """Change hyperparameters, e.g. `set(lr=[1e-3, 1e-4])` at an epoch boundary."""
@@ -135,16 +137,40 @@ class MemberAdam(MemberOptimizer):
 
     def _fused_step(self, live: list[tuple[nn.Parameter, dict[str, Tensor]]]) -> None:
         """On a CPU, where the update is bound by memory traffic: torch's fused Adam kernel
-        (one pass over each tensor, as `torch.optim.Adam(fused=True)`), once per member."""
-        h = self.hyper
+        (one pass over each tensor, as `torch.optim.Adam(fused=True)`) on each member's
+        slices, one call for all members that share their hyperparameters."""
         step = torch.tensor(float(self.step_count))
-        for g in range(self.members):
-            torch._fused_adam_([p[g] for p, _ in live], [p.grad[g] for p, _ in live],
-                               [s["exp_avg"][g] for _, s in live],
-                               [s["exp_avg_sq"][g] for _, s in live], [], [step] * len(live),
-                               amsgrad=False, lr=h["lr"][g], beta1=h["beta1"][g],
-                               beta2=h["beta2"][g], weight_decay=0.0, eps=h["eps"][g],
+        params, avgs, squares = self._member_views(live)
+        grads = [p.grad.unbind() for p, _ in live]
+        for (lr, beta1, beta2, eps), members in self._alike().items():
+            torch._fused_adam_([t for g in members for t in params[g]],
+                               [grad[g] for g in members for grad in grads],
+                               [t for g in members for t in avgs[g]],
+                               [t for g in members for t in squares[g]], [],
+                               [step] * (len(members) * len(live)), amsgrad=False, lr=lr,
+                               beta1=beta1, beta2=beta2, weight_decay=0.0, eps=eps,
                                maximize=False)
+
+    def _alike(self) -> dict[tuple[float, ...], list[int]]:
+        """Members by their (lr, beta1, beta2, eps)."""
+        h = self.hyper
+        sets: dict[tuple[float, ...], list[int]] = {}
+        for g, key in enumerate(zip(h["lr"], h["beta1"], h["beta2"], h["eps"], strict=True)):
+            sets.setdefault(key, []).append(g)
+        return sets
+
+    def _member_views(self, live: list[tuple[nn.Parameter, dict[str, Tensor]]]
+                      ) -> tuple[list[list[Tensor]], ...]:
+        """Per member, its slice of every live parameter, exp_avg and exp_avg_sq: made once
+        and kept while the tensors behind them stay the same."""
+        tensors = [t for p, s in live for t in (p.data, s["exp_avg"], s["exp_avg_sq"])]
+        key = tuple((t.data_ptr(), t.shape) for t in tensors)
+        if self._views_key != key:
+            per_tensor = [t.unbind() for t in tensors]
+            self._views = tuple([list(member) for member in zip(*per_tensor[k::3], strict=True)]
+                                for k in range(3))
+            self._views_key = key
+        return self._views
 
     def _batched_step(self, live: list[tuple[nn.Parameter, dict[str, Tensor]]]) -> None:
         """On a GPU, where every kernel launch counts: all members at once, with their
