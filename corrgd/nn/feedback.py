@@ -96,8 +96,8 @@ class _FeedbackLinear(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         grad_x = torch.bmm(grad_out, feedback) if ctx.needs_input_grad[0] else None
         grad_w = None
-        if ctx.needs_input_grad[1]:  # (G, out, n) @ (G, n, in), both operands contiguous
-            grad_w = torch.bmm(grad_out.transpose(1, 2).contiguous(), x.contiguous())
+        if ctx.needs_input_grad[1]:  # (G, out, n) @ (G, n, in): a transposed view, not a copy
+            grad_w = torch.bmm(grad_out.transpose(1, 2), x)
         grad_b = grad_out.sum(1) if ctx.has_bias and ctx.needs_input_grad[3] else None
         return grad_x, grad_w, None, grad_b
 
