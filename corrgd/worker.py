@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from corrgd.config import RunConfig
+from corrgd.malloc import keep_freed_memory
 from corrgd.sizing import auto_group_size
 from corrgd.storage import (
     ClaimedRun,
@@ -214,6 +215,7 @@ class WorkerTask:
                  checkpoint_dir: str = DEFAULT_CHECKPOINT_DIR, threads: int | None = None,
                  group_size: int | None = None,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> int:
+        keep_freed_memory()  # tensors of a step reuse memory, no page faults (corrgd.malloc)
         if threads:  # CPU workers sharing a machine: oversubscribed threads spin and crawl
             import torch
 
