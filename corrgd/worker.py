@@ -223,7 +223,10 @@ class WorkerTask:
         self.worker = Worker(db_url, sweep=sweep, device=device, lease_seconds=lease_seconds,
                              data_dir=data_dir, checkpoint_dir=checkpoint_dir,
                              group_size=group_size, max_attempts=max_attempts)
-        return self.worker.run(max_runs, stop)
+        try:
+            return self.worker.run(max_runs, stop)
+        finally:
+            self.worker.db.close()  # its connections end cleanly, even if the process does not
 
     def release(self, timeout: float = 10.0) -> None:
         """Runs in a signal handler: if the interrupted main thread holds a database lock,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import signal
+import sys
 import time
 import traceback
 from collections.abc import Mapping, Sequence
@@ -35,6 +37,13 @@ def _child_main(fn: WorkerFn, kwargs: dict[str, Any], conn: Connection) -> None:
         conn.send(("error", traceback.format_exc()))
         raise
     conn.send(("ok", value))
+    conn.close()
+    # The worker's work is saved and its result sent: skip Python's shutdown, which after
+    # training tears torch's modules down for about 0.4 s while the sweep waits.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 class LocalJob:
