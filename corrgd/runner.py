@@ -25,6 +25,7 @@ resume as separate groups, one after the other.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -455,9 +456,9 @@ def _finish(group: Group, pos: int, member: int, epoch: int, status: str, path: 
     """Save member `pos`'s checkpoint (its state and every epoch's rows so far, the last
     being `epoch`'s) and say so."""
     rows = history[-1]["rows"]
-    if path is not None:
-        _save(path, {"config_hash": group.configs[pos].hash(), "epoch": epoch, "rows": rows,
-                     "history": history, "status": status,
+    if path is not None:  # the rows as JSON text: pickled, their every number costs a call
+        _save(path, {"config_hash": group.configs[pos].hash(), "epoch": epoch,
+                     "history_json": json.dumps(history), "status": status,
                      "net": group.net.member_state(pos),
                      "optimizer": group.optimizer.member_state(pos)})
     return MemberEpoch(member, rows, None if path is None else str(path), status)
@@ -516,6 +517,9 @@ def _load_checkpoint(path: Path | None, config: RunConfig, dev: torch.device
         state = torch.load(path, map_location=dev, weights_only=False)
         if not isinstance(state, dict) or "config_hash" not in state:
             raise ValueError("not a corrgd checkpoint")
+        if "history_json" in state:
+            state["history"] = json.loads(state.pop("history_json"))
+            state["rows"] = state["history"][-1]["rows"]
     except Exception as e:
         _set_aside(path, "corrupt", f"cannot be read ({type(e).__name__}: "
                    f"{str(e).splitlines()[0] if str(e) else ''})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -44,20 +45,30 @@ def test_epoch_zero_then_every_epoch_with_all_splits() -> None:
     assert last["loss"] < first["loss"]
 
 
-def test_resume_after_kill_continues_where_it_stopped_and_matches(tmp_path: Path) -> None:
+@pytest.mark.parametrize("layout", ["json", "pickled"])
+def test_resume_after_kill_continues_where_it_stopped_and_matches(tmp_path: Path,
+                                                                  layout: str) -> None:
+    """`pickled`: a checkpoint written before the rows were kept as JSON text resumes too."""
     config = RunConfig(**CONFIG)
     straight = Recorder()
     run(config, reporter=straight)
 
     ckpt = tmp_path / "run.pt"
+    killed = Recorder(stop_after=2)
     with pytest.raises(KeyboardInterrupt):
-        run(config, reporter=Recorder(stop_after=2), checkpoint=ckpt)
+        run(config, reporter=killed, checkpoint=ckpt)
+    if layout == "pickled":
+        state = torch.load(ckpt, weights_only=False)
+        state["history"] = json.loads(state.pop("history_json"))
+        state["rows"] = state["history"][-1]["rows"]
+        torch.save(state, ckpt)
     resumed = Recorder()
     result = run(config, reporter=resumed, checkpoint=ckpt)
     assert result.status == "done"
-    # every epoch the checkpoint holds is reported again (reporters upsert), then training
-    # goes on
+    # every epoch the checkpoint holds is reported again (reporters upsert), with the very
+    # numbers first reported, diagnostics included; then training goes on
     assert [e for e, _ in resumed.epochs] == [0, 1, 2, 3, 4]
+    assert resumed.epochs[:3] == killed.epochs
     for (e1, rows1), (e2, rows2) in zip(straight.epochs, resumed.epochs, strict=True):
         assert e1 == e2
         for r1, r2 in zip(rows1, rows2, strict=True):
