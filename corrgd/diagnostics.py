@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -63,12 +62,17 @@ def bp_gradients(net: Net, x: Tensor, y: Tensor, loss: LossFn) -> list[Tensor]:
 
 def angle(u: Tensor, v: Tensor) -> float:
     """Angle in degrees between two vectors (90 if either is zero)."""
-    u, v = u.double(), v.double()  # float32 norms would put identical vectors ~0.04° apart
-    nu, nv = u.norm(), v.norm()
-    if nu == 0 or nv == 0:
-        return 90.0
-    cos = float(torch.dot(u, v) / (nu * nv))
-    return math.degrees(math.acos(max(-1.0, min(1.0, cos))))
+    return angles(u[None], v[None])[0]
+
+
+def angles(u: Tensor, v: Tensor) -> list[float]:
+    """Angle in degrees between each pair of rows of u and v (G, P): (G,) as floats, 90
+    where either row is zero."""
+    u, v = u.flatten(1).double(), v.flatten(1).double()  # float32 norms would put identical
+    uu, vv = (u * u).sum(1), (v * v).sum(1)                 # vectors ~0.04° apart
+    cos = ((u * v).sum(1) / (uu * vv).sqrt()).clamp(-1.0, 1.0)
+    degrees = torch.where((uu == 0) | (vv == 0), 90.0, torch.rad2deg(torch.arccos(cos)))
+    return degrees.tolist()
 
 
 def update_angles(net: Net, rule: LearningRule, x: Tensor, y: Tensor, loss: LossFn
@@ -77,8 +81,7 @@ def update_angles(net: Net, rule: LearningRule, x: Tensor, y: Tensor, loss: Loss
     gradient."""
     true = bp_gradients(net, x, y, loss)
     ours = layer_updates(net, rule, x, y, loss)
-    return [[angle(u[g], v[g]) for g in range(u.shape[0])]
-            for u, v in zip(ours, true, strict=True)]
+    return [angles(u, v) for u, v in zip(ours, true, strict=True)]
 
 
 @torch.no_grad()
