@@ -4,6 +4,8 @@ Each panel's runs go into a fresh SQLite results database and are drained by loc
 worker processes (the code path of `corrgd sweep`): once with `--group-size 1` (one
 run at a time per worker) and once grouped (automatic group size), each with 1 worker
 and with one worker per core (threads split between them), best of those per mode.
+Where the automatic size is 1 (a network whose step alone keeps a CPU core busy,
+`corrgd.sizing.CPU_GROUP_STEP_MACS`), groups of 8 are measured too, to show why.
 
     python benchmarks/grid_throughput.py                 # 2-core CPU: quickstart grid in
                                                          # full, dense and conv panels cut
@@ -37,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from corrgd.config import RunConfig  # noqa: E402
 from corrgd.estimate import queue_order  # noqa: E402
 from corrgd.executors import LocalExecutor  # noqa: E402
+from corrgd.sizing import auto_group_size  # noqa: E402
 from corrgd.storage import RunSpec, open_db  # noqa: E402
 from corrgd.sweeps import expand, load_spec  # noqa: E402
 from corrgd.worker import WorkerTask  # noqa: E402
@@ -124,9 +127,14 @@ def drain(runs: list[RunConfig], *, device: str, workers: int, group_size: int |
 
 
 def measure(name: str, runs: list[RunConfig], device: str, worker_counts: list[int]) -> None:
-    print(f"\n{name}: {len(runs)} runs on {device}", flush=True)
+    auto = sorted({auto_group_size(r, device) for r in runs})
+    print(f"\n{name}: {len(runs)} runs on {device}, automatic group size "
+          f"{', '.join(map(str, auto))}", flush=True)
+    modes: list[tuple[str, int | None]] = [("one run per worker", 1), ("grouped", None)]
+    if auto == [1]:  # the automatic size trains them alone; show what groups would do
+        modes.append(("groups of 8 (forced)", 8))
     best: dict[str, tuple[float, int, float | None]] = {}
-    for mode, group_size in (("one run per worker", 1), ("grouped", None)):
+    for mode, group_size in modes:
         for workers in worker_counts:
             seconds, gpu = drain(runs, device=device, workers=workers, group_size=group_size)
             per_hour = len(runs) / seconds * 3600
@@ -135,10 +143,11 @@ def measure(name: str, runs: list[RunConfig], device: str, worker_counts: list[i
                   f"{per_hour:9.0f} runs/h{util}", flush=True)
             if mode not in best or per_hour > best[mode][0]:
                 best[mode] = (per_hour, workers, gpu)
-    alone, grouped = best["one run per worker"], best["grouped"]
-    print(f"  => grouped {grouped[0]:.0f} runs/h ({grouped[1]} worker(s)) vs one run per "
-          f"worker {alone[0]:.0f} runs/h ({alone[1]} worker(s)): "
-          f"{grouped[0] / alone[0]:.1f}x", flush=True)
+    alone = best.pop("one run per worker")
+    for mode, (per_hour, workers, _) in best.items():
+        print(f"  => {mode} {per_hour:.0f} runs/h ({workers} worker(s)) vs one run per "
+              f"worker {alone[0]:.0f} runs/h ({alone[1]} worker(s)): "
+              f"{per_hour / alone[0]:.1f}x", flush=True)
 
 
 def cli_end_to_end() -> None:

@@ -22,28 +22,17 @@ from rich.console import Console
 from rich.table import Table
 
 from corrgd.config import RunConfig
-from corrgd.sizing import auto_group_size, dataset_shape, free_bytes, layers_of, member_bytes
+from corrgd.sizing import (
+    auto_group_size,
+    dataset_shape,
+    forward_macs,
+    free_bytes,
+    member_bytes,
+    passes_per_sample,
+)
 from corrgd.sweeps import GroupCount, Plan, Sweep
 
 THROUGHPUTS = {"GPU at 10 TMAC/s": 10e12, "CPU at 50 GMAC/s": 50e9}
-
-
-def forward_macs(config: RunConfig) -> tuple[int, int]:
-    """(MACs of one forward pass per sample, number of weight layers)."""
-    layers = layers_of(config)
-    macs = 0
-    for layer in layers:
-        macs += layer.positions * layer.out * layer.fan_in
-        if config.decor:
-            # decorrelated inputs: d² per row (dense) or per patch (conv, folded: once)
-            macs += layer.fan_in**2 * (layer.positions if layer.kind == "dense" else 1)
-    return macs, len(layers)
-
-
-def passes_per_sample(config: RunConfig, layers: int) -> float:
-    """Forward-pass equivalents per training sample (a backward pass counts as two)."""
-    k = config.np_samples
-    return {"np": 3 + k, "anp": 3 + k, "inp": 3 + k * layers}.get(config.algorithm, 3)
 
 
 def run_macs(config: RunConfig, forward: tuple[int, int] | None = None) -> float:

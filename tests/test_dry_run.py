@@ -187,3 +187,41 @@ def test_runs_are_queued_most_work_first() -> None:
     for curve in set(curves):  # grid order within a group
         assert [r for r in ordered if (r.algorithm, r.decor) == curve] == \
             [r for r in runs if (r.algorithm, r.decor) == curve]
+
+
+# --- group sizes -----------------------------------------------------------------------------
+def digits_mlp(width: int, **options: Any) -> Any:
+    from corrgd.config import RunConfig
+
+    return RunConfig(dataset="digits", network="mlp", hidden=[width, width], batch_size=64,
+                     algorithm="bp",
+                     **options)
+
+
+def test_a_step_counts_each_layer_once_per_pass() -> None:
+    from corrgd.sizing import step_macs
+
+    # 64 → 128 → 128 → 10 by hand: 64·128 + 128·128 + 128·10 MACs a sample, 3 passes (BP)
+    assert step_macs(digits_mlp(128)) == 64 * 3 * (64 * 128 + 128 * 128 + 128 * 10)
+    # decorrelated: each layer's input also goes through its d × d matrix
+    assert step_macs(digits_mlp(128, decor=True, decor_lr=1e-4)) == \
+        64 * 3 * (64 * 128 + 128 * 128 + 128 * 10 + 64**2 + 2 * 128**2)
+
+
+def test_a_cpu_groups_only_networks_whose_step_leaves_a_core_idle() -> None:
+    """The automatic group size: memory on a GPU; on a CPU also at most a step of
+    CPU_GROUP_STEP_MACS per group (grouping bigger networks made them slower there,
+    benchmarks/grid_throughput.py)."""
+    from corrgd.sizing import CPU_GROUP_STEP_MACS, MAX_GROUP, auto_group_size, step_macs
+
+    plenty = 2**40
+    small, wide, wider = (digits_mlp(w, decor=True, decor_lr=1e-4) for w in (128, 512, 1024))
+    assert auto_group_size(small, "cpu", plenty) == MAX_GROUP["cpu"]
+    assert auto_group_size(wide, "cpu", plenty) == int(CPU_GROUP_STEP_MACS // step_macs(wide))
+    assert auto_group_size(wide, "cpu", plenty) == 3
+    assert auto_group_size(wider, "cpu", plenty) == 1
+    assert auto_group_size(wider, "cuda", plenty) == MAX_GROUP["cuda"]
+    table2 = expand(load_spec(SWEEPS / "table2.yaml"))
+    assert {auto_group_size(r, "cpu", plenty) for r in table2} == {1}
+    # and memory still caps both
+    assert auto_group_size(small, "cpu", 0) == auto_group_size(small, "cuda", 0) == 1
