@@ -10,6 +10,8 @@ failing half-way through (see :data:`WRITE_OPTIONS`).
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +84,21 @@ def _sqlite_readonly_engine(url: URL) -> Engine:
     return engine
 
 
+def _enable_wal(cursor: Any) -> None:
+    """Switch the file to WAL mode. Connections that switch a fresh file at the same moment
+    (workers starting on a new database) can get "database is locked" at once, without
+    SQLite's busy wait: retry, within the busy timeout."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _sqlite_engine(url: URL) -> Engine:
     database = url.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
@@ -95,7 +112,7 @@ def _sqlite_engine(url: URL) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _enable_wal(cursor)
         # WAL + NORMAL: never corrupts; a power cut may lose the last commits.
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
