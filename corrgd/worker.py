@@ -171,7 +171,10 @@ class Worker:
         except Cancelled:  # they stay in the queue of their cancelled sweep
             log.info("runs %s: their sweep was cancelled; stopped after an epoch", ids)
             self.release()
-        except (KeyboardInterrupt, Interrupted):
+        except (KeyboardInterrupt, SystemExit, Interrupted):
+            # SystemExit: SIGTERM on a local worker; on SLURM submitit's preemption handler
+            # exits so after trying to release (which waits in vain if this thread held a
+            # database lock when the signal came: released here, once it is rolled back)
             self.release()
             raise
         except Exception as e:
@@ -231,7 +234,8 @@ class WorkerTask:
     def release(self, timeout: float = 10.0) -> None:
         """Runs in a signal handler: if the interrupted main thread holds a database lock,
         a release in this thread would wait on it forever. So release from a helper
-        thread and wait at most `timeout`; failing that, the runs' leases expire."""
+        thread and wait at most `timeout`; failing that, the worker gives the runs back
+        when the job's exit unwinds it (`Worker.execute`)."""
         if self.worker is not None:
             helper = threading.Thread(target=self.worker.release, daemon=True)
             helper.start()

@@ -97,6 +97,32 @@ def epoch_rows(url: str) -> list[tuple]:
                   for r in frame.itertuples())
 
 
+# --- 0. a worker that is made to exit gives its group back ----------------------------------
+def test_a_worker_exiting_mid_group_gives_its_runs_back(folder: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sys.exit` inside a worker (how submitit's preemption handler ends a SLURM job, and
+    what a local worker's SIGTERM raises) hands the group back to the queue as the worker
+    unwinds, even when the handler itself could not (the worker held a database lock)."""
+    import corrgd.worker
+
+    url = db_url(folder)
+    enqueue(folder, url)
+
+    def exit_in_epoch_one(self: Any, epoch: int, step: int, steps: int, losses: Any) -> None:
+        if epoch == 1:
+            raise SystemExit(-1)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(corrgd.worker._DBReporter, "progress", exit_in_epoch_one)
+        with pytest.raises(SystemExit):
+            drain(url, folder / "checkpoints")
+    runs = open_db(url).runs_frame("tiny")
+    assert set(runs["status"]) == {"queued"} and runs["worker"].isna().all()
+    assert sorted(runs["attempts"]) == [0, 0, 1, 1]  # one group of two was claimed
+    assert drain(url, folder / "checkpoints") == 4
+    assert len(epoch_rows(url)) == 4 * EPOCH_ROWS
+
+
 # --- 1. checkpoints never stand in for history the database lacks ------------------------------
 def test_a_new_database_gets_every_epoch_from_finished_checkpoints(folder: Path) -> None:
     first = db_url(folder)

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
-    # SystemExit unwinds the worker, so its `finally` blocks (giving its run back) still run
+    # SystemExit unwinds the worker, which gives its runs back on the way (Worker.execute)
     raise SystemExit(128 + signum)
 
 
