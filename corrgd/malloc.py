@@ -9,7 +9,8 @@ up to half the time of an element-wise operation.
 
 `keep_freed_memory` raises both thresholds: blocks up to 32 MiB (the most glibc takes
 from its heap) come from the heap and stay there when freed, for reuse. A worker calls
-it once when it starts. The process then keeps its peak memory; it frees it on exit.
+it once when it starts. The process then holds on to up to 1 GiB of memory it has
+freed; the system gets it back when the process ends.
 """
 
 from __future__ import annotations

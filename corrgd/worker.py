@@ -172,9 +172,10 @@ class Worker:
             log.info("runs %s: their sweep was cancelled; stopped after an epoch", ids)
             self.release()
         except (KeyboardInterrupt, SystemExit, Interrupted):
-            # SystemExit: SIGTERM on a local worker; on SLURM submitit's preemption handler
-            # exits so after trying to release (which waits in vain if this thread held a
-            # database lock when the signal came: released here, once it is rolled back)
+            # SystemExit: SIGTERM on a local worker, or submitit's exit after a SLURM
+            # preemption. Its hook releases from a helper thread, which waits in vain if
+            # this thread held a database lock when the signal came: then the runs are
+            # released here, once that transaction has been rolled back.
             self.release()
             raise
         except Exception as e:

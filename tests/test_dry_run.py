@@ -193,9 +193,8 @@ def test_runs_are_queued_most_work_first() -> None:
 def digits_mlp(width: int, **options: Any) -> Any:
     from corrgd.config import RunConfig
 
-    return RunConfig(dataset="digits", network="mlp", hidden=[width, width], batch_size=64,
-                     algorithm="bp",
-                     **options)
+    return RunConfig(dataset="digits", network="mlp", hidden=[width, width], algorithm="bp",
+                     batch_size=64, **options)
 
 
 def test_a_step_counts_each_layer_once_per_pass() -> None:

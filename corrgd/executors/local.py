@@ -39,7 +39,10 @@ def _child_main(fn: WorkerFn, kwargs: dict[str, Any], conn: Connection) -> None:
     conn.send(("ok", value))
     conn.close()
     # The worker's work is saved and its result sent: skip Python's shutdown, which after
-    # training tears torch's modules down for about 0.4 s while the sweep waits.
+    # training tears torch's modules down for about 0.4 s while the sweep waits. What of it
+    # matters is done here: wait for the worker's own processes, flush logs and streams.
+    for child in mp.active_children():
+        child.join()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
