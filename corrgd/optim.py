@@ -47,8 +47,6 @@ class MemberOptimizer:
         self.step_count = 0
         self.state: list[dict[str, Tensor]] = [{} for _ in self.params]
         self._vectors: dict[tuple[Any, ...], Tensor] = {}
-        self._views_key: tuple[Any, ...] | None = None  # see MemberAdam._member_views
-        self._views: tuple[list[list[Tensor]], ...] = ()
 
     def set(self, **hyper: float | Sequence[float]) -> None:
         """Change hyperparameters, e.g. `set(lr=[1e-3, 1e-4])` at an epoch boundary."""
@@ -118,6 +116,8 @@ class MemberAdam(MemberOptimizer):
             [tuple(b) for b in betas]  # type: ignore[arg-type]
         super().__init__(params, members, lr=lr, beta1=[b[0] for b in pairs],
                          beta2=[b[1] for b in pairs], eps=eps)
+        self._views_key: tuple[Any, ...] | None = None  # see _member_views
+        self._views: tuple[list[list[Tensor]], ...] = ()
 
     @torch.no_grad()
     def step(self) -> None:

@@ -15,8 +15,9 @@ import pytest
 from rich.console import Console
 
 from corrgd import sweeps
-from corrgd.config import CURVE_KEYS
+from corrgd.config import CURVE_KEYS, RunConfig
 from corrgd.estimate import print_estimate
+from corrgd.sizing import CPU_GROUP_STEP_MACS, MAX_GROUP, auto_group_size, step_macs
 from corrgd.sweeps import Plan, Sweep, expand, load_spec, needs_confirmation, parse_spec, plan
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
@@ -190,16 +191,12 @@ def test_runs_are_queued_most_work_first() -> None:
 
 
 # --- group sizes -----------------------------------------------------------------------------
-def digits_mlp(width: int, **options: Any) -> Any:
-    from corrgd.config import RunConfig
-
+def digits_mlp(width: int, **options: Any) -> RunConfig:
     return RunConfig(dataset="digits", network="mlp", hidden=[width, width], algorithm="bp",
                      batch_size=64, **options)
 
 
 def test_a_step_counts_each_layer_once_per_pass() -> None:
-    from corrgd.sizing import step_macs
-
     # 64 → 128 → 128 → 10 by hand: 64·128 + 128·128 + 128·10 MACs a sample, 3 passes (BP)
     assert step_macs(digits_mlp(128)) == 64 * 3 * (64 * 128 + 128 * 128 + 128 * 10)
     # decorrelated: each layer's input also goes through its d × d matrix
@@ -211,8 +208,6 @@ def test_a_cpu_groups_only_networks_whose_step_leaves_a_core_idle() -> None:
     """The automatic group size: memory on a GPU; on a CPU also at most a step of
     CPU_GROUP_STEP_MACS per group (grouping bigger networks made them slower there,
     benchmarks/grid_throughput.py)."""
-    from corrgd.sizing import CPU_GROUP_STEP_MACS, MAX_GROUP, auto_group_size, step_macs
-
     plenty = 2**40
     small, wide, wider = (digits_mlp(w, decor=True, decor_lr=1e-4) for w in (128, 512, 1024))
     assert auto_group_size(small, "cpu", plenty) == MAX_GROUP["cpu"]
