@@ -164,7 +164,10 @@ def test_four_workers_run_every_run_exactly_once(db_url: str, tmp_path: Path) ->
     spec = write_spec(tmp_path / "many.yaml", "many", lr=[1e-3, 1e-2], seed=list(range(20)),
                       epochs=epochs, batch_size=512)
 
-    out = corrgd("sweep", str(spec), "--db", db_url, "--workers", "4", cwd=tmp_path).stdout
+    # groups of 4: ten groups for four workers (with the automatic size, two groups of 32
+    # and 8 could both go to the first worker that starts, while the others import torch)
+    out = corrgd("sweep", str(spec), "--db", db_url, "--workers", "4", "--group-size", "4",
+                 cwd=tmp_path).stdout
 
     assert "40 runs, 40 new" in out and "4 local workers" in out
     db = open_db(db_url)
