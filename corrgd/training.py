@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from corrgd.losses import LossFn
+from corrgd.losses import LossFn, for_evaluation
 from corrgd.nn.network import Net
 from corrgd.optim import MemberOptimizer
 from corrgd.rules import LearningRule
@@ -38,6 +38,7 @@ def evaluate(net: Net, batches: Iterable[tuple[Tensor, Tensor]], loss: LossFn, *
     Regression (`classification=False`) reports the loss only (accuracy None)."""
     was_training = net.training
     net.eval()
+    loss = for_evaluation(loss)
     total = correct = correct5 = None
     n, classes = 0, 0
     for xb, yb in batches:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from corrgd.losses import LOSSES, cross_entropy, get_loss
+from corrgd.losses import LOSSES, cross_entropy, for_evaluation, get_loss
 from corrgd.models import build_network
 from corrgd.nn import DecorSettings, Net
 from corrgd.optim import MemberAdam, MemberSGD
@@ -298,6 +298,22 @@ def test_losses_with_member_axes_are_the_per_sample_losses_member_by_member(floa
         scale = {"mse": 1 / 5, "sse": 1.0, "half_sse": 0.5}[name]
         expected = scale * (out - onehot).pow(2).sum(-1)
     torch.testing.assert_close(fn(out, labels), expected)
+
+
+@pytest.mark.parametrize("classes", [2, 10, 15, 16, 100])
+def test_the_evaluation_cross_entropy_is_torchs_row_wise_loss_and_the_formula(classes):
+    """Evaluation takes torch's kernel along the sample axis for few classes (a CPU speed
+    path): the values are torch's usual per-row loss to an ulp, and the float64 formula."""
+    out = 3 * torch.randn(4, 300, classes)
+    labels = torch.randint(0, classes, (4, 300))
+    with torch.no_grad():
+        loss = for_evaluation(cross_entropy)(out, labels)
+    usual = F.cross_entropy(out.reshape(-1, classes), labels.reshape(-1), reduction="none")
+    torch.testing.assert_close(loss, usual.view(4, 300), rtol=2e-7, atol=2e-7)
+    x = out.double()
+    formula = torch.logsumexp(x, -1) - x.gather(-1, labels[..., None])[..., 0]
+    torch.testing.assert_close(loss.double(), formula, rtol=1e-6, atol=1e-6)
+    assert for_evaluation(get_loss("mse")) is get_loss("mse")
 
 
 def test_mean_losses_give_every_member_a_shared_batch_and_average_per_member():
