@@ -160,12 +160,12 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 @pytest.mark.slow
 def test_four_workers_run_every_run_exactly_once(db_url: str, tmp_path: Path) -> None:
-    epochs = 2
+    # Ten groups of 4 for four workers, each long enough (80 steps an epoch; ~2.5 s for
+    # one worker in all) that the first worker to start cannot drain the queue before the
+    # others have imported torch: with 3 steps an epoch, one worker once trained all 40.
+    epochs = 3
     spec = write_spec(tmp_path / "many.yaml", "many", lr=[1e-3, 1e-2], seed=list(range(20)),
-                      epochs=epochs, batch_size=512)
-
-    # groups of 4: ten groups for four workers (with the automatic size, two groups of 32
-    # and 8 could both go to the first worker that starts, while the others import torch)
+                      epochs=epochs, batch_size=16, hidden=[128, 128])
     out = corrgd("sweep", str(spec), "--db", db_url, "--workers", "4", "--group-size", "4",
                  cwd=tmp_path).stdout
 
