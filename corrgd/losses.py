@@ -38,10 +38,11 @@ FEW_CLASSES = 16
 
 
 def _cross_entropy_over_samples(logits: Tensor, target: Tensor) -> Tensor:
-    rows, labels = logits.reshape(-1, logits.shape[-1]), target.reshape(-1)
-    if logits.device.type != "cpu" or rows.shape[1] >= FEW_CLASSES:
+    if logits.device.type != "cpu" or logits.shape[-1] >= FEW_CLASSES:
         return cross_entropy(logits, target)
-    return F.cross_entropy(rows.t()[None], labels[None], reduction="none").view(target.shape)
+    rows = logits.reshape(-1, logits.shape[-1])
+    per_sample = F.cross_entropy(rows.t()[None], target.reshape(1, -1), reduction="none")
+    return per_sample.view(target.shape)
 
 
 def for_evaluation(loss: LossFn) -> LossFn:
