@@ -1,17 +1,32 @@
 # corrgd: the two commands of README.md, and a few helpers.
-PYTHON ?= python3
-PIP ?= $(PYTHON) -m pip
+#
+# `make setup` installs exactly the versions uv.lock names into .venv, with uv (itself
+# installed into build/uv at the version below); `make lock` refreshes uv.lock on
+# purpose. Every other target runs in .venv.
+PYTHON3 ?= python3
+UV_VERSION := 0.13.9
+UV := build/uv/bin/uv
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+CORRGD := $(VENV)/bin/corrgd
 
-.PHONY: setup quickstart test test-fast lint bench services-start services-stop
+.PHONY: setup lock quickstart test test-fast lint bench services-start services-stop
 
-setup:                ## install corrgd (editable) with its test tools
-	$(PIP) install -q -e ".[dev]"
+setup: $(UV)          ## install corrgd (editable), its extras and test tools, as uv.lock pins them
+	$(UV) sync --locked --all-extras --python $(PYTHON3)
+
+$(UV):
+	$(PYTHON3) -m venv build/uv
+	build/uv/bin/python -m pip install -q "uv==$(UV_VERSION)"
+
+lock: $(UV)           ## refresh uv.lock: the newest releases pyproject.toml allows
+	$(UV) lock --upgrade
 
 quickstart: setup     ## the main job: a real sweep on offline data, then its report
-	corrgd sweep sweeps/quickstart.yaml
-	corrgd report --figure quickstart
-	corrgd report --table peak --sweep quickstart
-	corrgd best-params --sweep quickstart
+	$(CORRGD) sweep sweeps/quickstart.yaml
+	$(CORRGD) report --figure quickstart
+	$(CORRGD) report --table peak --sweep quickstart
+	$(CORRGD) best-params --sweep quickstart
 
 test:                 ## lint + the whole test suite (service tests skip if no server runs)
 	$(PYTHON) -m ruff check .
