@@ -89,6 +89,16 @@ def _check_devices(flag: str, devices: list[str]) -> None:
                        f"cuda:0 to cuda:{count - 1}")
 
 
+def _check_kernels() -> None:
+    """`CORRGD_KERNELS`, which workers inherit, is one of auto, cpu, gpu."""
+    from corrgd.kernels import kernel_set
+
+    try:
+        kernel_set()
+    except ValueError as e:
+        raise fail(str(e)) from None
+
+
 def _check_slurm() -> None:
     missing = [c for c in ("sbatch", "squeue", "sacct") if shutil.which(c) is None]
     if missing:
@@ -150,6 +160,7 @@ def sweep(
     _check_positive("--group-size", group_size, strict=False)
     _check_positive("--max-attempts", max_attempts, strict=False)
     _check_positive("--lease", lease)
+    _check_kernels()
     if executor == "local" and devices and not dry_run:
         _check_devices("--devices", devices.split(","))
     if executor == "slurm" and not dry_run:
@@ -268,6 +279,7 @@ def worker(
     _check_positive("--max-runs", max_runs, strict=False)
     _check_positive("--max-attempts", max_attempts, strict=False)
     _check_positive("--lease", lease)
+    _check_kernels()
     _check_devices("--device", [device])
     database = _open_db(db)
     if sweep is not None and not _has_sweep(database, sweep):
@@ -521,6 +533,7 @@ def train(
                                 "algorithm": algorithm, "decor": decor_lr > 0,
                                 "decor_lr": decor_lr, "lr": lr, "epochs": epochs,
                                 "batch_size": batch_size, "seed": seed}
+    _check_kernels()
     _check_devices("--device", [device])
     for item in set_ or []:
         key, sep, value = item.partition("=")

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from corrgd.kernels import gpu_kernels
+
 
 def _per_member(values: float | Sequence[float], members: int, name: str) -> list[float]:
     out = [float(values)] * members if isinstance(values, int | float) else \
@@ -56,17 +58,21 @@ class MemberOptimizer:
             self.hyper[k] = _per_member(v, self.members, k)
         self._vectors.clear()
 
-    def _column(self, name: str, like: Tensor, values: Sequence[float] | None = None,
-                tag: Any = None) -> Tensor:
-        """Hyperparameter `name` (or `values`, cached under `tag`) per member, shaped to
-        broadcast over a parameter like `like`; the (G,) tensors are made once per device."""
-        key = (name, tag, like.dtype, like.device)
+    def _vector(self, name: str, like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+        """Hyperparameter `name` per member, a (G,) tensor on `like`'s device (in `dtype`,
+        default `like`'s): made once, kept until the hyperparameters change, so that a step
+        copies nothing from the host."""
+        dtype = dtype or like.dtype
+        key = (name, dtype, like.device)
         vector = self._vectors.get(key)
         if vector is None:
-            vector = torch.tensor(self.hyper[name] if values is None else values,
-                                  dtype=like.dtype, device=like.device)
+            vector = torch.tensor(self.hyper[name], dtype=dtype, device=like.device)
             self._vectors[key] = vector
-        return vector.view(-1, *([1] * (like.dim() - 1)))
+        return vector
+
+    def _column(self, name: str, like: Tensor) -> Tensor:
+        """Hyperparameter `name` per member, shaped to broadcast over a parameter `like`."""
+        return _over_members(self._vector(name, like), like)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.params:
@@ -130,13 +136,13 @@ class MemberAdam(MemberOptimizer):
                 if p.grad is not None]
         if not live:
             return
-        if live[0][0].device.type == "cpu":
-            self._fused_step(live)
-        else:
+        if gpu_kernels(live[0][0].device):
             self._batched_step(live)
+        else:
+            self._fused_step(live)
 
     def _fused_step(self, live: list[tuple[nn.Parameter, dict[str, Tensor]]]) -> None:
-        """On a CPU, where the update is bound by memory traffic: torch's fused Adam kernel
+        """CPU kernels, where the update is bound by memory traffic: torch's fused Adam kernel
         (one pass over each tensor, as `torch.optim.Adam(fused=True)`) on each member's
         slices, one call for all members that share their hyperparameters."""
         step = torch.tensor(float(self.step_count))
@@ -173,23 +179,28 @@ class MemberAdam(MemberOptimizer):
         return self._views
 
     def _batched_step(self, live: list[tuple[nn.Parameter, dict[str, Tensor]]]) -> None:
-        """On a GPU, where every kernel launch counts: all members at once, with their
+        """GPU kernels, where every kernel launch counts: all members at once, with their
         hyperparameters broadcast over the member axis."""
         t = self.step_count
-        h = self.hyper
-        # bias corrections in double precision, as torch.optim.Adam computes them
-        step_size = [lr / (1 - b1**t) for lr, b1 in zip(h["lr"], h["beta1"], strict=True)]
-        bc2_sqrt = [(1 - b2**t) ** 0.5 for b2 in h["beta2"]]
-        one_minus_b1 = [1 - b for b in h["beta1"]]
-        one_minus_b2 = [1 - b for b in h["beta2"]]
+        like = live[0][0]
+        # factors in double precision, as torch.optim.Adam computes them; on the device,
+        # from vectors kept there: no host round trip
+        lr, beta1, beta2 = (self._vector(k, like, torch.float64) for k in ("lr", "beta1", "beta2"))
+        step_size = (lr / (1 - beta1**t)).to(like.dtype)
+        bc2_sqrt = (1 - beta2**t).sqrt().to(like.dtype)
+        one_minus_b1, one_minus_b2 = (1 - beta1).to(like.dtype), (1 - beta2).to(like.dtype)
+        b2, eps = self._vector("beta2", like), self._vector("eps", like)
         for p, s in live:
             g, m, v = p.grad, s["exp_avg"], s["exp_avg_sq"]
-            m.lerp_(g, self._column("1-beta1", p, one_minus_b1))
-            v.mul_(self._column("beta2", p)).add_(g * g * self._column("1-beta2", p, one_minus_b2))
-            denom = (v.sqrt() / self._column("bc2", p, bc2_sqrt, t)).add_(self._column("eps", p))
-            p.sub_(m / denom * self._column("step_size", p, step_size, t))
-        for key in [k for k in self._vectors if k[1] == t]:  # this step's corrections
-            del self._vectors[key]
+            m.lerp_(g, _over_members(one_minus_b1, p))
+            v.mul_(_over_members(b2, p)).add_(g * g * _over_members(one_minus_b2, p))
+            denom = (v.sqrt() / _over_members(bc2_sqrt, p)).add_(_over_members(eps, p))
+            p.sub_(m / denom * _over_members(step_size, p))
+
+
+def _over_members(vector: Tensor, like: Tensor) -> Tensor:
+    """A (G,) vector shaped to broadcast over a tensor `like` (G, ...)."""
+    return vector.view(-1, *([1] * (like.dim() - 1)))
 
 
 class MemberSGD(MemberOptimizer):

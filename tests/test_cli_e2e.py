@@ -119,3 +119,59 @@ def test_missing_data_set_offline_is_one_line_exit_2(tmp_path: Path) -> None:
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "cifar-10-batches-py" in lines[0] and str(tmp_path) in lines[0]
+
+
+KERNELS_GRID = """\
+name: kernels
+dataset: digits
+val_size: 200
+grids:
+  - {network: mlp, hidden: [64, 32]}
+  - {network: convnet, padding: 1}
+algorithm: [bp, fa]
+decor: [false, true]
+decor_lr: 1.0e-4
+lr: [1.0e-3, 1.0e-4]
+seed: [0, 1]
+epochs: 2
+batch_size: 64
+"""
+
+
+def test_gpu_kernels_sweep_ends_with_the_losses_of_the_default_kernels(tmp_path: Path) -> None:
+    """`CORRGD_KERNELS=gpu corrgd sweep` (grouped convolutions, batched Adam, row-wise
+    evaluation loss, in every worker) on a dense + conv grid: the final losses of BP and FA
+    are those of the default (CPU) kernels to 1e-4 relative, in float32 (tests/
+    test_kernels.py compares the two sets for every rule in float64)."""
+    spec = tmp_path / "kernels.yaml"
+    spec.write_text(KERNELS_GRID)
+    final = {}
+    for kernels in ("auto", "gpu"):
+        url = f"sqlite:///{tmp_path / kernels}.sqlite"
+        env = {**os.environ, "CORRGD_KERNELS": kernels}
+        proc = subprocess.run([sys.executable, "-m", "corrgd", "sweep", str(spec), "--db", url],
+                              cwd=tmp_path, env=env, text=True, capture_output=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        db = open_db(url)
+        runs, epochs = db.runs_frame("kernels"), db.epochs_frame("kernels", diagnostics=False)
+        db.close()
+        assert len(runs) == 32 and set(runs["status"]) == {"done"}
+        last = epochs[epochs["epoch"] == 2].merge(runs[["run_id", "config_hash"]], on="run_id")
+        final[kernels] = {(h, s): loss for h, s, loss in
+                          zip(last["config_hash"], last["split"], last["loss"], strict=True)}
+    assert final["auto"].keys() == final["gpu"].keys() and len(final["gpu"]) == 32 * 3
+    for key, loss in final["auto"].items():
+        assert final["gpu"][key] == pytest.approx(loss, rel=1e-4), key
+
+
+def test_a_bad_kernel_setting_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY)
+    env = {**os.environ, "CORRGD_KERNELS": "fast"}
+    for args in (["sweep", str(spec)], ["worker"], ["train", "--epochs", "1"]):
+        proc = subprocess.run([sys.executable, "-m", "corrgd", *args], cwd=tmp_path, env=env,
+                              text=True, capture_output=True, timeout=120)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert proc.stderr.strip().count("\n") == 0
+        assert "CORRGD_KERNELS='fast' is not one of: auto, cpu, gpu" in proc.stderr
+    assert list(tmp_path.iterdir()) == [spec]

@@ -239,7 +239,11 @@ def compare(make_member: Any, make_reference: Any, changes: dict[str, list[float
     return worst
 
 
-def test_member_adam_equals_torch_adam_on_each_member():
+@pytest.mark.parametrize("kernels", ["cpu", "gpu"])
+def test_member_adam_equals_torch_adam_on_each_member(kernels, monkeypatch):
+    """Both kernel sets (`corrgd.kernels`): torch's fused Adam on member slices, and the
+    batched update a GPU runs."""
+    monkeypatch.setenv("CORRGD_KERNELS", kernels)
     lrs, betas, eps = [1e-3, 3e-2, 1e-4], [(0.9, 0.999), (0.8, 0.9999), (0.5, 0.99)], \
         [1e-8, 1e-6, 1e-3]
     worst = compare(
@@ -303,11 +307,15 @@ def test_losses_with_member_axes_are_the_per_sample_losses_member_by_member(floa
 @pytest.mark.parametrize("classes", [2, 10, 15, 16, 100])
 def test_the_evaluation_cross_entropy_is_torchs_row_wise_loss_and_the_formula(classes):
     """Evaluation takes torch's kernel along the sample axis for few classes (a CPU speed
-    path): the values are torch's usual per-row loss to an ulp, and the float64 formula."""
+    path): the values are torch's usual per-row loss to an ulp, and the float64 formula;
+    each member's values are bitwise those of the member alone (an axis of its own)."""
     out = 3 * torch.randn(4, 300, classes)
     labels = torch.randint(0, classes, (4, 300))
     with torch.no_grad():
         loss = for_evaluation(cross_entropy)(out, labels)
+        for g in range(4):
+            alone = for_evaluation(cross_entropy)(out[g:g + 1].clone(), labels[g:g + 1])
+            assert torch.equal(loss[g], alone[0])
     usual = F.cross_entropy(out.reshape(-1, classes), labels.reshape(-1), reduction="none")
     torch.testing.assert_close(loss, usual.view(4, 300), rtol=2e-7, atol=2e-7)
     x = out.double()

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.grad import conv2d_input, conv2d_weight
 
+from corrgd.kernels import gpu_kernels
+
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None,
            feedback: Tensor | None = None) -> Tensor:
@@ -55,12 +57,13 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int, padding:
     """Each member's convolution: x (G, n, C, H, W), weight (G, out, C, k, k), bias (G, out);
     the input gradient goes through `feedback` (shaped like weight) where given.
 
-    On a GPU, one grouped convolution. On a CPU, one convolution per member: the CPU's
-    grouped convolution rounds differently from a member's own, so a run would not train
-    exactly as it does alone (and it is not faster there: see benchmarks/grid_throughput.py).
+    GPU kernels (`corrgd.kernels`): one grouped convolution. CPU kernels: one convolution
+    per member: the CPU's grouped convolution rounds differently from a member's own, so a
+    run would not train exactly as it does alone (and it is not faster there: see
+    benchmarks/grid_throughput.py).
     """
     G = weight.shape[0]
-    if x.device.type == "cpu":
+    if not gpu_kernels(x.device):
         return torch.stack([_conv2d(x[g], weight[g], None if bias is None else bias[g],
                                     stride, padding, None if feedback is None else feedback[g])
                             for g in range(G)])
