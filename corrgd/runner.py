@@ -359,8 +359,8 @@ def _train_epoch(group: Group, epoch: int, x: Tensor, y: Tensor, reporter: Group
     state as it was then is kept for their last evaluation)."""
     c = group.shared
     group.start_epoch(epoch)
-    crops = [streams.generator(m.seed, "crop", epoch) for m in group.configs] \
-        if group.data.transform.crop is not None else None
+    crops = [streams.generator(m.seed, "crop", epoch, device=group.device)
+             for m in group.configs] if group.data.transform.crop is not None else None
     group.net.train()
     t0 = time.perf_counter()
     order = group.epoch_order(epoch)

@@ -57,12 +57,10 @@ def evaluate(net: Net, batches: Iterable[tuple[Tensor, Tensor]], loss: LossFn, *
     net.train(was_training)
     if total is None:
         raise ValueError("evaluate needs at least one batch")
+    # one copy to the host for all members (a sync on a GPU), not one per member and metric
+    sums = [total, *(c.double() for c in (correct, correct5) if c is not None)]
     results = []
-    for g in range(net.members):
-        row: dict[str, Any] = {"loss": float(total[g]) / n, "accuracy": None, "top5": None}
-        if correct is not None:
-            row["accuracy"] = int(correct[g]) / n
-        if correct5 is not None:
-            row["top5"] = int(correct5[g]) / n
-        results.append(row)
+    for values in (torch.stack(sums, 1) / n).tolist():  # per member: loss[, acc[, top5]]
+        values += [None] * (3 - len(values))
+        results.append({"loss": values[0], "accuracy": values[1], "top5": values[2]})
     return results

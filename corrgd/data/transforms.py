@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -17,11 +18,19 @@ def scale_pixels(
     """
     x = xb.to(torch.float32) / pixel_max
     if mean:
-        shape = (1, len(mean), 1, 1)
-        x = (x - torch.tensor(mean, device=x.device).view(shape)) / torch.tensor(
-            std, device=x.device
-        ).view(shape)
+        mu, sigma = _channel_stats(mean, std, x.device)
+        x = (x - mu) / sigma
     return x
+
+
+@functools.lru_cache(maxsize=16)
+def _channel_stats(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+                   ) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and std as (1, C, 1, 1) tensors on `device`, made once: a training
+    step copies nothing from the host."""
+    shape = (1, len(mean), 1, 1)
+    return (torch.tensor(mean, device=device).view(shape),
+            torch.tensor(std, device=device).view(shape))
 
 
 def center_crop(xb: Tensor, size: int) -> Tensor:

@@ -65,6 +65,7 @@ class NodePerturbation(LearningRule):
             raise ValueError(f"{self.name}: the noisy baseline needs noise at every layer")
         self.variances, self.samples, self.noisy_baseline = variances, samples, noisy_baseline
         self.noise_generators: list[torch.Generator] | None = None
+        self._variance_vectors: dict[tuple[torch.dtype, torch.device], Tensor] = {}
 
     @property
     def sigma2(self) -> float:
@@ -77,9 +78,13 @@ class NodePerturbation(LearningRule):
         self.noise_generators = self.generators(stream, *counters, device=device)
 
     def _variances(self, like: Tensor) -> Tensor:
-        """σ² per member, shaped to scale a batch like `like`."""
-        v = torch.tensor(self.variances, dtype=like.dtype, device=like.device)
-        return v.view(-1, *([1] * (like.dim() - 1)))
+        """σ² per member, shaped to scale a batch like `like` (made once per device: a step
+        copies nothing from the host)."""
+        key = (like.dtype, like.device)
+        if key not in self._variance_vectors:
+            self._variance_vectors[key] = torch.tensor(self.variances, dtype=like.dtype,
+                                                       device=like.device)
+        return self._variance_vectors[key].view(-1, *([1] * (like.dim() - 1)))
 
     def noise(self, like: Tensor) -> Tensor:
         """N(0, σ²) noise shaped like `like` (G, n, ...), member g's from its own stream."""
@@ -121,6 +126,7 @@ class NodePerturbation(LearningRule):
         keep = index.tolist()
         super().select_members(index)
         self.variances = [self.variances[i] for i in keep]
+        self._variance_vectors.clear()
         if self.noise_generators is not None:
             self.noise_generators = [self.noise_generators[i] for i in keep]
 
