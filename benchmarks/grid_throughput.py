@@ -191,15 +191,15 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, {os.cpu_count()} CPU cores"
           + (f", {torch.cuda.get_device_name(0)}" if gpu else ""), flush=True)
-    panels = args.panels.split(",")
-    if "quickstart" in panels:
-        measure("quickstart grid", quickstart(), args.device, counts)
-    if "dense" in panels:
-        measure(f"CRGD Table 2 CIFAR-10 dense panel ({steps} steps per run)",
-                subset(table2_panel("crgd-dense", steps), runs), args.device, counts)
-    if "conv" in panels:
-        measure(f"CRGD Table 2 CIFAR-10 conv panel ({steps} steps per run)",
-                subset(table2_panel("crgd-conv", steps), runs), args.device, counts)
+    for panel in args.panels.split(","):  # in the order given
+        if panel == "quickstart":
+            measure("quickstart grid", quickstart(), args.device, counts)
+        elif panel in ("dense", "conv"):
+            measure(f"CRGD Table 2 CIFAR-10 {panel} panel ({steps} steps per run)",
+                    subset(table2_panel(f"crgd-{panel}", steps), runs), args.device, counts)
+        else:
+            parser.error(f"--panels: unknown panel {panel!r}; choose from quickstart, dense, "
+                         "conv")
     if args.cli:
         cli_end_to_end()
 
