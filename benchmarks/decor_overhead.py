@@ -18,11 +18,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from corrgd.losses import cross_entropy
-from corrgd.models import build_network
-from corrgd.nn import DecorSettings
-from corrgd.rules import make_rule
-from corrgd.training import train_step
+from corrgd.learn.losses import cross_entropy
+from corrgd.learn.models import build_network
+from corrgd.learn.nn import DecorSettings
+from corrgd.learn.rules import make_rule
+from corrgd.learn.training import train_step
 
 NETS = {"dense": ("crgd-dense", True), "conv": ("crgd-conv", False)}
 

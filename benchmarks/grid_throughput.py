@@ -5,7 +5,7 @@ worker processes (the code path of `corrgd sweep`): once with `--group-size 1` (
 run at a time per worker) and once grouped (automatic group size), each with 1 worker
 and with one worker per core (threads split between them), best of those per mode.
 Where the automatic size is 1 (a network whose step alone keeps a CPU core busy,
-`corrgd.sizing.CPU_GROUP_STEP_MACS`), groups of 8 are measured too, to show why.
+`corrgd.spec.sizing.CPU_GROUP_STEP_MACS`), groups of 8 are measured too, to show why.
 
     python benchmarks/grid_throughput.py                 # 2-core CPU: quickstart grid in
                                                          # full, dense and conv panels cut
@@ -36,13 +36,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from corrgd.config import RunConfig  # noqa: E402
-from corrgd.estimate import queue_order  # noqa: E402
-from corrgd.executors import LocalExecutor  # noqa: E402
-from corrgd.sizing import auto_group_size  # noqa: E402
+from corrgd.run.executors import LocalExecutor  # noqa: E402
+from corrgd.run.worker import WorkerTask  # noqa: E402
+from corrgd.spec.config import RunConfig  # noqa: E402
+from corrgd.spec.cost import queue_order  # noqa: E402
+from corrgd.spec.sizing import auto_group_size  # noqa: E402
+from corrgd.spec.sweeps import expand, load_spec  # noqa: E402
 from corrgd.storage import RunSpec, open_db  # noqa: E402
-from corrgd.sweeps import expand, load_spec  # noqa: E402
-from corrgd.worker import WorkerTask  # noqa: E402
 
 LRS = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7]
 

@@ -8,7 +8,7 @@ operands warm in cache, and adds the times up. No grouped code can do the same p
 in less time, whatever else it saves: the sum is a lower bound on grouped training.
 
 It prints the measured times and, for W workers on as many cores that each first pay
-the start of a worker process (`python -c "import corrgd.runner"`, measured here), the
+the start of a worker process (`python -c "import corrgd.run.runner"`, measured here), the
 most runs per hour grouping could reach over one run at a time:
 
     (start + alone / W) / (start + products / W)
@@ -38,9 +38,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from corrgd.malloc import keep_freed_memory  # noqa: E402
-from corrgd.runner import load_data, train_group  # noqa: E402
-from corrgd.sweeps import expand, load_spec  # noqa: E402
+from corrgd.run.malloc import keep_freed_memory  # noqa: E402
+from corrgd.run.runner import load_data, train_group  # noqa: E402
+from corrgd.spec.sweeps import expand, load_spec  # noqa: E402
 
 aten = torch.ops.aten
 PRODUCTS = {aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default,
@@ -113,7 +113,7 @@ def worker_start() -> float:
     times = []
     for _ in range(3):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import corrgd.runner"], check=True, cwd=ROOT)
+        subprocess.run([sys.executable, "-c", "import corrgd.run.runner"], check=True, cwd=ROOT)
         times.append(time.perf_counter() - start)
     return min(times)
 

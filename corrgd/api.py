@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from corrgd import analysis
-from corrgd.reports import source
-from corrgd.reports.best_params import best_frame
-from corrgd.reports.curves import choose_settings, label_runs
-from corrgd.reports.envelopes import CSV_COLUMNS, curve_frame
-from corrgd.reports.peaks import peak_frame
+from corrgd.results import analysis
+from corrgd.results.reports import source
+from corrgd.results.reports.best_params import best_frame
+from corrgd.results.reports.curves import choose_settings, label_runs
+from corrgd.results.reports.envelopes import CSV_COLUMNS, curve_frame
+from corrgd.results.reports.peaks import peak_frame
 
 if TYPE_CHECKING:
     from corrgd.storage import ResultsDB
@@ -91,7 +91,7 @@ def best_params(sweep: str | None = None, metric: str = "val_acc",
     """Per curve the best run's lr and decor_lr by peak `metric` (CRGD Table 2), long form.
 
     Columns: panel, curve, the curve's axes, lr, decor_lr, score, peak_epoch,
-    run_id, candidates, tied; ties broken by `corrgd.analysis.TIE_BREAK`.
+    run_id, candidates, tied; ties broken by `corrgd.results.analysis.TIE_BREAK`.
     """
     if metric not in analysis.METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(analysis.METRICS)}")

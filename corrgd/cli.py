@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from corrgd.sweeps import SpecError
+from corrgd.spec.sweeps import SpecError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Decorrelated learning: sweeps, workers and reports.")
@@ -91,7 +91,7 @@ def _check_devices(flag: str, devices: list[str]) -> None:
 
 def _check_kernels() -> None:
     """`CORRGD_KERNELS`, which workers inherit, is one of auto, cpu, gpu."""
-    from corrgd.kernels import kernel_set
+    from corrgd.learn.kernels import kernel_set
 
     try:
         kernel_set()
@@ -150,7 +150,8 @@ def sweep(
     = False,
 ) -> None:
     """Enqueue the runs of a sweep spec (only those missing) and work through them."""
-    from corrgd import analysis, sweeps
+    from corrgd.results import analysis
+    from corrgd.spec import sweeps
 
     if executor not in ("local", "slurm"):
         raise fail(f"--executor: {executor!r} is not one of: local, slurm")
@@ -171,7 +172,7 @@ def sweep(
         lookup = analysis.selection_lookup(source)
         plan = sweeps.plan(parsed, lookup)  # counts and checks without expanding the grid
         if dry_run:
-            from corrgd.estimate import print_estimate
+            from corrgd.spec.cost import print_estimate
 
             device = (devices.split(",")[0] if devices else
                       "cuda" if executor == "slurm" and gpus_per_job else "cpu")
@@ -180,7 +181,7 @@ def sweep(
         if sweeps.needs_confirmation(plan.runs) and not yes:
             raise fail(f"{spec}: {plan.runs:,} runs: more than {LARGE_GRID:,}; check the "
                        "grid with --dry-run, then enqueue it with --yes")
-        from corrgd.estimate import queue_order
+        from corrgd.spec.cost import queue_order
 
         runs = queue_order(sweeps.expand(parsed, lookup))  # the most work first
     except SpecError as e:
@@ -200,7 +201,7 @@ def sweep(
                   f"{len(runs) - added} already in the database")
     if enqueue_only:
         return
-    from corrgd.launch import launch_workers
+    from corrgd.run.launch import launch_workers
 
     code = launch_workers(
         database, parsed.name, executor=executor, workers=workers, devices=devices,
@@ -289,7 +290,7 @@ def worker(
         names = [sweep] if sweep else list(database.list_sweeps()["sweep"])
         console.print(f"{sum(database.requeue_failed(n) for n in names)} failed runs back "
                       "in the queue")
-    from corrgd.worker import Worker
+    from corrgd.run.worker import Worker
 
     w = Worker(database, sweep=sweep, device=device, lease_seconds=lease,
                data_dir=data_dir, checkpoint_dir=checkpoint_dir, group_size=group_size,
@@ -323,7 +324,7 @@ def status(
     = None,
 ) -> None:
     """Runs per sweep and state, groups training now, failures (and SLURM job states)."""
-    from corrgd.views import status_tables
+    from corrgd.results.listings import status_tables
 
     database = _open_db(db, readonly=True)
     if sweep is not None and not _has_sweep(database, sweep):
@@ -353,7 +354,7 @@ def runs(
 ) -> None:
     """One row per run: swept settings, status, attempts, epochs done, peak and final
     val/test accuracy, and the first line of a failure."""
-    from corrgd.views import rich_table, runs_table
+    from corrgd.results.listings import rich_table, runs_table
 
     if format_ not in FORMATS:
         raise fail(f"--format: {format_!r} is not one of: {', '.join(FORMATS)}")
@@ -395,7 +396,7 @@ def show(
     import yaml
     from rich.table import Table
 
-    from corrgd.views import rich_table, run_details
+    from corrgd.results.listings import rich_table, run_details
 
     database = _open_db(db, readonly=True)
     try:
@@ -414,7 +415,7 @@ def show(
     out_console.print(life)
     out_console.print(rich_table(_curve_view(details.curves), "curves"))
     if figure:
-        from corrgd.reports.commands import run_figure
+        from corrgd.results.reports.commands import run_figure
 
         path = run_figure(details, out / "figures")
         console.print(f"wrote {path}")
@@ -438,7 +439,7 @@ def export(
     """Every epoch row of every run with its config columns: one row per run x epoch x
     split, diagnostics flattened per layer (layer<l>.<name>). Parquet needs pyarrow
     (pip install corrgd[parquet])."""
-    from corrgd.views import export_frame
+    from corrgd.results.listings import export_frame
 
     suffix = to.suffix.lower()
     if suffix not in (".csv", ".parquet", ".jsonl"):
@@ -527,7 +528,7 @@ def train(
     """Train one configuration given by flags and print its metrics per epoch."""
     import yaml
 
-    from corrgd.sweeps import parse_spec, validate
+    from corrgd.spec.sweeps import parse_spec, validate
 
     settings: dict[str, Any] = {"dataset": dataset, "network": network,
                                 "algorithm": algorithm, "decor": decor_lr > 0,
@@ -551,7 +552,7 @@ def train(
         raise fail(str(e)) from None
     database = _open_db(db) if db is not None else None
     from corrgd.data import DataNotFoundError
-    from corrgd.launch import train_one
+    from corrgd.run.launch import train_one
 
     try:
         status_ = train_one(config, device=device, data_dir=data_dir, console=console,
@@ -561,7 +562,7 @@ def train(
     raise typer.Exit(0 if status_ == "done" else 1)
 
 
-# -- reports (corrgd.reports): tables and figures from the database ---------------------
+# -- reports (corrgd.results.reports): tables and figures from the database ---------------------
 OutOption = Annotated[Path, typer.Option(
     "--out", help="Output folder: tables under OUT/tables, figures under OUT/figures")]
 MetricOption = Annotated[str | None, typer.Option(
@@ -571,7 +572,7 @@ MetricOption = Annotated[str | None, typer.Option(
 
 def _reporting(action: Any) -> None:
     """Run a report action; a ReportError becomes one line on stderr and exit 2."""
-    from corrgd.reports import ReportError
+    from corrgd.results.reports import ReportError
 
     try:
         action()
@@ -588,7 +589,7 @@ def best_params(
     out: OutOption = Path("results"),
 ) -> None:
     """Per curve, the forward and decor LRs with the best peak validation score (CRGD Table 2)."""
-    from corrgd.reports import commands
+    from corrgd.results.reports import commands
 
     database = _open_db(db, readonly=True)
     _reporting(lambda: commands.best_params(database, sweep=sweep, metric=metric, out=out,
@@ -630,12 +631,12 @@ def report(
     if compare and len(compare) < 2:
         raise fail("--compare: give two sweeps or more, e.g. --compare A --compare B")
     if list_:  # works before any sweep ran: every sweep is then "not in database"
-        from corrgd.reports.listing import report_list  # no plotting code: answers at once
+        from corrgd.results.reports.listing import report_list  # no plotting code: answers at once
 
         listed = _open_db(db, readonly=True) if _db_exists(db) else None
         _reporting(lambda: report_list(listed, console))
         return
-    from corrgd.reports import commands
+    from corrgd.results.reports import commands
 
     if compare:
         database = _open_db(db, readonly=True)

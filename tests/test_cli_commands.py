@@ -205,7 +205,7 @@ def test_cancel_stops_a_sweep_and_sweep_resumes_it(tmp_path: Path) -> None:
 
 
 def test_a_running_group_stops_at_its_next_epoch_end_when_cancelled(tmp_path: Path) -> None:
-    from corrgd.worker import Worker
+    from corrgd.run.worker import Worker
 
     (tmp_path / "small.yaml").write_text(SPEC.replace("epochs: 2", "epochs: 5"))
     url = f"sqlite:///{tmp_path / 'r.sqlite'}"
@@ -277,8 +277,8 @@ def test_non_terminal_progress_is_a_plain_line_per_tenth(tmp_path: Path) -> None
 def test_the_cli_does_not_import_torch_to_answer() -> None:
     """Parsing arguments, --help, status and reports' listing need no torch (it takes
     seconds to import): only commands that train or evaluate load it."""
-    code = ("import sys, corrgd.cli, corrgd.views, corrgd.storage, corrgd.sweeps, "
-            "corrgd.reports.listing; "
+    code = ("import sys, corrgd.cli, corrgd.results.listings, corrgd.storage, corrgd.spec.sweeps, "
+            "corrgd.results.reports.listing; "
             "bad = [m for m in ('torch', 'torchvision', 'sklearn', 'matplotlib') "
             "if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -289,9 +289,9 @@ def test_the_cli_does_not_import_torch_to_answer() -> None:
 def test_default_devices_needs_torch_only_where_a_gpu_driver_is() -> None:
     """`corrgd sweep` picks its devices before it starts workers: on a machine without a
     GPU driver it answers ["cpu"] without importing torch; elsewhere it asks torch."""
-    from corrgd.launch import GPU_DRIVER_NODES
+    from corrgd.run.launch import GPU_DRIVER_NODES
 
-    code = ("import json, sys; from corrgd.launch import default_devices; "
+    code = ("import json, sys; from corrgd.run.launch import default_devices; "
             "print(json.dumps([default_devices(), 'torch' in sys.modules]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
@@ -309,7 +309,7 @@ def test_a_worker_imports_only_what_training_needs() -> None:
     """Every worker process pays its imports: torchvision (downloads), scikit-learn (the
     digits' first load), scipy (SARCOS .mat files), pandas and matplotlib (reports) each
     take up to a second, so the worker loads none of them."""
-    code = ("import sys, corrgd.worker, corrgd.runner, corrgd.data; "
+    code = ("import sys, corrgd.run.worker, corrgd.run.runner, corrgd.data; "
             "bad = [m for m in ('torchvision', 'sklearn', 'scipy', 'pandas', 'matplotlib') "
             "if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -356,15 +356,15 @@ def _malloc_probe(setup: str, folder: Path) -> tuple[float, float]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
-@pytest.mark.parametrize("setup", ["from corrgd.malloc import keep_freed_memory; "
+@pytest.mark.parametrize("setup", ["from corrgd.run.malloc import keep_freed_memory; "
                                    "assert keep_freed_memory()",
-                                   "from corrgd.worker import run_worker; "
+                                   "from corrgd.run.worker import run_worker; "
                                    "run_worker('sqlite:///' + sys.argv[1] + '/q.sqlite')"],
                          ids=["keep_freed_memory", "worker"])
 def test_a_worker_keeps_freed_memory_for_the_next_tensors(setup: str, tmp_path: Path) -> None:
     """glibc serves large blocks with mmap and gives them back when freed, so each new
     tensor of a grouped step can page-fault its memory in again; a worker has them served
-    from its heap and kept there (corrgd.malloc)."""
+    from its heap and kept there (corrgd.run.malloc)."""
     mmapped, _ = _malloc_probe("pass", tmp_path)
     assert mmapped >= 30 * 2**20  # glibc's default: a new large block is mmapped
     mmapped, faults = _malloc_probe(setup, tmp_path)

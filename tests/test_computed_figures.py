@@ -1,4 +1,4 @@
-"""The figures computed on the spot (corrgd.reports.computed): the maths each one shows, on
+"""The figures computed on the spot (corrgd.experiments.computed): the maths each one shows, on
 small sizes, and that every figure function writes its PNG, PDF, SVG and CSV."""
 
 from __future__ import annotations
@@ -12,19 +12,14 @@ import pandas as pd
 import pytest
 import torch
 
-from corrgd.config import RunConfig
 from corrgd.data import load_dataset
-from corrgd.diagnostics import layer_updates
-from corrgd.losses import get_loss
-from corrgd.models import build_network
-from corrgd.reports import ReportError
-from corrgd.reports.computed import (
+from corrgd.experiments.computed import (
     figure_alignment,
     figure_copi3,
     figure_crgd2,
     figure_crgd3,
 )
-from corrgd.reports.computed_maths import (
+from corrgd.experiments.computed_maths import (
     averaged_updates,
     decorrelation_dynamics,
     forward_passes,
@@ -35,10 +30,15 @@ from corrgd.reports.computed_maths import (
     regression_paths,
     replaced_layer_accuracy,
 )
-from corrgd.rules import make_rule
-from corrgd.runner import run
+from corrgd.learn.diagnostics import layer_updates
+from corrgd.learn.losses import get_loss
+from corrgd.learn.models import build_network
+from corrgd.learn.rules import make_rule
+from corrgd.results.reports import ReportError
+from corrgd.run.runner import run
+from corrgd.spec.config import RunConfig
+from corrgd.spec.sweeps import expand, parse_spec
 from corrgd.storage import ResultsDB, RunSpec, open_db
-from corrgd.sweeps import expand, parse_spec
 
 
 def assert_written(paths: list[Path], out_dir: Path, stems: list[str]) -> None:

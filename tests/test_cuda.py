@@ -1,7 +1,7 @@
 """The CUDA path: every rule trains grouped and alone on a GPU, with the same results.
 
 Skipped without a GPU. On a GPU, conv layers run as one grouped convolution
-(`corrgd.nn.feedback.conv2d`) and Adam updates all members at once, so a member
+(`corrgd.learn.nn.feedback.conv2d`) and Adam updates all members at once, so a member
 is not bitwise what it is alone (cuBLAS and cuDNN pick other kernels for other
 shapes); the metrics must still agree to 1e-4 relative over 3 epochs.
 """
@@ -14,8 +14,8 @@ import pytest
 import torch
 from test_group_equivalence import Alone, Recorder, assert_same_rows, configs
 
-from corrgd.nn import feedback as ops
-from corrgd.runner import load_data, run, train_group
+from corrgd.learn.nn import feedback as ops
+from corrgd.run.runner import load_data, run, train_group
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -7,7 +7,7 @@ with x̂ = M (x − μ) for the rows the rule sees (a subsample of the batch; ev
 patch of the subsampled images for a convolution), μ the batch mean, and x in the
 gain the input as the layer received it, before demeaning (CRGD §3, Algorithm 1).
 
-Every tensor of a decorrelation layer has a leading member axis (`corrgd.nn`). The
+Every tensor of a decorrelation layer has a leading member axis (`corrgd.learn.nn`). The
 formula tests run G = 3 members with different matrices, running means, learning
 rates and inputs, and check each member against the formula on its own rows.
 """
@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from corrgd.models import build_network
-from corrgd.nn import (
+from corrgd.learn.models import build_network
+from corrgd.learn.nn import (
     DecorConv2d,
     DecorLinear,
     Decorrelation,
@@ -31,8 +31,8 @@ from corrgd.nn import (
     correlation_floor,
     off_diagonal_correlation,
 )
-from corrgd.nn.decorrelation import GAIN_ROWS
-from corrgd.optim import MemberAdam
+from corrgd.learn.nn.decorrelation import GAIN_ROWS
+from corrgd.learn.optim import MemberAdam
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

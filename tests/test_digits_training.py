@@ -28,13 +28,13 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from corrgd.diagnostics import decorrelation_stats
-from corrgd.losses import cross_entropy
-from corrgd.models import build_network
-from corrgd.nn import DecorSettings, Net
-from corrgd.optim import MemberAdam
-from corrgd.rules import make_rule
-from corrgd.training import evaluate, train_step
+from corrgd.learn.diagnostics import decorrelation_stats
+from corrgd.learn.losses import cross_entropy
+from corrgd.learn.models import build_network
+from corrgd.learn.nn import DecorSettings, Net
+from corrgd.learn.optim import MemberAdam
+from corrgd.learn.rules import make_rule
+from corrgd.learn.training import evaluate, train_step
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -31,9 +31,9 @@ import yaml
 from pg_schema import PG_URL, fresh_pg_schema
 from slurm_cluster import slurm_conf_or_skip
 
-from corrgd.config import RunConfig
-from corrgd.executors import slurm_job_states
-from corrgd.runner import run
+from corrgd.run.executors import slurm_job_states
+from corrgd.run.runner import run
+from corrgd.spec.config import RunConfig
 from corrgd.storage import ResultsDB, UnknownSweep, open_db
 
 SPLITS = ("train", "val", "test")

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from corrgd import sweeps
-from corrgd.config import CURVE_KEYS, RunConfig
-from corrgd.estimate import print_estimate
-from corrgd.sizing import CPU_GROUP_STEP_MACS, MAX_GROUP, auto_group_size, step_macs
-from corrgd.sweeps import Plan, Sweep, expand, load_spec, needs_confirmation, parse_spec, plan
+from corrgd.spec import sweeps
+from corrgd.spec.config import CURVE_KEYS, RunConfig
+from corrgd.spec.cost import print_estimate
+from corrgd.spec.sizing import CPU_GROUP_STEP_MACS, MAX_GROUP, auto_group_size, step_macs
+from corrgd.spec.sweeps import Plan, Sweep, expand, load_spec, needs_confirmation, parse_spec, plan
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 BASE = "dataset: digits\nnetwork: mlp\nhidden: [16]\nepochs: 1\n"
@@ -144,8 +144,8 @@ MILLION = textwrap.dedent("""\
     import re, sys, time
     start = time.perf_counter()
     from rich.console import Console
-    from corrgd.estimate import print_estimate
-    from corrgd.sweeps import load_spec, plan
+    from corrgd.spec.cost import print_estimate
+    from corrgd.spec.sweeps import load_spec, plan
     sweep = load_spec(sys.argv[1])
     counted = plan(sweep)
     print_estimate(Console(width=200), sweep, counted)
@@ -176,7 +176,7 @@ def test_runs_are_queued_most_work_first() -> None:
     work first (longest job first: no worker is left with a long group at the end).
     Quickstart by hand: each decor group has 8 runs and each plain group 4, NP makes
     3 + np_samples passes per sample where BP and FA make 3, and BP and FA tie."""
-    from corrgd.estimate import queue_order
+    from corrgd.spec.cost import queue_order
 
     runs = expand(load_spec(SWEEPS / "quickstart.yaml"))
     assert runs[0].np_samples >= 1

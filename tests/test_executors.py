@@ -2,7 +2,7 @@
 
 The SLURM tests need the single-node cluster of tests/services/slurm.sh (`start` it once);
 they find it through $SLURM_CONF or /tmp/corrgd-slurm/slurm.conf and are skipped otherwise.
-The worker functions below stand in for corrgd.worker.run_worker: module-level, so that
+The worker functions below stand in for corrgd.run.worker.run_worker: module-level, so that
 spawned processes and SLURM jobs can import them (the SLURM fixture puts tests/ on PYTHONPATH).
 """
 
@@ -24,7 +24,7 @@ import cloudpickle
 import pytest
 from slurm_cluster import slurm_conf_or_skip
 
-from corrgd.executors import (
+from corrgd.run.executors import (
     LocalExecutor,
     SlurmExecutor,
     WorkerJob,
@@ -32,8 +32,8 @@ from corrgd.executors import (
     parse_time_minutes,
     slurm_job_states,
 )
-from corrgd.executors.base import with_defaults
-from corrgd.executors.slurm import _parse_states
+from corrgd.run.executors.base import with_defaults
+from corrgd.run.executors.slurm import _parse_states
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_DIR = TESTS_DIR.parent
@@ -182,7 +182,7 @@ def test_worker_job_calls_hook_then_resubmits_itself() -> None:
 
 
 class StatefulWorker:
-    """Like corrgd.worker.WorkerTask: holds live, unpicklable state while it runs."""
+    """Like corrgd.run.worker.WorkerTask: holds live, unpicklable state while it runs."""
 
     def __init__(self) -> None:
         self.connection: threading.Lock | None = None
@@ -242,7 +242,7 @@ import json, signal, sys
 # Ctrl-C raises KeyboardInterrupt, as in a terminal; a shell without job control starts
 # background jobs (such as a test run with &) with SIGINT ignored, which Python keeps
 signal.signal(signal.SIGINT, signal.default_int_handler)
-from corrgd.executors import LocalExecutor
+from corrgd.run.executors import LocalExecutor
 from test_executors import until_stopped
 executor = LocalExecutor(devices=["cpu", "cpu"], grace_seconds=20)
 kwargs = [{"workdir": sys.argv[1], "name": name} for name in "ab"]

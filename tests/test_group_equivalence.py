@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from corrgd.config import RunConfig
-from corrgd.runner import MemberEpoch, load_data, run, train_group
+from corrgd.run.runner import MemberEpoch, load_data, run, train_group
+from corrgd.spec.config import RunConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
 

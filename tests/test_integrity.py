@@ -19,10 +19,10 @@ import cli_helper
 import pytest
 import torch
 
-from corrgd.config import RunConfig
-from corrgd.runner import NullReporter, run
+from corrgd.run.runner import NullReporter, run
+from corrgd.run.worker import Worker
+from corrgd.spec.config import RunConfig
 from corrgd.storage import open_db
-from corrgd.worker import Worker
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -103,7 +103,7 @@ def test_a_worker_exiting_mid_group_gives_its_runs_back(folder: Path,
     """`sys.exit` inside a worker (how submitit's preemption handler ends a SLURM job, and
     what a local worker's SIGTERM raises) hands the group back to the queue as the worker
     unwinds, even when the handler itself could not (the worker held a database lock)."""
-    import corrgd.worker
+    import corrgd.run.worker
 
     url = db_url(folder)
     enqueue(folder, url)
@@ -113,7 +113,7 @@ def test_a_worker_exiting_mid_group_gives_its_runs_back(folder: Path,
             raise SystemExit(-1)
 
     with monkeypatch.context() as patch:
-        patch.setattr(corrgd.worker._DBReporter, "progress", exit_in_epoch_one)
+        patch.setattr(corrgd.run.worker._DBReporter, "progress", exit_in_epoch_one)
         with pytest.raises(SystemExit):
             drain(url, folder / "checkpoints")
     runs = open_db(url).runs_frame("tiny")

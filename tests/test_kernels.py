@@ -1,4 +1,4 @@
-"""The two kernel sets (`corrgd.kernels`) train the same runs.
+"""The two kernel sets (`corrgd.learn.kernels`) train the same runs.
 
 `CORRGD_KERNELS=gpu` runs on the CPU the code a GPU takes: one grouped convolution for
 all members (with feedback matrices through `conv2d_input`/`conv2d_weight` with groups),
@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from test_group_equivalence import CASES, Recorder, configs
 
-from corrgd.kernels import gpu_kernels, kernel_set
-from corrgd.optim import MemberAdam
-from corrgd.runner import load_data, train_group
+from corrgd.learn.kernels import gpu_kernels, kernel_set
+from corrgd.learn.optim import MemberAdam
+from corrgd.run.runner import load_data, train_group
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -1,4 +1,4 @@
-"""Networks of G members (`corrgd.nn`): runs trained side by side as one batched model.
+"""Networks of G members (`corrgd.learn.nn`): runs trained side by side as one batched model.
 
 Every member must be exactly the run it would be alone: its own initialisation,
 its own slice of every parameter, buffer and optimizer state, its own
@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from corrgd.losses import LOSSES, cross_entropy, for_evaluation, get_loss
-from corrgd.models import build_network
-from corrgd.nn import DecorSettings, Net
-from corrgd.optim import MemberAdam, MemberSGD
-from corrgd.rules import make_rule
-from corrgd.rules.base import mean_losses
-from corrgd.training import evaluate, train_step
+from corrgd.learn.losses import LOSSES, cross_entropy, for_evaluation, get_loss
+from corrgd.learn.models import build_network
+from corrgd.learn.nn import DecorSettings, Net
+from corrgd.learn.optim import MemberAdam, MemberSGD
+from corrgd.learn.rules import make_rule
+from corrgd.learn.rules.base import mean_losses
+from corrgd.learn.training import evaluate, train_step
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -241,7 +241,7 @@ def compare(make_member: Any, make_reference: Any, changes: dict[str, list[float
 
 @pytest.mark.parametrize("kernels", ["cpu", "gpu"])
 def test_member_adam_equals_torch_adam_on_each_member(kernels, monkeypatch):
-    """Both kernel sets (`corrgd.kernels`): torch's fused Adam on member slices, and the
+    """Both kernel sets (`corrgd.learn.kernels`): torch's fused Adam on member slices, and the
     batched update a GPU runs."""
     monkeypatch.setenv("CORRGD_KERNELS", kernels)
     lrs, betas, eps = [1e-3, 3e-2, 1e-4], [(0.9, 0.999), (0.8, 0.9999), (0.5, 0.99)], \

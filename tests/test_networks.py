@@ -10,7 +10,7 @@ Patches are cut out of the zero-padded image by slicing, one output position
 at a time, so that the layers' F.unfold / folded-kernel paths are checked
 against an independent computation.
 
-Layers and networks hold G members (`corrgd.nn`): every parameter and buffer has
+Layers and networks hold G members (`corrgd.learn.nn`): every parameter and buffer has
 a leading member axis and inputs are (G, n, ...). The hand versions compute one
 member g on its own batch; the formula tests use G = 3 members with different
 weights, matrices, feedback and data, and check every member.
@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from corrgd.losses import cross_entropy
-from corrgd.models import ARCHITECTURES, build_network, network_names
-from corrgd.nn import Block, DecorConv2d, DecorLinear, DecorSettings, Net
-from corrgd.rules import make_rule
+from corrgd.learn.losses import cross_entropy
+from corrgd.learn.models import ARCHITECTURES, build_network, network_names
+from corrgd.learn.nn import Block, DecorConv2d, DecorLinear, DecorSettings, Net
+from corrgd.learn.rules import make_rule
 
 SLOPE = 0.01
 G = 3  # members of the formula tests
@@ -281,7 +281,7 @@ def test_grouped_convolution_layout_of_the_gpu_path(float64):
     form group g), its feedback version through `_FeedbackConv2d` with groups. Checked here
     on the CPU against each member's own convolution: output, ∂ℓ/∂W, ∂ℓ/∂b as plain
     autograd, and ∂ℓ/∂x through the member's B."""
-    from corrgd.nn import feedback as ops
+    from corrgd.learn.nn import feedback as ops
 
     x = torch.randn(G, 4, 2, 7, 7, requires_grad=True)
     W = torch.randn(G, 5, 2, 3, 3, requires_grad=True)

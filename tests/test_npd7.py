@@ -1,6 +1,6 @@
 """NPD Fig. 7 (Appendix H), computed on the spot: the angle of NP, ANP and INP updates to BP's
-against the noise variance σ², in float32 and float64 (corrgd.reports.computed.figure_npd7,
-corrgd.reports.computed_maths.noise_variance_angles), on small sizes."""
+against the noise variance σ², in float32 and float64 (corrgd.experiments.computed.figure_npd7,
+corrgd.experiments.computed_maths.noise_variance_angles), on small sizes."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ import pandas as pd
 import pytest
 import torch
 
-from corrgd import streams
 from corrgd.data import load_dataset
-from corrgd.diagnostics import angle, bp_gradients, layer_updates
-from corrgd.losses import get_loss
-from corrgd.models import build_network
-from corrgd.reports import ReportError
-from corrgd.reports.computed import NPD7_DATA, figure_npd7
-from corrgd.reports.computed_maths import noise_variance_angles
-from corrgd.reports.registry import FIGURES, ComputedFigure
-from corrgd.rules import make_rule
+from corrgd.experiments.computed import NPD7_DATA, figure_npd7
+from corrgd.experiments.computed_maths import noise_variance_angles
+from corrgd.learn import streams
+from corrgd.learn.diagnostics import angle, bp_gradients, layer_updates
+from corrgd.learn.losses import get_loss
+from corrgd.learn.models import build_network
+from corrgd.learn.rules import make_rule
+from corrgd.results.reports import ReportError
+from corrgd.results.reports.registry import FIGURES, ComputedFigure
 
 RULES = ("np", "anp", "inp")
 # σ² of the claims: the paper's stable range, and far below it (float32 breaks down there)

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import torch
 
-from corrgd.config import RunConfig
 from corrgd.data import DataNotFoundError, DataSplits, Split, load_dataset
-from corrgd.runner import NullReporter, run
+from corrgd.run.runner import NullReporter, run
+from corrgd.spec.config import RunConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
 

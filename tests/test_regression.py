@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from cli_helper import cli
 
+from corrgd.spec.sweeps import load_spec
 from corrgd.storage import open_db
-from corrgd.sweeps import load_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
 
@@ -141,7 +141,7 @@ def test_a_spec_selecting_regression_runs_by_accuracy_is_one_line(tmp_path: Path
 
 def test_the_sarcos_specs_expand() -> None:
     sweeps = Path(__file__).resolve().parents[1] / "sweeps"
-    from corrgd.sweeps import expand
+    from corrgd.spec.sweeps import expand
 
     search = expand(load_spec(sweeps / "npd-sarcos-search.yaml"))
     assert len(search) == 6 * 21

@@ -18,12 +18,13 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from corrgd import analysis, api
+from corrgd import api
 from corrgd.cli import app
-from corrgd.config import RunConfig
-from corrgd.reports import ReportError
-from corrgd.reports.envelopes import envelope
-from corrgd.reports.registry import COMPUTED_MODULE, FIGURES
+from corrgd.results import analysis
+from corrgd.results.reports import ReportError
+from corrgd.results.reports.envelopes import envelope
+from corrgd.results.reports.registry import COMPUTED_MODULE, FIGURES
+from corrgd.spec.config import RunConfig
 from corrgd.storage import ResultsDB, RunSpec, open_db
 
 EPOCHS = 4  # epochs 0 (before training) .. 3
@@ -368,7 +369,7 @@ def test_computed_figure_without_computed_module_says_so(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, COMPUTED_MODULE, None)  # as if the file were absent
     line = one_line_error(invoke("report", "--figure", "2", "--out", str(tmp_path)))
-    assert "corrgd/reports/computed.py" in line
+    assert "corrgd/experiments/computed.py" in line
 
 
 def test_api_errors(fig4_db: str) -> None:
@@ -381,7 +382,7 @@ def test_api_errors(fig4_db: str) -> None:
 # -- one real run ------------------------------------------------------------------------
 
 def test_a_real_tiny_run_reports(tmp_path: Path) -> None:
-    from corrgd.worker import Worker
+    from corrgd.run.worker import Worker
 
     url = f"sqlite:///{tmp_path / 'r.sqlite'}"
     config = make_config(dataset="digits", network="mlp", hidden=[16], algorithm="bp",

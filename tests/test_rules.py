@@ -5,7 +5,7 @@ pass written out by hand (x̂ = M (x − μ), a = W x̂ + b, leaky ReLU 0.01, ma
 patches by F.unfold) and, for FA / DFA, a backward pass written out by hand with
 the feedback matrices.
 
-The formula tests run networks of G = 3 members (`corrgd.nn`) with different
+The formula tests run networks of G = 3 members (`corrgd.learn.nn`) with different
 weights, decorrelating matrices, feedback matrices, noise (and noise variances)
 and batches, and check every member against its own hand computation on its own
 batch: members never mix.
@@ -21,25 +21,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from corrgd.diagnostics import (
+from corrgd.learn.diagnostics import (
     angle,
     bp_gradients,
     decorrelation_stats,
     layer_updates,
     update_angles,
 )
-from corrgd.losses import (
+from corrgd.learn.losses import (
     cross_entropy,
     get_loss,
     half_squared_error,
     mean_squared_error,
     sum_squared_error,
 )
-from corrgd.models import build_network
-from corrgd.nn import Block, DecorConv2d, DecorLinear, DecorSettings, Net
-from corrgd.optim import MemberAdam, MemberSGD
-from corrgd.rules import RULES, LearningRule, make_rule
-from corrgd.training import train_step
+from corrgd.learn.models import build_network
+from corrgd.learn.nn import Block, DecorConv2d, DecorLinear, DecorSettings, Net
+from corrgd.learn.optim import MemberAdam, MemberSGD
+from corrgd.learn.rules import RULES, LearningRule, make_rule
+from corrgd.learn.training import train_step
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

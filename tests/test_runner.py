@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import torch
 
-from corrgd.config import RunConfig
-from corrgd.rules import NodePerturbation
-from corrgd.runner import MemberEpoch, learning_rates, run, train_group
+from corrgd.learn.rules import NodePerturbation
+from corrgd.run.runner import MemberEpoch, learning_rates, run, train_group
+from corrgd.spec.config import RunConfig
 
 CONFIG = dict(dataset="digits", network="mlp", hidden=[32], algorithm="bp", decor=True,
               decor_lr=1e-3, lr=1e-3, epochs=4, batch_size=64, val_size=200, seed=3)
@@ -90,7 +90,7 @@ def test_a_checkpoint_it_cannot_use_is_set_aside_and_the_run_starts_afresh(
         ckpt.write_text("hello")
     straight, again = Recorder(), Recorder()
     run(config, reporter=straight)
-    with caplog.at_level("WARNING", logger="corrgd.runner"):
+    with caplog.at_level("WARNING", logger="corrgd.run.runner"):
         result = run(config, reporter=again, checkpoint=ckpt)
     assert result.status == "done"
     assert [e for e, _ in again.epochs] == [0, 1, 2]  # from scratch
@@ -112,7 +112,7 @@ def test_nan_loss_marks_run_diverged_and_stops() -> None:
 
 
 def test_first_epoch_lrs_then_the_main_ones(monkeypatch: pytest.MonkeyPatch) -> None:
-    from corrgd import runner
+    from corrgd.run import runner
 
     built: dict[str, Any] = {}
     original = runner.build

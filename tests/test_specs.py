@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from corrgd import analysis
-from corrgd.config import CURVE_KEYS, RunConfig
+from corrgd.results import analysis
+from corrgd.spec.config import CURVE_KEYS, RunConfig
+from corrgd.spec.sweeps import Sweep, expand, load_spec
 from corrgd.storage import ResultsDB, RunSpec, open_db
-from corrgd.sweeps import Sweep, expand, load_spec
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 LRS = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7]

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from corrgd import streams
-from corrgd.config import RunConfig
-from corrgd.runner import build, load_data
+from corrgd.learn import streams
+from corrgd.run.runner import build, load_data
+from corrgd.spec.config import RunConfig
 
 
 def test_stream_seeds_are_distinct_across_seeds_streams_and_counters() -> None:

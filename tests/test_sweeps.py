@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from corrgd.config import RunConfig
-from corrgd.sweeps import SpecError, expand, parse_spec
+from corrgd.spec.config import RunConfig
+from corrgd.spec.sweeps import SpecError, expand, parse_spec
 
 BASE = "dataset: digits\nnetwork: mlp\nepochs: 1\n"
 
@@ -96,7 +96,7 @@ def test_select_matches_other_swept_axes_too() -> None:
 def test_best_params_is_the_argmax_per_curve_and_per_other_swept_axis() -> None:
     import pandas as pd
 
-    from corrgd import analysis
+    from corrgd.results import analysis
 
     rows = [(1, 1, 1e-2, 0.5), (2, 1, 1e-3, 0.7), (3, 3, 1e-2, 0.9), (4, 3, 1e-3, 0.6)]
     runs = pd.DataFrame({"run_id": [r[0] for r in rows], "dataset": "digits", "network": "npd-fc",

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from corrgd.architectures import ARCHITECTURES
-from corrgd.config import ALGORITHMS, PER_MEMBER, RunConfig
 from corrgd.data import catalog
-from corrgd.sweeps import SpecError, expand, load_spec, plan
+from corrgd.learn.architectures import ARCHITECTURES
+from corrgd.spec.config import ALGORITHMS, PER_MEMBER, RunConfig
+from corrgd.spec.sweeps import SpecError, expand, load_spec, plan
 
 BASE = "dataset: digits\nnetwork: mlp\nalgorithm: bp\n"
 SYNTHETIC = "dataset: synthetic-correlated\nnetwork: mlp\nalgorithm: bp\n"
@@ -133,7 +133,7 @@ def test_good_settings_pass(tmp_path: Path) -> None:
 
 
 def test_yaml_merge_keys_are_not_duplicates() -> None:
-    from corrgd.sweeps import parse_spec
+    from corrgd.spec.sweeps import parse_spec
 
     text = BASE + "common: &c {lr: 1.0e-3, seed: 1}\n"
     with pytest.raises(SpecError, match="common: unknown field"):
@@ -147,7 +147,7 @@ def test_yaml_merge_keys_are_not_duplicates() -> None:
 
 
 def test_algorithm_names_are_the_rules() -> None:
-    from corrgd.rules import RULES
+    from corrgd.learn.rules import RULES
 
     assert tuple(RULES) == ALGORITHMS
 
@@ -192,7 +192,7 @@ def test_catalog_shapes_are_what_the_loaders_give() -> None:
 
 
 def test_sizing_keeps_its_dataset_shapes() -> None:
-    from corrgd import sizing
+    from corrgd.spec import sizing
 
     assert sizing.DATASET_SHAPES is catalog.DATASET_SHAPES
     assert sizing.DATASET_SHAPES["cifar10"] == sizing.DatasetShape(50000, 10000, (3, 32, 32), 10)
@@ -202,7 +202,7 @@ def test_sizing_keeps_its_dataset_shapes() -> None:
 
 
 def test_every_architecture_option_is_a_run_setting() -> None:
-    from corrgd.config import ARCHITECTURE_OPTIONS
+    from corrgd.spec.config import ARCHITECTURE_OPTIONS
 
     for arch in ARCHITECTURES.values():
         assert set(arch.options) <= set(ARCHITECTURE_OPTIONS)
@@ -211,7 +211,8 @@ def test_every_architecture_option_is_a_run_setting() -> None:
 
 
 def test_configuration_imports_no_torch() -> None:
-    code = ("import sys, corrgd.config, corrgd.sweeps, corrgd.estimate, corrgd.sizing; "
+    code = ("import sys, corrgd.spec.config, corrgd.spec.sweeps, corrgd.spec.cost, "
+            "corrgd.spec.sizing; "
             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
             "('torch', 'torchvision')); print(heavy)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -2,8 +2,8 @@
 sizes of its official splits, its input shape and outputs, and the options its loader takes,
 with their types and ranges.
 
-`corrgd.config` checks a run's `dataset` and `data` options here, `corrgd.sizing` sizes runs
-from it, and `corrgd.data.registry` maps the same names to loaders
+`corrgd.spec.config` checks a run's `dataset` and `data` options here,
+`corrgd.spec.sizing` sizes runs from it, and `corrgd.data.registry` maps the same names to loaders
 (tests/test_validation.py checks that the options below are exactly the loaders' keyword
 parameters, so the two cannot drift apart).
 """

@@ -1,0 +1,339 @@
+"""What `corrgd status`, `runs`, `show` and `export` print or write: tables read from the
+results database (no torch: these commands answer at once).
+
+    status_tables(db, sweep)     sweeps and their runs per state, groups, failures
+    runs_table(db, ...)          one row per run: axes, status, epochs, peak/final scores
+    run_details(db, run_id)      one run: its config, its life, its curves
+    export_frame(db, sweep)      every epoch row with the run's config, long form
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+from rich.table import Table
+
+from corrgd.storage import ResultsDB
+
+STALE_AFTER = 300.0  # seconds without a heartbeat after which a "running" run looks dead
+SCORES = ("val", "test")
+
+
+# --- helpers ------------------------------------------------------------------------------
+def text(value: Any) -> str:
+    """A cell's text: missing values (None, NaN) as nothing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
+
+
+def first_line(value: Any) -> str:
+    return next((line for line in text(value).splitlines() if line.strip()), "")
+
+
+def percent(value: Any) -> str:
+    return "" if value is None or pd.isna(value) else f"{100 * float(value):.1f}"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host with this id exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def slurm_states(runs: pd.DataFrame) -> dict[str, str]:
+    """The SLURM state of each job that ran one of `runs` ({} without a SLURM client)."""
+    jobs = [j for j in runs.get("slurm_job_id", pd.Series(dtype=object)).dropna() if j]
+    if not jobs:
+        return {}
+    from corrgd.run.executors import slurm_job_states  # only here: submitit loads on demand
+
+    try:
+        return slurm_job_states(jobs)
+    except Exception:  # no sacct/squeue here, or the controller is down
+        return {}
+
+
+def live_status(row: Any, now: datetime | None = None,
+                slurm: dict[str, str] | None = None) -> str:
+    """A run's status as shown: a "running" run whose worker is gone (a process of this
+    host that no longer exists, a SLURM job that has ended, or no heartbeat for
+    `STALE_AFTER` seconds) shows as "orphaned" — the next `corrgd sweep` or worker gives
+    it back to the queue. `slurm`: job id -> state, from :func:`slurm_states`."""
+    if row.status != "running":
+        return str(row.status)
+    job_state = (slurm or {}).get(text(getattr(row, "slurm_job_id", None)), "")
+    if job_state:
+        from corrgd.run.executors.base import FINISHED_STATES
+
+        if job_state.split()[0] in FINISHED_STATES:
+            return "orphaned"
+    worker = text(row.worker)
+    host, _, pid = worker.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid)):
+        return "orphaned"
+    beat = row.heartbeat_at
+    if beat is not None and not pd.isna(beat):
+        age = ((now or datetime.now(UTC)) - pd.Timestamp(beat).to_pydatetime()).total_seconds()
+        if age > STALE_AFTER:
+            return "orphaned"
+    return "running"
+
+
+def swept_axes(runs: pd.DataFrame) -> list[str]:
+    """The axes a sweep's runs were expanded over (in order of first appearance)."""
+    names: dict[str, None] = {}
+    for axes in runs.get("axes", []):
+        names.update(dict.fromkeys(axes or {}))
+    return list(names)
+
+
+def axis_text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return text(value)
+
+
+# --- runs ---------------------------------------------------------------------------------
+def scores(db: ResultsDB, sweep: str | None, run_ids: list[int] | None = None) -> pd.DataFrame:
+    """Per run: epochs done, and the peak and final accuracy (loss where a run logs no
+    accuracy) of its val and test splits."""
+    epochs = db.epochs_frame(sweep, run_ids, diagnostics=False)
+    out = pd.DataFrame({"run_id": pd.Series(dtype=int)})
+    if epochs.empty:
+        return out
+    rows = []
+    for run_id, frame in epochs.groupby("run_id"):
+        row: dict[str, Any] = {"run_id": int(run_id), "epochs_done": int(frame["epoch"].max())}
+        for split in SCORES:
+            part = frame[frame["split"] == split].sort_values("epoch")
+            if part.empty:
+                continue
+            metric = "accuracy" if part["accuracy"].notna().any() else "loss"
+            values = part[metric]
+            best = values.max() if metric == "accuracy" else values.min()
+            row[f"{split}_{'acc' if metric == 'accuracy' else 'loss'}_peak"] = best
+            row[f"{split}_{'acc' if metric == 'accuracy' else 'loss'}_final"] = values.iloc[-1]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def runs_table(db: ResultsDB, sweep: str | None = None, statuses: list[str] | None = None,
+               where: dict[str, str] | None = None) -> pd.DataFrame:
+    """One row per run: ``run_id, sweep``, its swept axes, ``status, attempts, epochs_done``
+    (of ``epochs``), peak and final val/test accuracy (or loss), ``slurm_job`` (id and
+    state, where runs ran on SLURM) and the first line of its error. ``where``: axis =
+    value filters (values compared as text, e.g. lr=0.001)."""
+    runs = db.runs_frame(sweep)
+    if runs.empty:
+        return pd.DataFrame(columns=["run_id", "sweep", "status"])
+    slurm = slurm_states(runs)
+    runs = runs.assign(status=[live_status(r, slurm=slurm) for r in runs.itertuples()])
+    axes = swept_axes(runs)
+    table = pd.DataFrame({"run_id": runs["run_id"], "sweep": runs["sweep"]})
+    for name in axes:
+        table[name] = [axis_text(c.get(name)) for c in runs["config"]]
+    table["status"] = runs["status"].values
+    table["attempts"] = runs["attempts"].values
+    table["epochs"] = [c["epochs"] for c in runs["config"]]
+    table = table.merge(scores(db, sweep), on="run_id", how="left")
+    done = table["epochs_done"] if "epochs_done" in table else pd.Series(0, index=table.index)
+    table["epochs_done"] = done.fillna(0).astype(int)
+    if runs["slurm_job_id"].notna().any():
+        table["slurm_job"] = [f"{text(j)} {slurm.get(text(j), '')}".strip()
+                              for j in runs["slurm_job_id"]]
+    table["error"] = [first_line(e) for e in runs["error"]]
+    if statuses:
+        table = table[table["status"].isin(statuses)]
+    for key, value in (where or {}).items():
+        if key not in table:
+            raise KeyError(key)
+        table = table[[_matches(v, value) for v in table[key]]]
+    return table.reset_index(drop=True)
+
+
+def _matches(cell: Any, wanted: str) -> bool:
+    if text(cell) == wanted:
+        return True
+    try:
+        return math.isclose(float(cell), float(wanted), rel_tol=1e-9)
+    except (TypeError, ValueError):
+        return False
+
+
+def rich_table(frame: pd.DataFrame, title: str) -> Table:
+    """A frame as a rich table: accuracies in percent, losses with 4 digits."""
+    table = Table(title=title)
+    for col in frame.columns:
+        numeric = pd.api.types.is_numeric_dtype(frame[col])
+        table.add_column(col, justify="right" if numeric else "left", overflow="fold")
+    for row in frame.itertuples(index=False):
+        cells = []
+        for col, value in zip(frame.columns, row, strict=True):
+            if "_acc_" in col:
+                cells.append(percent(value))
+            elif "_loss_" in col:
+                cells.append("" if pd.isna(value) else f"{float(value):.4f}")
+            else:
+                cells.append(text(value))
+        table.add_row(*cells)
+    return table
+
+
+# --- status -------------------------------------------------------------------------------
+def status_tables(db: ResultsDB, sweep: str | None) -> list[Table]:
+    counts = db.sweep_counts()
+    overview = Table(title="sweeps")
+    columns = ("queued", "running", "done", "diverged", "failed", "cancelled", "total")
+    overview.add_column("sweep")
+    for col in columns:
+        overview.add_column(col, justify="right")
+    for row in counts.itertuples():
+        overview.add_row(row.sweep, *(str(getattr(row, c, 0)) for c in columns))
+    tables = [overview]
+    groups = db.group_counts(sweep)
+    if not groups.empty:
+        tables.append(groups_table(groups))
+    if sweep:
+        runs = runs_table(db, sweep)
+        if not runs.empty:
+            best = best_so_far(runs)
+            title = f"runs of {sweep}" + (f" (best so far: {best})" if best else "")
+            shown = runs.drop(columns=["sweep", "error"])
+            tables.append(rich_table(shown, title))
+    else:
+        running = db.runs_frame()
+        running = running[running["status"] == "running"]
+        if not running.empty:
+            live = runs_table(db, None, ["running", "orphaned"])
+            tables.append(rich_table(live.drop(columns=["error"]), "running runs"))
+    failed = runs_table(db, sweep, ["failed"])
+    if not failed.empty:
+        tables.append(failures_table(failed))
+    return tables
+
+
+def best_so_far(runs: pd.DataFrame) -> str:
+    for column in ("val_acc_peak", "test_acc_peak"):
+        if column in runs and runs[column].notna().any():
+            i = runs[column].idxmax()
+            return f"{column.split('_')[0]} accuracy {percent(runs.loc[i, column])} % (run " \
+                f"{runs.loc[i, 'run_id']})"
+    for column in ("val_loss_peak", "test_loss_peak"):
+        if column in runs and runs[column].notna().any():
+            i = runs[column].idxmin()
+            return f"{column.split('_')[0]} loss {runs.loc[i, column]:.4f} (run " \
+                f"{runs.loc[i, 'run_id']})"
+    return ""
+
+
+def failures_table(failed: pd.DataFrame) -> Table:
+    """Each failed run with the first line of its error, and how to retry."""
+    table = Table(title="failed runs (retry: corrgd sweep SPEC --retry-failed)")
+    for col in ("run", "sweep", "attempts", "error"):
+        table.add_column(col, overflow="fold")
+    for row in failed.itertuples():
+        table.add_row(str(row.run_id), row.sweep, str(row.attempts), row.error or "?")
+    return table
+
+
+def groups_table(groups: pd.DataFrame) -> Table:
+    """The groups training now: runs of one sweep trained together as one batched model."""
+    table = Table(title="groups training now")
+    for col in ("group", "sweep", "members", "runs", "epoch", "worker", "device"):
+        table.add_column(col, justify="right" if col in ("members", "epoch") else "left")
+    for row in groups.itertuples():
+        ids = [int(r) for r in row.run_ids]
+        shown = ", ".join(map(str, ids[:6])) + (" ..." if len(ids) > 6 else "")
+        table.add_row(str(row.group_id), row.sweep, str(row.members), shown,
+                      str(max(int(row.last_epoch), 0)), text(row.worker), text(row.device))
+    return table
+
+
+# --- one run ------------------------------------------------------------------------------
+@dataclass
+class RunDetails:
+    run_id: int
+    sweep: str
+    config: dict[str, Any]
+    life: dict[str, str]  # status, attempts, worker, device, group, times, error
+    curves: pd.DataFrame  # epoch x split: loss, accuracy (and diagnostics, per layer)
+
+
+def run_details(db: ResultsDB, run_id: int) -> RunDetails:
+    runs = db.runs_frame()
+    match = runs[runs["run_id"] == run_id]
+    if match.empty:
+        raise KeyError(run_id)
+    row = next(match.itertuples())
+    life = {
+        "status": live_status(row), "attempts": str(row.attempts),
+        "last epoch": str(max(int(row.last_epoch), 0)), "group": text(row.group_id),
+        "worker": text(row.worker), "device": text(row.device),
+        "slurm job": text(row.slurm_job_id), "started": text(row.started_at),
+        "heartbeat": text(row.heartbeat_at), "finished": text(row.finished_at),
+        "checkpoint": text(row.checkpoint_path), "error": text(row.error),
+    }
+    epochs = db.epochs_frame(run_ids=[run_id])
+    curves = flatten(epochs)[["epoch", "split", "loss", "accuracy", *diagnostic_columns(epochs)]]
+    return RunDetails(run_id, row.sweep, row.config, {k: v for k, v in life.items() if v},
+                      curves.reset_index(drop=True))
+
+
+def diagnostic_columns(epochs: pd.DataFrame) -> list[str]:
+    return [c for c in flatten(epochs.head(50)).columns if c.startswith("layer")]
+
+
+def flatten(epochs: pd.DataFrame) -> pd.DataFrame:
+    """Epoch rows with their diagnostics as columns ``layer<l>.<name>`` (l from 1)."""
+    out = epochs.drop(columns=["diagnostics"], errors="ignore").copy()
+    if "diagnostics" not in epochs:
+        return out
+    values: dict[str, list[Any]] = {}
+    for i, diag in enumerate(epochs["diagnostics"]):
+        for layer, stats in enumerate((diag or {}).get("layers", []) if isinstance(
+                diag, dict) else [], start=1):
+            for name, value in (stats or {}).items():
+                values.setdefault(f"layer{layer}.{name}", [None] * len(epochs))[i] = value
+    for name, column in values.items():
+        out[name] = column
+    return out
+
+
+# --- export -------------------------------------------------------------------------------
+def export_frame(db: ResultsDB, sweep: str | None = None) -> pd.DataFrame:
+    """Every epoch row of every run (of ``sweep``): one row per run x epoch x split, with
+    the run's status and every setting of its config as columns (lists and dicts as JSON;
+    ``config.loss`` for the loss function, next to the ``loss`` values) and its diagnostics
+    flattened per layer (``layer<l>.<name>``)."""
+    import json
+
+    runs = db.runs_frame(sweep)
+    epochs = flatten(db.epochs_frame(sweep))
+    keep = ["run_id", "epoch", "split", "loss", "accuracy", "top5", "seconds",
+            *[c for c in epochs.columns if c.startswith("layer")]]
+    epochs = epochs[[c for c in keep if c in epochs]]
+    settings = pd.DataFrame([{k: json.dumps(v, sort_keys=True) if isinstance(v, list | dict)
+                              else v for k, v in c.items()} for c in runs["config"]])
+    # a setting named like a metric column (the loss function, `loss`) becomes config.loss
+    settings = settings.rename(columns={c: f"config.{c}" for c in settings.columns
+                                        if c in epochs.columns})
+    settings.insert(0, "run_id", runs["run_id"].values)
+    settings.insert(1, "sweep", runs["sweep"].values)
+    settings.insert(2, "status", runs["status"].values)
+    merged = epochs.merge(settings, on="run_id", how="left")
+    first = ["sweep", "run_id", "status", "epoch", "split"]
+    return merged[first + [c for c in merged.columns if c not in first]]

@@ -1,0 +1,102 @@
+"""What every executor offers: launch worker functions somewhere, wait for them, cancel them.
+
+A *worker function* is something like :func:`corrgd.run.worker.run_worker`: it takes keyword
+arguments only, drains the shared run queue and returns how many runs it finished.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+WorkerFn = Callable[..., int]
+
+# Job states use SLURM's vocabulary for local workers too. PREEMPTED is not in the list:
+# our SLURM workers are requeued when preempted, so there it is a passing state.
+FINISHED_STATES = frozenset(
+    {
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "REVOKED",
+    }
+)
+
+
+@dataclass(frozen=True)
+class WorkerResult:
+    """How one worker ended."""
+
+    job_id: str
+    state: str  # COMPLETED, FAILED, CANCELLED, TIMEOUT, ...
+    value: Any = None  # what the worker function returned (runs finished), if it returned
+    exit_code: int | None = None  # process exit code, where known
+    error: str | None = None  # traceback or scheduler message when it did not complete
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "COMPLETED"
+
+
+@runtime_checkable
+class JobHandle(Protocol):
+    """One launched worker: a local process or a SLURM (array) job."""
+
+    @property
+    def job_id(self) -> str: ...
+
+    def state(self) -> str:
+        """Current state, e.g. PENDING, RUNNING, COMPLETED, FAILED, CANCELLED."""
+        ...
+
+    def done(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> WorkerResult:
+        """Block until the worker has ended; TimeoutError after `timeout` seconds."""
+        ...
+
+    def cancel(self) -> None: ...
+
+
+H = TypeVar("H", bound=JobHandle)
+
+
+@runtime_checkable
+class Executor(Protocol[H]):
+    """Where workers run. ``Executor[LocalJob]``, ``Executor[SlurmJob]``."""
+
+    def launch(self, fn: WorkerFn, kwargs_per_worker: Sequence[Mapping[str, Any]]) -> list[H]:
+        """Start one worker per entry of `kwargs_per_worker`; return at once."""
+        ...
+
+    def wait(self, handles: Sequence[H]) -> list[WorkerResult]:
+        """Block until all `handles` have ended."""
+        ...
+
+
+def accepts(fn: Callable[..., Any], name: str) -> bool:
+    """Whether `fn` can be called with the keyword argument `name`."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # builtins without a signature
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def with_defaults(fn: Callable[..., Any], kwargs: Mapping[str, Any], **defaults: Any) -> dict:
+    """`kwargs` plus those `defaults` that `fn` accepts and `kwargs` does not set.
+
+    This is how executors hand `device=` (and, locally, `stop=`) to workers that take them.
+    """
+    out = dict(kwargs)
+    for name, value in defaults.items():
+        if name not in out and accepts(fn, name):
+            out[name] = value
+    return out

@@ -1,0 +1,547 @@
+"""Training runs from validated `RunConfig`s, reporting through a small callback.
+
+A *group* is several runs that differ only in per-member settings (`PER_MEMBER`:
+learning rates, seed, noise variance, ...): they train as one batched model
+(`corrgd.learn.nn`), one process, one set of kernels. A single run is a group of one;
+there is no other code path. Per run:
+
+    data → network → rule → optimizer; epoch 0 is evaluated before training;
+    then per epoch: train, evaluate every split, checkpoint, report.
+
+Each member stays its own run: its own initialisation, validation split, data
+order, feedback matrices and noise (from its seed's named streams,
+`corrgd.learn.streams`), its own learning rates and optimizer state, metric rows and
+checkpoint file. A member whose loss turns NaN is marked diverged and leaves
+the group; the others go on. A run's results do not depend on the group it
+trained in.
+
+The runner knows nothing of sweeps or databases: it hands each epoch's metric
+rows to `GroupReporter.epoch_end`. Resuming: a member whose checkpoint (a file
+saved by an earlier, interrupted run of the same config) exists continues after
+its last finished epoch, and that epoch's rows are reported again (reporters must
+treat a repeated epoch as already written). Members saved at different epochs
+resume as separate groups, one after the other.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from corrgd.data import DataSplits, load_dataset
+from corrgd.data.prepare import hold_out_rows
+from corrgd.learn import streams
+from corrgd.learn.diagnostics import decorrelation_stats, update_angles
+from corrgd.learn.losses import get_loss
+from corrgd.learn.models import build_network, takes_flat_input
+from corrgd.learn.nn import DecorSettings, Net
+from corrgd.learn.optim import MemberAdam, MemberOptimizer, MemberSGD
+from corrgd.learn.rules import LearningRule, NodePerturbation, make_rule
+from corrgd.learn.training import evaluate, train_step
+from corrgd.spec.config import PER_MEMBER, RunConfig
+
+log = logging.getLogger(__name__)
+
+DIAGNOSTIC_SAMPLES = 256  # batch the per-epoch diagnostics are measured on
+CHECK_EVERY = 10  # steps between loss checks (NaN) and progress reports
+
+def group_key(config: RunConfig) -> str:
+    """Runs with equal keys can train as one group (`RunConfig.group_key`)."""
+    return config.group_key()
+
+
+@dataclass
+class RunResult:
+    status: str  # "done" or "diverged"
+    epochs: int  # last finished epoch
+    final: list[dict[str, Any]]  # rows of the last finished epoch
+
+
+@dataclass
+class MemberEpoch:
+    """One finished epoch of one member of a group."""
+
+    member: int  # its index in the configs given to `train_group`
+    rows: list[dict[str, Any]]  # one per split
+    checkpoint: str | None
+    status: str  # "running", "done" or "diverged"
+
+
+class GroupReporter(Protocol):
+    def epoch_end(self, epoch: int, members: list[MemberEpoch]) -> None:
+        """Metric rows of one finished epoch of every member still training (and of those
+        that diverged in it), after their checkpoints are saved."""
+
+    def progress(self, epoch: int, step: int, steps: int, losses: list[float]) -> None:
+        """Called every few training steps with the members' current losses; cheap."""
+
+
+class Reporter(Protocol):
+    """The callback of a single run (`run`)."""
+
+    def epoch_end(self, epoch: int, rows: list[dict[str, Any]], checkpoint: str | None) -> None:
+        """Metric rows of one finished epoch (one per split), after its checkpoint is saved."""
+
+    def progress(self, epoch: int, step: int, steps: int, loss: float) -> None:
+        """Called every few training steps; cheap."""
+
+
+class NullReporter:
+    def epoch_end(self, epoch: int, rows: list[dict[str, Any]], checkpoint: str | None) -> None:
+        pass
+
+    def progress(self, epoch: int, step: int, steps: int, loss: float) -> None:
+        pass
+
+
+class _OneRun:
+    """A single run's `Reporter` seen as a `GroupReporter`."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+
+    def epoch_end(self, epoch: int, members: list[MemberEpoch]) -> None:
+        for m in members:
+            self.reporter.epoch_end(epoch, m.rows, m.checkpoint)
+
+    def progress(self, epoch: int, step: int, steps: int, losses: list[float]) -> None:
+        self.reporter.progress(epoch, step, steps, losses[0])
+
+
+# --- building ------------------------------------------------------------------------------
+def decor_settings(config: RunConfig) -> tuple[DecorSettings | None, DecorSettings | None]:
+    """(dense, conv) decorrelation settings of a config, at its decor LRs."""
+    if not config.decor:
+        return None, None
+    dense = DecorSettings(rule=config.decor_rule, lr=config.decor_lr,
+                          sample_frac=config.decor_sample_frac, demean=config.decor_demean,
+                          update_order=config.decor_update_order,
+                          channel_mean=config.decor_channel_mean,
+                          mean_in_graph=config.decor_mean_in_graph)
+    conv = replace(dense, lr=config.decor_conv_lr or dense.lr,
+                   update_order=config.decor_conv_update_order or dense.update_order)
+    return dense, conv
+
+
+def build(configs: Sequence[RunConfig], data: DataSplits, device: torch.device | str
+          ) -> tuple[Net, LearningRule, MemberOptimizer]:
+    """The network, learning rule and optimizer of a group, each member initialised from its
+    own seed exactly as it would be alone."""
+    c = configs[0]
+    G = len(configs)
+    decor, conv_decor = decor_settings(c)
+    arch = {k: v for k in ("width", "depth", "hidden") if (v := getattr(c, k)) is not None}
+    net = build_network(c.network, data.input_shape, data.num_outputs, decor,
+                        conv_decor=conv_decor, padding=c.padding, bias=c.bias,
+                        last_hidden_activation=c.last_hidden_activation,
+                        output_activation=c.output_activation, members=G,
+                        generators=[streams.generator(m.seed, "init") for m in configs],
+                        **arch).to(device)
+    options: dict[str, Any] = {"seed": [m.seed for m in configs]}
+    if c.algorithm in ("np", "inp", "anp"):
+        options |= {"sigma2": [m.sigma2 for m in configs], "samples": c.np_samples,
+                    "noisy_baseline": c.noisy_baseline}
+    if c.algorithm == "copi":
+        options["feedback"] = c.copi_feedback
+    rule = make_rule(c.algorithm, **options)
+    rule.setup(net, data.eval_transform(data.train.x[:2].to(device)))
+    optimizer: MemberOptimizer
+    if c.optimizer == "adam":
+        optimizer = MemberAdam(net.parameters(), G, lr=[m.lr for m in configs],
+                               betas=[m.betas for m in configs], eps=[m.eps for m in configs])
+    else:
+        optimizer = MemberSGD(net.parameters(), G, lr=[m.lr for m in configs],
+                              momentum=[m.momentum for m in configs])
+    return net, rule, optimizer
+
+
+def load_data(config: RunConfig, data_dir: str | None = None) -> DataSplits:
+    """The data set of a run before any validation hold-out (the runner holds out each
+    run's rows itself), in the input layout its net needs."""
+    return load_dataset(config.dataset, data_dir=data_dir, val_size=0,
+                        flatten=takes_flat_input(config.network), **config.data)
+
+
+def data_key(config: RunConfig) -> tuple:
+    """Runs with equal keys can share one loaded data set."""
+    return (config.dataset, takes_flat_input(config.network), tuple(sorted(config.data.items())))
+
+
+def learning_rates(config: RunConfig, epoch: int) -> tuple[float, float, float]:
+    """(forward LR, decor LR, conv decor LR) of training epoch `epoch` (1-based): the
+    `first_epoch_*` values in epoch 1 where set."""
+    conv = config.decor_conv_lr or config.decor_lr
+    if epoch == 1 and config.first_epoch_decor_lr:
+        conv = config.decor_conv_lr or config.first_epoch_decor_lr
+    if epoch == 1:
+        return (config.first_epoch_lr or config.lr,
+                config.first_epoch_decor_lr or config.decor_lr, conv)
+    return config.lr, config.decor_lr, conv
+
+
+# --- a group ---------------------------------------------------------------------------------
+class Group:
+    """The live members of a group: their network, rule, optimizer and data rows."""
+
+    def __init__(self, configs: Sequence[RunConfig], data: DataSplits, device: torch.device,
+                 members: Sequence[int] | None = None) -> None:
+        if len({group_key(c) for c in configs}) != 1:
+            raise ValueError("a group's configs must differ only in " + ", ".join(PER_MEMBER))
+        if data.val is not None:
+            raise ValueError("pass the whole training split (val None): each run holds out "
+                             "its own validation rows")
+        self.configs = list(configs)
+        self.members = list(range(len(configs))) if members is None else list(members)
+        self.data, self.device = data, device
+        self.shared = configs[0]
+        self.loss_fn = get_loss(self.shared.loss)
+        self.net, self.rule, self.optimizer = build(configs, data, device)
+        rows = [hold_out_rows(len(data.train), c.val_size, streams.stream_seed(c.seed, "split"))
+                for c in configs]
+        self.train_rows = torch.stack([r[0] for r in rows]).to(device)
+        self.val_rows = torch.stack([r[1] for r in rows]).to(device) \
+            if self.shared.val_size else None
+
+    def __len__(self) -> int:
+        return len(self.configs)
+
+    def select(self, keep: Sequence[int]) -> None:
+        """Keep only the members at positions `keep`."""
+        index = torch.tensor(keep, dtype=torch.long)
+        self.net.select_members(index.to(self.device))
+        self.rule.select_members(index)
+        self.optimizer.select_members(index.to(self.device))
+        self.configs = [self.configs[i] for i in keep]
+        self.members = [self.members[i] for i in keep]
+        self.train_rows = self.train_rows[index.to(self.device)]
+        if self.val_rows is not None:
+            self.val_rows = self.val_rows[index.to(self.device)]
+
+    def start_epoch(self, epoch: int) -> None:
+        """Each member's learning rates and random streams for training epoch `epoch`."""
+        rates = [learning_rates(c, epoch) for c in self.configs]
+        self.optimizer.set(lr=[r[0] for r in rates])
+        if self.shared.decor:
+            self.net.set_decorrelation_lr(torch.tensor([r[1] for r in rates]),
+                                          torch.tensor([r[2] for r in rates]))
+        if isinstance(self.rule, NodePerturbation):
+            self.rule.reseed(epoch, device=self.device)
+
+    def epoch_order(self, epoch: int) -> Tensor:
+        """Each member's training rows in its order for `epoch`: (G, n_train)."""
+        n = self.train_rows.shape[1]
+        orders = torch.stack([torch.randperm(n, generator=streams.generator(c.seed, "order",
+                                                                           epoch))
+                              for c in self.configs]).to(self.device)
+        return self.train_rows.gather(1, orders)
+
+    def batch(self, x: Tensor, rows: Tensor, crops: list[torch.Generator] | None) -> Tensor:
+        """Model inputs (G, b, ...) of the stored rows (G, b), with each member's random
+        crops while training (`crops`), deterministic transforms otherwise."""
+        stored = x[rows]
+        if crops is not None and self.data.transform.crop is not None:
+            return torch.stack([self.data.train_transform(s, g) for s, g in
+                                zip(stored, crops, strict=True)])
+        flat = self.data.eval_transform(stored.flatten(0, 1))
+        return flat.view(*rows.shape, *flat.shape[1:])
+
+
+# --- training --------------------------------------------------------------------------------
+def train_group(configs: Sequence[RunConfig], *, device: str = "cpu",
+                data: DataSplits | None = None, data_dir: str | None = None,
+                checkpoints: Sequence[str | Path | None] | None = None,
+                reporter: GroupReporter | None = None) -> list[RunResult]:
+    """Train runs that differ only in `PER_MEMBER` settings as one group; one result per
+    config, in their order. `checkpoints` names each run's checkpoint file (None: none)."""
+    configs = list(configs)
+    reporter = reporter or _NullGroupReporter()
+    dev = torch.device(device)
+    data = data or load_data(configs[0], data_dir)
+    paths = [None if p is None else Path(p) for p in (checkpoints or [None] * len(configs))]
+    saved = [_load_checkpoint(p, c, dev) for p, c in zip(paths, configs, strict=True)]
+    # Every epoch a checkpoint holds is reported again: a database that lacks them (a new
+    # one, or one behind the checkpoint) gets the run's whole history.
+    history = {i: ([] if state is None else state["history"]) for i, state in enumerate(saved)}
+    results: list[RunResult | None] = [None] * len(configs)
+
+    # Members already finished (done or diverged) replay their history and stop.
+    pending: dict[int, list[int]] = {}  # resume epoch -> members
+    for i, (c, state) in enumerate(zip(configs, saved, strict=True)):
+        if state is not None and (state["status"] == "diverged" or state["epoch"] >= c.epochs):
+            status = "diverged" if state["status"] == "diverged" else "done"
+            _replay(reporter, [i], history, paths, last_status=status)
+            results[i] = RunResult(status, state["epoch"], state["rows"])
+        else:
+            pending.setdefault(-1 if state is None else state["epoch"], []).append(i)
+    for start, members in sorted(pending.items()):
+        for i, result in zip(members, _train(configs, members, start, saved, history, paths,
+                                             data, dev, reporter), strict=True):
+            results[i] = result
+    return [r for r in results if r is not None]
+
+
+def _replay(reporter: GroupReporter, members: list[int], history: dict[int, list[Any]],
+            paths: list[Path | None], last_status: str = "running") -> None:
+    """Report the epochs the members' checkpoints hold (all members at the same epochs)."""
+    entries = history[members[0]]
+    for k, entry in enumerate(entries):
+        status = last_status if k == len(entries) - 1 else "running"
+        reporter.epoch_end(entry["epoch"], [
+            MemberEpoch(i, history[i][k]["rows"], None if paths[i] is None else str(paths[i]),
+                        status) for i in members])
+
+
+def _train(configs: list[RunConfig], members: list[int], start: int,
+           saved: list[dict[str, Any] | None], history: dict[int, list[Any]],
+           paths: list[Path | None], data: DataSplits, dev: torch.device,
+           reporter: GroupReporter) -> list[RunResult]:
+    """Train `members` (all resuming after epoch `start`, -1: from scratch) to the end."""
+    group = Group([configs[i] for i in members], data, dev, members)
+    if start >= 0:
+        for g, i in enumerate(members):
+            state = saved[i]
+            assert state is not None
+            group.net.load_member_state(g, state["net"])
+            group.optimizer.load_member_state(g, state["optimizer"])
+        _replay(reporter, members, history, paths)
+    results: dict[int, RunResult] = {}
+    x_train, y_train = data.train.x.to(dev), data.train.y.to(dev)
+    test = None if data.test is None else (data.test.x.to(dev), data.test.y.to(dev))
+    c = group.shared
+    for epoch in range(start + 1, c.epochs + 1):
+        seconds, diverged = 0.0, {}
+        if epoch > 0:
+            seconds, diverged = _train_epoch(group, epoch, x_train, y_train, reporter)
+        rows = _evaluate(group, x_train, y_train, test, seconds) if len(group) else []
+        for pos, member_rows in enumerate(rows):
+            if any(not math.isfinite(r["loss"]) for r in member_rows):
+                diverged[group.members[pos]] = (None, member_rows)
+        if c.diagnostics and len(group):
+            for pos, diag in enumerate(_diagnostics(group, x_train, y_train, epoch)):
+                if group.members[pos] not in diverged:
+                    rows[pos][0]["diagnostics"] = diag
+        finished = []
+        for pos, i in enumerate(group.members):
+            if i in diverged:
+                continue
+            status = "done" if epoch == c.epochs else "running"
+            history[i].append({"epoch": epoch, "rows": rows[pos]})
+            finished.append(_finish(group, pos, i, epoch, status, paths[i], history[i]))
+        for i, (snapshot, member_rows) in diverged.items():
+            finished.append(_finish_diverged(group, i, epoch, snapshot, member_rows, paths[i],
+                                             configs[i], data, dev, history[i]))
+        finished.sort(key=lambda m: m.member)
+        reporter.epoch_end(epoch, finished)
+        for m in finished:
+            if m.status != "running":
+                results[m.member] = RunResult(m.status, epoch, m.rows)
+        keep = [pos for pos, i in enumerate(group.members) if i not in diverged]
+        if len(keep) < len(group):
+            group.select(keep)
+        if not len(group):
+            break
+    return [results[i] for i in members]
+
+
+def _train_epoch(group: Group, epoch: int, x: Tensor, y: Tensor, reporter: GroupReporter
+                 ) -> tuple[float, dict[int, tuple[dict[str, Any] | None, Any]]]:
+    """One epoch of training; members whose loss turns NaN leave the group at once (their
+    state as it was then is kept for their last evaluation)."""
+    c = group.shared
+    group.start_epoch(epoch)
+    crops = [streams.generator(m.seed, "crop", epoch, device=group.device)
+             for m in group.configs] if group.data.transform.crop is not None else None
+    group.net.train()
+    t0 = time.perf_counter()
+    order = group.epoch_order(epoch)
+    n = order.shape[1]
+    steps = math.ceil(n / c.batch_size)
+    diverged: dict[int, tuple[dict[str, Any] | None, Any]] = {}
+    for step in range(steps):
+        rows = order[:, step * c.batch_size:(step + 1) * c.batch_size]
+        xb = group.batch(x, rows, crops)
+        losses = train_step(group.net, group.rule, group.optimizer, xb, y[rows], group.loss_fn)
+        if step % CHECK_EVERY == 0 or step == steps - 1:  # a sync point on GPUs
+            values = losses.tolist()
+            bad = [pos for pos, v in enumerate(values) if not math.isfinite(v)]
+            if bad:  # NaN stays NaN: caught within a few steps; freeze these members
+                for pos in bad:
+                    diverged[group.members[pos]] = (_snapshot(group, pos), None)
+                keep = [pos for pos in range(len(group)) if pos not in bad]
+                if crops is not None:
+                    crops = [crops[pos] for pos in keep]
+                order = order[torch.tensor(keep, dtype=torch.long, device=order.device)]
+                group.select(keep)
+                values = [values[pos] for pos in keep]
+                if not len(group):
+                    break
+            reporter.progress(epoch, step + 1, steps, values)
+    if group.device.type == "cuda":
+        torch.cuda.synchronize(group.device)
+    return time.perf_counter() - t0, diverged
+
+
+def _snapshot(group: Group, pos: int) -> dict[str, Any]:
+    return {"net": group.net.member_state(pos), "optimizer": group.optimizer.member_state(pos)}
+
+
+def _eval_batches(x: Tensor, y: Tensor, rows: Tensor | None, size: int, group: Group
+                  ) -> Iterator[tuple[Tensor, Tensor]]:
+    """Chunks of a split: per member rows (G, n) of the stored training set, or the whole
+    shared split (rows None)."""
+    n = x.shape[0] if rows is None else rows.shape[1]
+    for i in range(0, n, size):
+        if rows is None:
+            yield group.data.eval_transform(x[i:i + size]), y[i:i + size]
+        else:
+            chunk = rows[:, i:i + size]
+            yield group.batch(x, chunk, None), y[chunk]
+
+
+def _evaluate(group: Group, x: Tensor, y: Tensor, test: tuple[Tensor, Tensor] | None,
+              seconds: float) -> list[list[dict[str, Any]]]:
+    """Per member, one row per split (train, val, test)."""
+    size = group.shared.eval_batch_size
+    splits: list[tuple[str, Iterator[tuple[Tensor, Tensor]]]] = [
+        ("train", _eval_batches(x, y, group.train_rows, size, group))]
+    if group.val_rows is not None:
+        splits.append(("val", _eval_batches(x, y, group.val_rows, size, group)))
+    if test is not None:
+        splits.append(("test", _eval_batches(*test, None, size, group)))
+    classification = group.data.task == "classification"
+    per_member: list[list[dict[str, Any]]] = [[] for _ in range(len(group))]
+    for split, batches in splits:
+        metrics = evaluate(group.net, batches, group.loss_fn, classification=classification)
+        for rows, m in zip(per_member, metrics, strict=True):
+            rows.append({"split": split, **m, "seconds": seconds if split == "train" else 0.0,
+                         "diagnostics": None})
+    return per_member
+
+
+def _diagnostics(group: Group, x: Tensor, y: Tensor, epoch: int) -> list[dict[str, Any]]:
+    """Per member and layer: decorrelation stats (decorrelated layers) and the update's
+    angle to BP, on the first samples of the member's training split."""
+    rows = group.train_rows[:, :DIAGNOSTIC_SAMPLES]
+    xb, yb = group.batch(x, rows, None), y[rows]
+    net, rule = group.net, group.rule
+    if isinstance(rule, NodePerturbation):
+        rule.reseed(epoch, stream="diagnostics", device=group.device)
+    net.train()
+    layers: list[list[dict[str, Any]]] = [[{} for _ in net.layers] for _ in range(len(group))]
+    if net.decorrelated:
+        small = xb[:, :64] if xb.dim() > 3 else xb  # conv statistics run over every patch
+        for layer, stats in enumerate(decorrelation_stats(net, small)):
+            if stats is not None:
+                for member, s in zip(layers, stats, strict=True):
+                    member[layer].update(s)
+    if rule.name != "bp":
+        for layer, angles in enumerate(update_angles(net, rule, xb, yb, group.loss_fn)):
+            for member, a in zip(layers, angles, strict=True):
+                member[layer]["angle_to_bp"] = a
+    return [{"layers": member} for member in layers]
+
+
+def _finish(group: Group, pos: int, member: int, epoch: int, status: str, path: Path | None,
+            history: list[dict[str, Any]]) -> MemberEpoch:
+    """Save member `pos`'s checkpoint (its state and every epoch's rows so far, the last
+    being `epoch`'s) and say so."""
+    rows = history[-1]["rows"]
+    if path is not None:  # the rows as JSON text: pickled, their every number costs a call
+        _save(path, {"config_hash": group.configs[pos].hash(), "epoch": epoch,
+                     "history_json": json.dumps(history), "status": status,
+                     "net": group.net.member_state(pos),
+                     "optimizer": group.optimizer.member_state(pos)})
+    return MemberEpoch(member, rows, None if path is None else str(path), status)
+
+
+def _finish_diverged(group: Group, member: int, epoch: int, snapshot: dict[str, Any] | None,
+                     rows: list[dict[str, Any]] | None, path: Path | None, config: RunConfig,
+                     data: DataSplits, dev: torch.device,
+                     history: list[dict[str, Any]]) -> MemberEpoch:
+    """A member that diverged: evaluate it (as a group of one, from the state it had when
+    its loss turned NaN) unless already evaluated, save and report it."""
+    alone = Group([config], data, dev, [member])
+    if snapshot is not None:
+        alone.net.load_member_state(0, snapshot["net"])
+        alone.optimizer.load_member_state(0, snapshot["optimizer"])
+    if rows is None:
+        x, y = data.train.x.to(dev), data.train.y.to(dev)
+        test = None if data.test is None else (data.test.x.to(dev), data.test.y.to(dev))
+        rows = _evaluate(alone, x, y, test, 0.0)[0]
+    elif snapshot is None:  # diverged in the evaluation: save the group's state of it
+        pos = group.members.index(member)
+        alone.net.load_member_state(0, group.net.member_state(pos))
+        alone.optimizer.load_member_state(0, group.optimizer.member_state(pos))
+    history.append({"epoch": epoch, "rows": rows})
+    return _finish(alone, 0, member, epoch, "diverged", path, history)
+
+
+class _NullGroupReporter:
+    def epoch_end(self, epoch: int, members: list[MemberEpoch]) -> None:
+        pass
+
+    def progress(self, epoch: int, step: int, steps: int, losses: list[float]) -> None:
+        pass
+
+
+# --- one run -----------------------------------------------------------------------------
+def run(config: RunConfig, *, device: str = "cpu", data_dir: str | None = None,
+        checkpoint: str | Path | None = None, reporter: Reporter | None = None,
+        data: DataSplits | None = None) -> RunResult:
+    """Train one run: a group of one."""
+    (result,) = train_group([config], device=device, data=data, data_dir=data_dir,
+                            checkpoints=[checkpoint],
+                            reporter=_OneRun(reporter or NullReporter()))
+    return result
+
+
+# --- checkpoints -------------------------------------------------------------------------
+def _load_checkpoint(path: Path | None, config: RunConfig, dev: torch.device
+                     ) -> dict[str, Any] | None:
+    """A run's checkpoint, or None to start afresh. A file that cannot be read, or that
+    belongs to another config, is set aside (renamed, with one log line naming it): the
+    run then trains from scratch, re-logging every epoch with the same numbers."""
+    if path is None or not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=dev, weights_only=False)
+        if not isinstance(state, dict) or "config_hash" not in state:
+            raise ValueError("not a corrgd checkpoint")
+        if "history_json" in state:
+            state["history"] = json.loads(state.pop("history_json"))
+            state["rows"] = state["history"][-1]["rows"]
+    except Exception as e:
+        _set_aside(path, "corrupt", f"cannot be read ({type(e).__name__}: "
+                   f"{str(e).splitlines()[0] if str(e) else ''})")
+        return None
+    if state["config_hash"] != config.hash():
+        _set_aside(path, "other-config", "belongs to another config")
+        return None
+    if "history" not in state:  # written before checkpoints kept every epoch's rows
+        state["history"] = [{"epoch": state["epoch"], "rows": state["rows"]}]
+    return state
+
+
+def _set_aside(path: Path, tag: str, why: str) -> None:
+    aside = path.with_name(f"{path.name}.{tag}-{int(time.time())}")
+    os.replace(path, aside)
+    log.warning("checkpoint %s %s: set aside as %s; the run starts from scratch", path, why,
+                aside.name)
+
+
+def _save(path: Path, state: dict[str, Any]) -> None:
+    """Write atomically: a crash leaves either the old or the new checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)

@@ -1,0 +1,254 @@
+"""A worker drains the run queue: claim a group of runs, train it, log every epoch, repeat.
+
+A group is runs of one sweep whose configs differ only in per-member settings
+(`corrgd.spec.config.PER_MEMBER`); they train together as one batched model
+(`corrgd.run.runner.train_group`). Any number of workers, on one machine or many,
+share one results database: claiming a group is atomic, a heartbeat thread
+keeps the claim of every member alive while the group trains, every member's
+epoch rows are written in one transaction per epoch, and a group whose worker
+died is handed out again after the lease expires and resumes, each member from
+its own checkpoint (a path in the database, on storage every worker can read).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import traceback
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from corrgd.run.malloc import keep_freed_memory
+from corrgd.spec.config import RunConfig
+from corrgd.spec.sizing import auto_group_size
+from corrgd.storage import (
+    ClaimedRun,
+    EpochEntry,
+    ResultsDB,
+    RunOutcome,
+    default_worker_id,
+    open_db,
+)
+
+if TYPE_CHECKING:
+    from corrgd.data import DataSplits
+    from corrgd.run.runner import MemberEpoch
+
+# The training stack (torch, corrgd.run.runner) is imported where a group is trained, not with
+# this module: the CLI imports `WorkerTask` to start workers, and must not wait seconds for
+# torch before it can.
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LEASE = 120.0
+DEFAULT_CHECKPOINT_DIR = "results/checkpoints"
+DEFAULT_MAX_ATTEMPTS = 3  # claims of a run whose workers keep dying before it is failed
+
+
+class Interrupted(Exception):
+    """The worker was asked to stop while a group was in flight."""
+
+
+class Cancelled(Exception):
+    """The sweep of the group in flight was cancelled (`corrgd cancel`)."""
+
+
+class _DBReporter:
+    """Runner callback that writes each finished epoch of every member in one transaction,
+    and stops the group between steps when the worker is asked to stop."""
+
+    def __init__(self, db: ResultsDB, group: list[ClaimedRun], worker: str,
+                 stop: threading.Event | None) -> None:
+        self.db, self.group, self.worker, self.stop = db, group, worker, stop
+
+    def epoch_end(self, epoch: int, members: list[MemberEpoch]) -> None:
+        lost = self.db.log_epochs([EpochEntry(self.group[m.member].run_id, epoch, m.rows,
+                                              m.checkpoint) for m in members], self.worker)
+        if lost:
+            log.warning("runs %s were handed to another worker; not logging them", lost)
+        if self.db.cancelled_runs([c.run_id for c in self.group]):
+            raise Cancelled
+
+    def progress(self, epoch: int, step: int, steps: int, losses: list[float]) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise Interrupted
+
+
+class _Heartbeat(threading.Thread):
+    """Beats for a group's runs every `interval` seconds until stopped."""
+
+    def __init__(self, db: ResultsDB, run_ids: list[int], worker: str, interval: float) -> None:
+        super().__init__(daemon=True, name=f"heartbeat-{run_ids[0]}")
+        self.db, self.run_ids, self.worker, self.interval = db, run_ids, worker, interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                lost = self.db.heartbeat_runs(self.run_ids, self.worker)
+                self.run_ids = [r for r in self.run_ids if r not in lost]
+                if not self.run_ids:
+                    return
+            except Exception:  # a missed beat is not fatal; the lease is long
+                log.warning("heartbeat for runs %s failed", self.run_ids, exc_info=True)
+
+
+class Worker:
+    """Claims groups of at most `group_size` runs (None: as many as fit the device's
+    memory, `corrgd.spec.sizing.auto_group_size`; 1: one run at a time)."""
+
+    def __init__(self, db: ResultsDB | str | None = None, *, sweep: str | None = None,
+                 device: str = "cpu", lease_seconds: float = DEFAULT_LEASE,
+                 data_dir: str | None = None,
+                 checkpoint_dir: str | Path = DEFAULT_CHECKPOINT_DIR,
+                 group_size: int | None = None,
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
+        self.db = db if isinstance(db, ResultsDB) else open_db(db)
+        self.max_attempts = max_attempts
+        self.sweep, self.device, self.lease = sweep, device, lease_seconds
+        self.data_dir = data_dir
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.group_size = group_size
+        self.id = default_worker_id()
+        self.current: list[ClaimedRun] = []
+        self._data_key: tuple | None = None
+        self._data: DataSplits | None = None
+
+    def members_for(self, config: dict[str, Any], left: int | None = None) -> int:
+        """The group size for runs like `config`, at most `left`."""
+        size = self.group_size or auto_group_size(RunConfig(**config), self.device)
+        return size if left is None else min(size, left)
+
+    def run(self, max_runs: int | None = None, stop: threading.Event | None = None) -> int:
+        """Train queued groups until the queue is empty (or `max_runs` runs, or `stop`);
+        returns the number of runs finished."""
+        finished = 0
+        while (max_runs is None or finished < max_runs) and not (stop and stop.is_set()):
+            left = None if max_runs is None else max_runs - finished
+            group = self.db.claim_group(self.id, self.device, sweep=self.sweep,
+                                        lease_seconds=self.lease,
+                                        max_members=partial(self.members_for, left=left),
+                                        slurm_job_id=_slurm_job_id(),
+                                        max_attempts=self.max_attempts)
+            if not group:
+                break
+            self.current = group
+            try:
+                self.execute(group, stop)
+            except Interrupted:
+                self.release()
+                break
+            finally:
+                self.current = []
+            finished += len(group)
+        return finished
+
+    def release(self) -> None:
+        """Give the group in flight back to the queue (on preemption or Ctrl-C)."""
+        if self.current:
+            with contextlib.suppress(Exception):
+                self.db.release_runs([c.run_id for c in self.current], self.id)
+            self.current = []
+
+    def execute(self, group: list[ClaimedRun], stop: threading.Event | None = None) -> None:
+        ids = [c.run_id for c in group]
+        from corrgd.run.runner import train_group
+
+        beat = _Heartbeat(self.db, ids, self.id, interval=self.lease / 4)
+        beat.start()
+        try:
+            configs = [RunConfig(**c.config) for c in group]
+            checkpoints = [c.checkpoint_path or str(
+                self.checkpoint_dir / c.sweep / f"{c.config_hash}.pt") for c in group]
+            results = train_group(configs, device=self.device, checkpoints=checkpoints,
+                                  reporter=_DBReporter(self.db, group, self.id, stop),
+                                  data=self._dataset(configs[0]))
+            self.db.finish_runs([RunOutcome(i, r.status) for i, r in
+                                 zip(ids, results, strict=True)], self.id)
+        except Cancelled:  # they stay in the queue of their cancelled sweep
+            log.info("runs %s: their sweep was cancelled; stopped after an epoch", ids)
+            self.release()
+        except (KeyboardInterrupt, SystemExit, Interrupted):
+            # SystemExit: SIGTERM on a local worker, or submitit's exit after a SLURM
+            # preemption. Its hook releases from a helper thread, which waits in vain if
+            # this thread held a database lock when the signal came: then the runs are
+            # released here, once that transaction has been rolled back.
+            self.release()
+            raise
+        except Exception as e:
+            log.exception("group of runs %s failed", ids)
+            error = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=8)}"
+            with contextlib.suppress(Exception):
+                self.db.finish_runs([RunOutcome(i, "failed", error) for i in ids], self.id)
+        finally:
+            beat.stopped.set()
+
+    def _dataset(self, config: RunConfig) -> DataSplits:
+        """Load the runs' data, reusing the last set when the next group needs the same."""
+        from corrgd.run.runner import data_key, load_data
+
+        key = data_key(config)
+        if key != self._data_key:
+            self._data = None  # free the previous set first
+            self._data = load_data(config, self.data_dir)
+            self._data_key = key
+        assert self._data is not None
+        return self._data
+
+
+def _slurm_job_id() -> str | None:
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"{array}_{task}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+class WorkerTask:
+    """The picklable entry point executors start: one `Worker` per call. `release` (the
+    preemption hook) gives the group in flight back to the queue."""
+
+    def __init__(self) -> None:
+        self.worker: Worker | None = None
+
+    def __call__(self, db_url: str, *, sweep: str | None = None, device: str = "cpu",
+                 lease_seconds: float = DEFAULT_LEASE, max_runs: int | None = None,
+                 stop: threading.Event | None = None, data_dir: str | None = None,
+                 checkpoint_dir: str = DEFAULT_CHECKPOINT_DIR, threads: int | None = None,
+                 group_size: int | None = None,
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> int:
+        keep_freed_memory()  # tensors of a step reuse memory, no page faults (corrgd.run.malloc)
+        if threads:  # CPU workers sharing a machine: oversubscribed threads spin and crawl
+            import torch
+
+            torch.set_num_threads(threads)
+        self.worker = Worker(db_url, sweep=sweep, device=device, lease_seconds=lease_seconds,
+                             data_dir=data_dir, checkpoint_dir=checkpoint_dir,
+                             group_size=group_size, max_attempts=max_attempts)
+        try:
+            return self.worker.run(max_runs, stop)
+        finally:
+            self.worker.db.close()  # its connections end cleanly, even if the process does not
+
+    def release(self, timeout: float = 10.0) -> None:
+        """Runs in a signal handler: if the interrupted main thread holds a database lock,
+        a release in this thread would wait on it forever. So release from a helper
+        thread and wait at most `timeout`; failing that, the worker gives the runs back
+        when the job's exit unwinds it (`Worker.execute`)."""
+        if self.worker is not None:
+            helper = threading.Thread(target=self.worker.release, daemon=True)
+            helper.start()
+            helper.join(timeout)
+
+
+def run_worker(db_url: str | None = None, *, sweep: str | None = None, device: str = "cpu",
+               lease_seconds: float = DEFAULT_LEASE, max_runs: int | None = None,
+               stop: threading.Event | None = None, data_dir: str | None = None,
+               checkpoint_dir: str | Path = DEFAULT_CHECKPOINT_DIR,
+               group_size: int | None = None) -> int:
+    """Drain the queue in this process; returns the number of runs finished."""
+    return WorkerTask()(db_url, sweep=sweep, device=device, lease_seconds=lease_seconds,
+                        max_runs=max_runs, stop=stop, data_dir=data_dir,
+                        checkpoint_dir=str(checkpoint_dir), group_size=group_size)

@@ -1,0 +1,235 @@
+"""The resolved configuration of one training run: plain, validated, hashable data.
+
+Every field is a scalar (or a short list such as `betas`), so that a sweep spec
+can name any of them as an axis. `decor: false` means no decorrelation layer;
+`decor_lr` is then 0 whatever the spec said, so such runs are not duplicated
+across decor LRs.
+
+Validation covers everything a run will need before it is queued: known names, ranges,
+the data set's options (`corrgd.data.catalog`), the network's options and whether it fits
+the data's inputs, the validation hold-out and the loss for the task. None of it imports
+torch. No rule here ties two `PER_MEMBER` settings together (each is checked alone, given
+the others): `corrgd.spec.sweeps.plan` relies on that to validate a grid axis by axis.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from corrgd.data import catalog
+from corrgd.learn.architectures import ARCHITECTURES, layer_shapes, network_input, network_names
+
+ALGORITHMS = ("bp", "fa", "dfa", "np", "inp", "anp", "copi")
+"""The learning rules, as `corrgd.learn.rules.RULES` names them (tested equal)."""
+ARCHITECTURE_OPTIONS = ("width", "depth", "hidden")
+"""Run settings that shape a network; each architecture takes some of them."""
+CLASSIFICATION_LOSSES = ("ce",)
+"""Losses that need class labels (squared errors also take one-hot codes of labels)."""
+LOSSES = ("ce", "mse", "sse", "half_sse")
+
+# The columns a run's axes are stored under, in the order reports group by.
+CURVE_KEYS = ("dataset", "network", "algorithm", "decor")
+AXIS_COLUMNS = (*CURVE_KEYS, "decor_lr", "lr", "seed")
+# Settings that may differ between the runs that train together as one group
+# (corrgd.run.runner): scalars that change neither a tensor's shape nor the sequence
+# of operations.
+PER_MEMBER = ("seed", "lr", "first_epoch_lr", "decor_lr", "first_epoch_decor_lr",
+              "decor_conv_lr", "sigma2", "betas", "eps", "momentum")
+
+
+class FieldError(ValueError):
+    """An invalid setting; `field` names it (e.g. `data.correlation`), for the one-line
+    error of `corrgd.spec.sweeps.validate`."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field, self.message = field, message
+        super().__init__(message)
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # data
+    dataset: str
+    data: dict[str, Any] = Field(default_factory=dict)  # dataset options, e.g. correlation
+    val_size: int = Field(0, ge=0)  # samples held out of training for validation
+    # network
+    network: str
+    width: int | None = Field(None, gt=0)
+    depth: int | None = Field(None, ge=0)
+    hidden: list[int] | None = None
+    padding: int | None = Field(None, ge=0)  # paper 0; CRGD reference code 1
+    bias: bool | None = None
+    last_hidden_activation: bool = True  # CRGD reference dense net: False
+    output_activation: bool = False  # COPI: y_L = f(a_L)
+    # learning rule
+    algorithm: str
+    loss: Literal["ce", "mse", "sse", "half_sse"] = "ce"  # LOSSES; COPI: sse, ‖y − y*‖²
+    sigma2: float = Field(1e-6, gt=0)  # NP family noise variance (reference code: 1e-12)
+    np_samples: int = Field(1, ge=1)
+    noisy_baseline: bool = False
+    copi_feedback: Literal["bp", "fa"] = "bp"
+    # decorrelation
+    decor: bool = False
+    decor_lr: float = Field(0.0, ge=0)
+    decor_rule: Literal["crgd", "copi"] = "crgd"
+    decor_sample_frac: float | None = Field(None, gt=0, le=1)  # None: crgd 0.1, copi 1
+    decor_demean: bool | None = None  # None: crgd yes, copi no
+    decor_update_order: Literal["CM", "MC"] = "CM"  # CRGD paper, NPD: CM; COPI, CRGD code: MC
+    decor_conv_update_order: Literal["CM", "MC"] | None = None  # None: decor_update_order
+    decor_conv_lr: float | None = Field(None, gt=0)  # None: decor_lr; CRGD code: 1e-5
+    decor_channel_mean: bool = False  # conv: demean by channel (CRGD code), not by patch
+    decor_mean_in_graph: bool = False  # batch mean in the autograd graph (CRGD code)
+    first_epoch_decor_lr: float | None = Field(None, gt=0)  # COPI: lateral LR of epoch 1
+    # optimisation
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(1e-4, gt=0)
+    first_epoch_lr: float | None = Field(None, gt=0)  # COPI: a different LR in epoch 1
+    betas: tuple[float, float] = (0.9, 0.999)  # reference code: (0.9, 0.9999)
+    eps: float = Field(1e-8, gt=0)
+    momentum: float = Field(0.0, ge=0)
+    epochs: int = Field(10, ge=0)
+    batch_size: int = Field(256, gt=0)
+    seed: int = 0
+    # bookkeeping
+    eval_batch_size: int = Field(1000, gt=0)
+    diagnostics: bool = True  # log decorrelation stats and update/BP angles per epoch
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        return _one_of(v, catalog.dataset_names())
+
+    @field_validator("network")
+    @classmethod
+    def _known_network(cls, v: str) -> str:
+        return _one_of(v, network_names())
+
+    @field_validator("algorithm")
+    @classmethod
+    def _known_algorithm(cls, v: str) -> str:
+        return _one_of(v, list(ALGORITHMS))
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive_widths(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and any(w < 1 for w in v):
+            raise ValueError("layer widths must be integers >= 1")
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _decor_off_means_lr_zero(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("decor", False):
+            data = {**data, "decor_lr": 0.0, "decor_conv_lr": None, "first_epoch_decor_lr": None}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        if self.decor and self.decor_lr <= 0:
+            raise ValueError("decor_lr must be > 0 when decor is true")
+        if self.noisy_baseline and self.algorithm not in ("np", "anp"):
+            raise ValueError("noisy_baseline applies to algorithm np or anp")
+        _check_data_options(self)
+        _check_architecture_options(self)
+        _check_val_size(self)
+        _check_loss(self)
+        _check_network_fits(self)
+        return self
+
+    def architecture_options(self) -> dict[str, Any]:
+        """The settings of `ARCHITECTURE_OPTIONS` this run sets, for `layer_shapes`."""
+        return {k: v for k in ARCHITECTURE_OPTIONS if (v := getattr(self, k)) is not None}
+
+    def canonical(self) -> str:
+        """Canonical JSON: sorted keys, no spaces; the run's identity."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def hash(self) -> str:
+        return hashlib.sha256(self.canonical().encode()).hexdigest()
+
+    def group_key(self) -> str:
+        """Runs with equal keys can train as one group: their configs agree on everything
+        but the `PER_MEMBER` settings."""
+        shared = {k: v for k, v in self.model_dump(mode="json").items() if k not in PER_MEMBER}
+        text = json.dumps(shared, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @property
+    def label(self) -> str:
+        """Short curve name, e.g. 'BP+decor'."""
+        return self.algorithm.upper() + ("+decor" if self.decor else "")
+
+
+def _check_data_options(config: RunConfig) -> None:
+    try:
+        catalog.check_options(config.dataset, config.data)
+    except catalog.OptionError as e:
+        raise FieldError(f"data.{e.option}", str(e)) from None
+
+
+def _check_architecture_options(config: RunConfig) -> None:
+    takes = ARCHITECTURES[config.network].options
+    for name in ARCHITECTURE_OPTIONS:
+        if getattr(config, name) is not None and name not in takes:
+            allowed = ", ".join(takes) or f"none of {', '.join(ARCHITECTURE_OPTIONS)}"
+            raise FieldError(name, f"network {config.network} takes {allowed}; got {name}")
+
+
+def _check_val_size(config: RunConfig) -> None:
+    train = catalog.dataset_shape(config.dataset, config.data).train
+    if config.val_size >= train:
+        raise FieldError("val_size", f"must be less than the {train} training samples of "
+                                     f"{config.dataset}: 0 to {train - 1} "
+                                     f"(got {config.val_size})")
+
+
+def _check_loss(config: RunConfig) -> None:
+    if catalog.dataset_task(config.dataset, config.data) != "regression":
+        return  # squared-error losses take one-hot codes of class labels
+    if config.loss in CLASSIFICATION_LOSSES:
+        data = config.dataset + (" with task regression"
+                                 if config.dataset in catalog.EITHER_TASK else "")
+        fits = [name for name in LOSSES if name not in CLASSIFICATION_LOSSES]
+        raise FieldError("loss", f"{config.loss} needs class labels but {data} has regression "
+                                 f"targets: choose from {', '.join(fits)}")
+
+
+def _check_network_fits(config: RunConfig) -> None:
+    data = catalog.dataset_shape(config.dataset, config.data)
+    options = tuple((k, tuple(v) if isinstance(v, list) else v)
+                    for k, v in config.architecture_options().items())
+    reason = _misfit(config.network, data, config.padding, options)
+    if reason is not None:
+        fits = [name for name in network_names() if _misfit(name, data, config.padding) is None]
+        raise FieldError("network", f"{config.network} does not fit {config.dataset} inputs "
+                                    f"{data.input_shape}: {reason}; networks that fit: "
+                                    f"{', '.join(fits) or 'none'}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _misfit(network: str, data: catalog.DatasetShape, padding: int | None,
+            options: tuple[tuple[str, Any], ...] = ()) -> str | None:
+    """Why `network` (with architecture `options`) cannot take the inputs of `data`, or None
+    when it can. Cached: a grid asks the same question for many runs."""
+    try:
+        layer_shapes(network, network_input(network, data.input_shape), data.outputs,
+                     padding=padding, **dict(options))
+    except ValueError as e:
+        return str(e).removeprefix(f"{network}: ")
+    return None
+
+
+def _one_of(value: str, allowed: list[str]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{value!r} is not one of: {', '.join(allowed)}")
+    return value
+
+
+def field_names() -> list[str]:
+    return list(RunConfig.model_fields)
