@@ -29,7 +29,6 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from corrgd.data import DataNotFoundError, DataSplits, Split, load_dataset
-from corrgd.data.prepare import hold_out_rows
 from corrgd.experiments.computed_maths import (
     PERTURBATION_RULES,
     RULE_NAMES,
@@ -49,7 +48,7 @@ from corrgd.learn.losses import get_loss
 from corrgd.learn.models import build_network
 from corrgd.learn.nn import DecorSettings, Net
 from corrgd.results.reports import ReportError
-from corrgd.run.runner import build, data_key, load_data
+from corrgd.run.runner import build, data_key, load_data, split_rows
 from corrgd.spec.config import RunConfig
 from corrgd.storage import ResultsDB, UnknownSweep
 
@@ -494,8 +493,7 @@ def figure_copi3(db: ResultsDB, out_dir: Path, sweep: str = "copi-mnist", *,
 def _run_splits(data: DataSplits, config: RunConfig) -> tuple[Split, Split | None]:
     """(training rows, validation rows or None) of one run of the whole training split
     `data.train`, held out as `corrgd.run.runner` holds them out for it."""
-    train_rows, val_rows = hold_out_rows(len(data.train), config.val_size,
-                                         streams.stream_seed(config.seed, "split"))
+    train_rows, val_rows = split_rows(config, len(data.train))
     train = Split(data.train.x[train_rows], data.train.y[train_rows])
     if not len(val_rows):
         return train, None

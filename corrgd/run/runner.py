@@ -172,6 +172,13 @@ def load_data(config: RunConfig, data_dir: str | None = None) -> DataSplits:
                         flatten=takes_flat_input(config.network), **config.data)
 
 
+def split_rows(config: RunConfig, n_train: int) -> tuple[Tensor, Tensor]:
+    """(training rows, validation rows) of a run, of the `n_train` rows of its data set's
+    whole training split: its `val_size` rows held out at random from its seed's "split"
+    stream, the same in any group."""
+    return hold_out_rows(n_train, config.val_size, streams.stream_seed(config.seed, "split"))
+
+
 def data_key(config: RunConfig) -> tuple:
     """Runs with equal keys can share one loaded data set."""
     return (config.dataset, takes_flat_input(config.network), tuple(sorted(config.data.items())))
@@ -206,8 +213,7 @@ class Group:
         self.shared = configs[0]
         self.loss_fn = get_loss(self.shared.loss)
         self.net, self.rule, self.optimizer = build(configs, data, device)
-        rows = [hold_out_rows(len(data.train), c.val_size, streams.stream_seed(c.seed, "split"))
-                for c in configs]
+        rows = [split_rows(c, len(data.train)) for c in configs]
         self.train_rows = torch.stack([r[0] for r in rows]).to(device)
         self.val_rows = torch.stack([r[1] for r in rows]).to(device) \
             if self.shared.val_size else None
