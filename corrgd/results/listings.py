@@ -10,8 +10,6 @@ results database (no torch: these commands answer at once).
 from __future__ import annotations
 
 import math
-import os
-import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import pandas as pd
 from rich.table import Table
 
+from corrgd.run.liveness import SlurmJobs, slurm_jobs, worker_gone
 from corrgd.storage import ResultsDB
 
 STALE_AFTER = 300.0  # seconds without a heartbeat after which a "running" run looks dead
@@ -41,47 +40,15 @@ def percent(value: Any) -> str:
     return "" if value is None or pd.isna(value) else f"{100 * float(value):.1f}"
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process of this host with this id exists."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def slurm_states(runs: pd.DataFrame) -> dict[str, str]:
-    """The SLURM state of each job that ran one of `runs` ({} without a SLURM client)."""
-    jobs = [j for j in runs.get("slurm_job_id", pd.Series(dtype=object)).dropna() if j]
-    if not jobs:
-        return {}
-    from corrgd.run.executors import slurm_job_states  # only here: submitit loads on demand
-
-    try:
-        return slurm_job_states(jobs)
-    except Exception:  # no sacct/squeue here, or the controller is down
-        return {}
-
-
-def live_status(row: Any, now: datetime | None = None,
-                slurm: dict[str, str] | None = None) -> str:
-    """A run's status as shown: a "running" run whose worker is gone (a process of this
-    host that no longer exists, a SLURM job that has ended, or no heartbeat for
-    `STALE_AFTER` seconds) shows as "orphaned" — the next `corrgd sweep` or worker gives
-    it back to the queue. `slurm`: job id -> state, from :func:`slurm_states`."""
+def live_status(row: Any, jobs: SlurmJobs, now: datetime | None = None) -> str:
+    """A run's status as shown: a "running" run whose worker is gone
+    (`corrgd.run.liveness`), or that sent no heartbeat for `STALE_AFTER` seconds, shows as
+    "orphaned" — the next `corrgd sweep` or worker gives it back to the queue. `jobs`:
+    `slurm_jobs` of the runs' SLURM jobs."""
     if row.status != "running":
         return str(row.status)
-    job_state = (slurm or {}).get(text(getattr(row, "slurm_job_id", None)), "")
-    if job_state:
-        from corrgd.run.executors.base import FINISHED_STATES
-
-        if job_state.split()[0] in FINISHED_STATES:
-            return "orphaned"
-    worker = text(row.worker)
-    host, _, pid = worker.rpartition(":")
-    if host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid)):
+    if worker_gone(text(row.worker) or None, text(getattr(row, "slurm_job_id", None)) or None,
+                   jobs):
         return "orphaned"
     beat = row.heartbeat_at
     if beat is not None and not pd.isna(beat):
@@ -140,8 +107,8 @@ def runs_table(db: ResultsDB, sweep: str | None = None, statuses: list[str] | No
     runs = db.runs_frame(sweep)
     if runs.empty:
         return pd.DataFrame(columns=["run_id", "sweep", "status"])
-    slurm = slurm_states(runs)
-    runs = runs.assign(status=[live_status(r, slurm=slurm) for r in runs.itertuples()])
+    jobs = slurm_jobs(runs["slurm_job_id"])
+    runs = runs.assign(status=[live_status(r, jobs) for r in runs.itertuples()])
     axes = swept_axes(runs)
     table = pd.DataFrame({"run_id": runs["run_id"], "sweep": runs["sweep"]})
     for name in axes:
@@ -153,7 +120,7 @@ def runs_table(db: ResultsDB, sweep: str | None = None, statuses: list[str] | No
     done = table["epochs_done"] if "epochs_done" in table else pd.Series(0, index=table.index)
     table["epochs_done"] = done.fillna(0).astype(int)
     if runs["slurm_job_id"].notna().any():
-        table["slurm_job"] = [f"{text(j)} {slurm.get(text(j), '')}".strip()
+        table["slurm_job"] = [f"{text(j)} {jobs.states.get(text(j), '')}".strip()
                               for j in runs["slurm_job_id"]]
     table["error"] = [first_line(e) for e in runs["error"]]
     if statuses:
@@ -280,7 +247,8 @@ def run_details(db: ResultsDB, run_id: int) -> RunDetails:
         raise KeyError(run_id)
     row = next(match.itertuples())
     life = {
-        "status": live_status(row), "attempts": str(row.attempts),
+        "status": live_status(row, slurm_jobs([row.slurm_job_id])),
+        "attempts": str(row.attempts),
         "last epoch": str(max(int(row.last_epoch), 0)), "group": text(row.group_id),
         "worker": text(row.worker), "device": text(row.device),
         "slurm job": text(row.slurm_job_id), "started": text(row.started_at),

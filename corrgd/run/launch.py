@@ -8,7 +8,6 @@ workers are local processes or SLURM array tasks on other machines.
 from __future__ import annotations
 
 import os
-import socket
 import time
 from typing import Any
 
@@ -16,13 +15,11 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from corrgd.results.listings import pid_alive
+from corrgd.run.liveness import slurm_jobs, worker_gone
 from corrgd.spec.config import RunConfig
 from corrgd.storage import ResultsDB
 
 ACTIVE = ("queued", "running")
-SLURM_DEAD = ("BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
-              "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT")
 
 
 # the device nodes of NVIDIA's driver, AMD's (ROCm) and WSL 2's GPU bridge
@@ -43,33 +40,18 @@ def default_devices() -> list[str]:
 
 def reclaim_orphans(db: ResultsDB, sweep: str, max_attempts: int | None = None
                     ) -> tuple[int, int]:
-    """Give back runs whose worker is known dead: a process of this host that no longer
-    exists, or a SLURM job that has ended. Runs claimed `max_attempts` times already are
-    failed instead. Others wait for their lease to expire. -> (given back, failed)."""
+    """Give back runs whose worker is gone (`corrgd.run.liveness`): a process of this host
+    that no longer exists, or a SLURM job that has ended. Runs claimed `max_attempts` times
+    already are failed instead. Others wait for their lease to expire. -> (given back,
+    failed)."""
     runs = db.runs_frame(sweep)
     running = runs[runs["status"] == "running"]
     if running.empty:
         return 0, 0
-    slurm_states: dict[str, str] = {}
-    job_ids = [j for j in running["slurm_job_id"].dropna() if j]
-    if job_ids:
-        from corrgd.run.executors import slurm_job_states, slurm_jobs_in_queue
-
-        try:
-            slurm_states = slurm_job_states(job_ids)
-            for job in slurm_jobs_in_queue(job_ids):  # ended, but its processes may still run
-                slurm_states.pop(job, None)
-        except Exception:  # no SLURM client here: leave it to the lease
-            slurm_states = {}
-    host = socket.gethostname()
+    jobs = slurm_jobs(running["slurm_job_id"])
     dead: dict[str, list[int]] = {}
     for row in running.itertuples():
-        gone = False
-        if row.slurm_job_id and row.slurm_job_id in slurm_states:
-            gone = slurm_states[row.slurm_job_id].split()[0] in SLURM_DEAD
-        elif isinstance(row.worker, str) and row.worker.rpartition(":")[0] == host:
-            gone = not pid_alive(int(row.worker.rpartition(":")[2]))
-        if gone:
+        if worker_gone(row.worker, row.slurm_job_id, jobs):
             dead.setdefault(row.worker, []).append(int(row.run_id))
     released = failed = 0
     for worker, ids in dead.items():

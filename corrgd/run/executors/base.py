@@ -13,21 +13,17 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 WorkerFn = Callable[..., int]
 
-# Job states use SLURM's vocabulary for local workers too. PREEMPTED is not in the list:
-# our SLURM workers are requeued when preempted, so there it is a passing state.
-FINISHED_STATES = frozenset(
-    {
-        "COMPLETED",
-        "FAILED",
-        "CANCELLED",
-        "TIMEOUT",
-        "NODE_FAIL",
-        "OUT_OF_MEMORY",
-        "BOOT_FAIL",
-        "DEADLINE",
-        "REVOKED",
-    }
-)
+# Job states use SLURM's vocabulary for local workers too. In these a job no longer runs;
+# PREEMPTED and REVOKED included: a preempted job SLURM requeues is queued again (it is
+# not gone until it has left the queue: `corrgd.run.liveness`).
+ENDED_STATES = frozenset({"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED",
+                          "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "REVOKED", "TIMEOUT"})
+
+
+def job_ended(state: str) -> bool:
+    """Whether a job in `state` no longer runs ("FAILED,TIMEOUT": every task of an array)."""
+    parts = [part.split()[0] for part in state.split(",") if part.strip()]
+    return bool(parts) and all(part in ENDED_STATES for part in parts)
 
 
 @dataclass(frozen=True)

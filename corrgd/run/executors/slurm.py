@@ -15,7 +15,7 @@ import cloudpickle
 import submitit
 from submitit.core.utils import FailedJobError
 
-from corrgd.run.executors.base import FINISHED_STATES, WorkerFn, WorkerResult, with_defaults
+from corrgd.run.executors.base import WorkerFn, WorkerResult, job_ended, with_defaults
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +112,11 @@ class SlurmJob:
         return slurm_job_states([self.job_id])[self.job_id]
 
     def done(self) -> bool:
-        return (
-            self._result is not None
-            or self.job.paths.result_pickle.exists()
-            or (self.state() in FINISHED_STATES)
-        )
+        """Finished: it wrote its result, or it has ended and left SLURM's queue (a
+        preempted task that SLURM requeues is not done)."""
+        if self._result is not None or self.job.paths.result_pickle.exists():
+            return True
+        return job_ended(self.state()) and not slurm_jobs_in_queue([self.job_id])
 
     def wait(self, timeout: float | None = None) -> WorkerResult:
         deadline = None if timeout is None else _time.monotonic() + timeout
