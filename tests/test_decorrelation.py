@@ -9,7 +9,8 @@ gain the input as the layer received it, before demeaning (CRGD §3, Algorithm 1
 
 Every tensor of a decorrelation layer has a leading member axis (`corrgd.learn.nn`). The
 formula tests run G = 3 members with different matrices, running means, learning
-rates and inputs, and check each member against the formula on its own rows.
+rates and inputs, and check the fast, batched `Decorrelation.update` against
+`reference_update`, the formula written out one member at a time.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from corrgd.learn.nn import (
     correlation_floor,
     off_diagonal_correlation,
 )
-from corrgd.learn.nn.decorrelation import GAIN_ROWS
+from corrgd.learn.nn.decorrelation import GAIN_ROWS, reference_update
 from corrgd.learn.optim import MemberAdam
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -74,24 +75,6 @@ def gaussian_source(kind: str, seed: int, mean_scale: float) -> Callable[[int], 
         return torch.randn(n, DIM, generator=gen, dtype=torch.float64) @ L.T + mean
 
     return sample
-
-
-def expected_update(M: Tensor, rows: Tensor, mean: Tensor | None, settings: DecorSettings,
-                    lr: float | None = None) -> Tensor:
-    """The rule written out with C formed explicitly for one member; `rows` (n, d) as the
-    layer received them; `lr` replaces the settings' learning rate."""
-    lr = settings.lr if lr is None else lr
-    x = rows if mean is None else rows - mean
-    xh = x @ M.T
-    n = x.shape[0]
-    C = xh.T @ xh / n
-    if settings.rule == "copi":
-        off = C - torch.diag((xh**2).mean(0))
-        return M - lr * (off @ M if settings.update_order == "CM" else M @ off)
-    first = slice(0, GAIN_ROWS)  # the gain is measured on the first GAIN_ROWS rows
-    gain = gain_of(rows[first], xh[first])  # raw rows: not x − μ
-    CM = C @ M if settings.update_order == "CM" else M @ C
-    return gain * (M - lr * CM)
 
 
 def gain_of(raw: Tensor, xh: Tensor) -> Tensor:
@@ -141,8 +124,9 @@ def test_off_diagonal_correlation_of_non_finite_data_is_nan():
 
 
 # --- the update formulas ---------------------------------------------------------------
-# fewer and more samples than dimensions, and more than GAIN_ROWS + d (conv patches)
-@pytest.mark.parametrize("n", [5, 40, GAIN_ROWS + 100])
+# fewer rows than dimensions, as many, more, and more than d + GAIN_ROWS (conv patches):
+# the fast form takes a different path for each (`_Moments`)
+@pytest.mark.parametrize("n", [5, 12, 40, GAIN_ROWS + 12, GAIN_ROWS + 100])
 @pytest.mark.parametrize("settings", [
     DecorSettings(rule="crgd", lr=0.05),
     DecorSettings(rule="crgd", lr=0.05, update_order="MC"),
@@ -151,7 +135,9 @@ def test_off_diagonal_correlation_of_non_finite_data_is_nan():
     DecorSettings(rule="copi", lr=0.05, update_order="MC"),
     DecorSettings(rule="copi", lr=0.05, demean=True),
 ], ids=["crgd-CM", "crgd-MC", "crgd-no-demean", "copi-CM", "copi-MC", "copi-demean"])
-def test_update_matches_formula(float64, settings, n):
+def test_update_equals_reference_update(float64, settings, n):
+    """The fast, in-place `update` of G members is the rule as the papers write it
+    (`reference_update`), each member with its own matrix, rows and learning rate."""
     d = 12
     decor = Decorrelation(d, settings, members=G)
     assert decor.lr.tolist() == [settings.lr] * G
@@ -165,10 +151,9 @@ def test_update_matches_formula(float64, settings, n):
 
     update(decor, rows, mean)
 
-    for g in range(G):
-        expected = expected_update(M0[g], rows[g], None if mean is None else mean[g], settings,
-                                   LRS[g])
-        torch.testing.assert_close(decor.matrix[g], expected, rtol=1e-10, atol=1e-12)
+    centred = rows if mean is None else rows - mean[:, None, :]
+    expected = reference_update(M0, centred, rows, decor.lr, settings)
+    torch.testing.assert_close(decor.matrix, expected, rtol=1e-12, atol=1e-12)
     if mean is None:
         torch.testing.assert_close(decor.running_mean, running0, rtol=0, atol=0)
     else:  # μ ← μ + 0.1 (⟨x⟩ − μ), each member its own
@@ -217,11 +202,9 @@ def test_dense_layer_update_uses_subsample_and_full_batch_mean(float64):
     x = torch.stack([torch.randn(20, 6) @ random_matrix(6, 1.0) + 1.0 + g for g in range(G)])
     layer.update_decorrelation(x)
     k = int(0.25 * 20) + 1  # reference code: the fraction plus one sample
-    for g in range(G):
-        torch.testing.assert_close(layer.decor.matrix[g],
-                                   expected_update(M0[g], x[g, :k], x[g].mean(0), settings,
-                                                   LRS[g]),
-                                   rtol=1e-10, atol=1e-12)
+    raw = x[:, :k]
+    expected = reference_update(M0, raw - x.mean(1, keepdim=True), raw, layer.decor.lr, settings)
+    torch.testing.assert_close(layer.decor.matrix, expected, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(layer.decor.running_mean, 0.1 * x.mean(1))
 
 
@@ -240,14 +223,13 @@ def test_conv_layer_update_uses_patches_of_the_subsample(float64, rule):
         return cols.transpose(1, 2).reshape(-1, 18)
 
     k = int(0.3 * 7) + 1
-    for g in range(G):
-        rows = patch_rows(x[g, :k])
-        assert rows.shape == (k * 9, 18)
-        # the mean over all patches of all of the member's images
-        mean = patch_rows(x[g]).mean(0) if settings.demeans else None
-        torch.testing.assert_close(layer.decor.matrix[g],
-                                   expected_update(M0[g], rows, mean, settings, LRS[g]),
-                                   rtol=1e-10, atol=1e-12)
+    raw = torch.stack([patch_rows(x[g, :k]) for g in range(G)])
+    assert raw.shape == (G, k * 9, 18)
+    rows = raw
+    if settings.demeans:  # the mean over all patches of all of the member's images
+        rows = raw - torch.stack([patch_rows(x[g]).mean(0) for g in range(G)])[:, None, :]
+    expected = reference_update(M0, rows, raw, layer.decor.lr, settings)
+    torch.testing.assert_close(layer.decor.matrix, expected, rtol=1e-12, atol=1e-12)
 
 
 # --- 4. the rules decorrelate strongly correlated inputs ---------------------------------

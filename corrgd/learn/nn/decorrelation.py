@@ -21,8 +21,11 @@ activity. `update_order` "MC" multiplies the other way round: `M ← g (M − η
 (the CRGD reference code's dense layers) and `M ← M − η M (C − D)` (COPI eq. 4);
 "CM" is CRGD's paper and NPD §2.2.
 
-The product `C M` is formed as `X̂ᵀ (X̂ M) / n` when the subsample is smaller than
-the dimension (2 n d² flops, no d × d temporary), and as `(X̂ᵀX̂ / n) M` otherwise.
+`reference_update` writes each rule out as above, one member at a time; the
+training step runs `Decorrelation.update`, the same numbers (to rounding) computed
+faster, in place and for all members at once: the product `C M` is formed as
+`X̂ᵀ (X̂ M) / n` when the subsample is smaller than the dimension (2 n d² flops, no
+d × d temporary), and as `(X̂ᵀX̂ / n) M` otherwise (see `_Moments`).
 """
 
 from __future__ import annotations
@@ -143,7 +146,8 @@ class Decorrelation(nn.Module):
 
     @torch.no_grad()
     def update(self, rows: Tensor, raw: Tensor | None = None) -> None:
-        """One step of the rule from sample rows (G, n, dim), already subsampled.
+        """One step of the rule from sample rows (G, n, dim), already subsampled: the fast
+        form of `reference_update`, in place.
 
         `rows` are demeaned as the forward pass demeaned them (x − μ); `raw` are the
         same rows as the layer received them, before demeaning, for the CRGD gain
@@ -189,9 +193,31 @@ class Decorrelation(nn.Module):
         return [{k: v[g] for k, v in values.items()} for g in range(rows.shape[0])]
 
 
+def reference_update(matrix: Tensor, rows: Tensor, raw: Tensor, lr: Tensor,
+                     settings: DecorSettings) -> Tensor:
+    """The matrices (G, d, d) after one step of the rule, written as the papers write it,
+    one member at a time: the readable form of `Decorrelation.update`.
+
+    `rows` (G, n, d) are demeaned as the forward pass demeaned them (x − μ), `raw` are
+    the same rows as the layer received them (for the CRGD gain), `lr` is η per member.
+    """
+    updated = []
+    for M, x, x_raw, eta in zip(matrix, rows, raw, lr, strict=True):
+        xh = x @ M.T                                # x̂_n = M (x_n − μ), a row per sample
+        C = xh.T @ xh / len(xh)                     # C = x̂ᵀx̂ / n
+        if settings.rule == "copi":
+            C = C - torch.diag(xh.pow(2).mean(0))   # C − D,  D = diag(mean x̂²)
+        step = C @ M if settings.update_order == "CM" else M @ C
+        new = M - eta * step                        # M − η C M  (or M − η M C)
+        if settings.rule == "crgd":                 # g (M − η C M), g from the first GAIN_ROWS
+            new = _gain(x_raw[:GAIN_ROWS], xh[:GAIN_ROWS]) * new
+        updated.append(new)
+    return torch.stack(updated)
+
+
 def _gain(raw: Tensor, decorrelated: Tensor) -> Tensor:
-    """CRGD's g = mean_n ‖x_n‖ / ‖x̂_n‖ per member over rows (G, n, d), x_n as the layer
-    received it (guarded as the reference code guards it: ‖x̂_n‖ = √(Σ x̂² + 1e-8))."""
+    """CRGD's g = mean_n ‖x_n‖ / ‖x̂_n‖ over rows (..., n, d), x_n as the layer received it
+    (guarded as the reference code guards it: ‖x̂_n‖ = √(Σ x̂² + 1e-8)); one per member."""
     return (raw.norm(dim=-1) / (decorrelated.pow(2).sum(-1) + 1e-8).sqrt()).mean(-1)
 
 
