@@ -36,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from corrgd.run.devices import free_bytes  # noqa: E402
 from corrgd.run.executors import LocalExecutor  # noqa: E402
 from corrgd.run.worker import WorkerTask  # noqa: E402
 from corrgd.spec.config import RunConfig  # noqa: E402
@@ -127,7 +128,8 @@ def drain(runs: list[RunConfig], *, device: str, workers: int, group_size: int |
 
 
 def measure(name: str, runs: list[RunConfig], device: str, worker_counts: list[int]) -> None:
-    auto = sorted({auto_group_size(r, device) for r in runs})
+    free = free_bytes(device) or 0
+    auto = sorted({auto_group_size(r, device, free) for r in runs})
     print(f"\n{name}: {len(runs)} runs on {device}, automatic group size "
           f"{', '.join(map(str, auto))}", flush=True)
     modes: list[tuple[str, int | None]] = [("one run per worker", 1), ("grouped", None)]

@@ -72,21 +72,11 @@ def _check_positive(flag: str, value: float | None, *, strict: bool = True) -> N
 
 def _check_devices(flag: str, devices: list[str]) -> None:
     """Every device a worker would use exists here: cpu, or a CUDA GPU that is present."""
-    for device in devices:
-        name, _, index = device.partition(":")
-        if name == "cpu" and not index:
-            continue
-        if name != "cuda" or (index and not index.isdigit()):
-            raise fail(f"{flag}: {device!r} is not a device; allowed: cpu, cuda, cuda:N")
-        import torch
+    from corrgd.run.devices import device_problem
 
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise fail(f"{flag}: {device} needs a CUDA GPU and this machine has none; "
-                       "use cpu")
-        if index and int(index) >= count:
-            raise fail(f"{flag}: {device}: this machine has {count} GPU(s), "
-                       f"cuda:0 to cuda:{count - 1}")
+    for device in devices:
+        if problem := device_problem(device):
+            raise fail(f"{flag}: {problem}")
 
 
 def _check_kernels() -> None:
@@ -172,11 +162,9 @@ def sweep(
         lookup = analysis.selection_lookup(source)
         plan = sweeps.plan(parsed, lookup)  # counts and checks without expanding the grid
         if dry_run:
-            from corrgd.spec.cost import print_estimate
-
-            device = (devices.split(",")[0] if devices else
-                      "cuda" if executor == "slurm" and gpus_per_job else "cpu")
-            print_estimate(console, parsed, plan, device=device, group_size=group_size)
+            _dry_run(parsed, plan, device=devices.split(",")[0] if devices else
+                     "cuda" if executor == "slurm" and gpus_per_job else "cpu",
+                     group_size=group_size)
             return
         if sweeps.needs_confirmation(plan.runs) and not yes:
             raise fail(f"{spec}: {plan.runs:,} runs: more than {LARGE_GRID:,}; check the "
@@ -211,6 +199,22 @@ def sweep(
         wait=wait, data_dir=data_dir, checkpoint_dir=checkpoint_dir, lease=lease,
         group_size=group_size, max_attempts=max_attempts, console=console)
     raise typer.Exit(code)
+
+
+def _dry_run(parsed: Any, plan: Any, *, device: str, group_size: int | None) -> None:
+    """Print what a sweep would cost and how its runs group on `device`; a GPU this
+    machine lacks (a login node planning SLURM jobs) is sized as `PLANNING_GPU_BYTES`."""
+    from corrgd.console import estimate
+    from corrgd.run.devices import device_problem, free_bytes
+    from corrgd.spec.sizing import PLANNING_GPU_BYTES
+
+    if device.startswith("cuda") and device_problem(device):
+        free, assumed = PLANNING_GPU_BYTES, \
+            f"no such GPU here: sized for {PLANNING_GPU_BYTES / 2**30:.0f} GiB free"
+    else:
+        free, assumed = free_bytes(device) or 0, ""
+    estimate(console, parsed, plan, device=device, group_size=group_size, free=free,
+             assumed=assumed)
 
 
 def _has_sweep(database: Any, name: str) -> bool:

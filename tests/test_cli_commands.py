@@ -289,9 +289,9 @@ def test_the_cli_does_not_import_torch_to_answer() -> None:
 def test_default_devices_needs_torch_only_where_a_gpu_driver_is() -> None:
     """`corrgd sweep` picks its devices before it starts workers: on a machine without a
     GPU driver it answers ["cpu"] without importing torch; elsewhere it asks torch."""
-    from corrgd.run.launch import GPU_DRIVER_NODES
+    from corrgd.run.devices import GPU_DRIVER_NODES
 
-    code = ("import json, sys; from corrgd.run.launch import default_devices; "
+    code = ("import json, sys; from corrgd.run.devices import default_devices; "
             "print(json.dumps([default_devices(), 'torch' in sys.modules]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
@@ -14,9 +15,9 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from corrgd.console import estimate
 from corrgd.spec import sweeps
 from corrgd.spec.config import CURVE_KEYS, RunConfig
-from corrgd.spec.cost import print_estimate
 from corrgd.spec.sizing import CPU_GROUP_STEP_MACS, MAX_GROUP, auto_group_size, step_macs
 from corrgd.spec.sweeps import Plan, Sweep, expand, load_spec, needs_confirmation, parse_spec, plan
 
@@ -116,7 +117,7 @@ def test_too_intricate_overlaps_are_bounded_and_said_so(monkeypatch: pytest.Monk
     bounded = plan(sweep)
     assert not bounded.exact and bounded.runs == 12 > len(expand(sweep)) == 8
     console = Console(record=True, width=200)
-    print_estimate(console, sweep, bounded)
+    estimate(console, sweep, bounded, device="cpu", group_size=None, free=2**34)
     text = console.export_text()
     assert "at most 12 runs" in text and "upper bounds" in text
 
@@ -124,9 +125,9 @@ def test_too_intricate_overlaps_are_bounded_and_said_so(monkeypatch: pytest.Monk
 def test_estimate_from_a_plan_is_the_estimate_from_the_runs() -> None:
     sweep = load_spec(SWEEPS / "table2.yaml")
     outputs = []
-    for what in (plan(sweep), expand(sweep)):
+    for what in (plan(sweep), Plan.of_runs(sweep, expand(sweep))):
         console = Console(record=True, width=200)
-        print_estimate(console, sweep, what, device="cpu", group_size=8)
+        estimate(console, sweep, what, device="cpu", group_size=8, free=2**34)
         outputs.append(console.export_text())
     assert outputs[0] == outputs[1]
     assert "378 runs" in outputs[0] and "54 groups" in outputs[0]
@@ -144,11 +145,11 @@ MILLION = textwrap.dedent("""\
     import re, sys, time
     start = time.perf_counter()
     from rich.console import Console
-    from corrgd.spec.cost import print_estimate
+    from corrgd.console import estimate
     from corrgd.spec.sweeps import load_spec, plan
     sweep = load_spec(sys.argv[1])
     counted = plan(sweep)
-    print_estimate(Console(width=200), sweep, counted)
+    estimate(Console(width=200), sweep, counted, device="cpu", group_size=None, free=2**34)
     seconds = time.perf_counter() - start
     with open("/proc/self/status") as f:
         peak = int(re.search(r"VmHWM:\\s+(\\d+) kB", f.read()).group(1)) / 1024
@@ -219,3 +220,23 @@ def test_a_cpu_groups_only_networks_whose_step_leaves_a_core_idle() -> None:
     assert {auto_group_size(r, "cpu", plenty) for r in table2} == {1}
     # and memory still caps both
     assert auto_group_size(small, "cpu", 0) == auto_group_size(small, "cuda", 0) == 1
+
+
+@pytest.mark.parametrize("flags", [["--devices", "cuda:0"],
+                                   ["--executor", "slurm", "--gpus-per-job", "1"]])
+def test_a_dry_run_for_a_gpu_this_machine_lacks_sizes_groups_for_a_stated_gpu(
+        tmp_path: Path, flags: list[str]) -> None:
+    """A login node plans GPU jobs it cannot run: the estimate, then the groups as an 80 GiB
+    GPU would form them, said so; no traceback, nothing written."""
+    from corrgd.run.devices import gpu_count
+
+    if gpu_count():
+        pytest.skip("this machine has a GPU")
+    spec = tmp_path / "s.yaml"
+    spec.write_text(BASE + "algorithm: bp\nlr: [1.0e-3, 1.0e-4]\n")
+    done = subprocess.run([sys.executable, "-m", "corrgd", "sweep", str(spec), "--dry-run",
+                           *flags], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "250"})
+    assert done.returncode == 0, done.stderr
+    assert "2 runs" in done.stdout and "no such GPU here: sized for 80 GiB free" in done.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]

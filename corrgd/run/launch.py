@@ -15,27 +15,12 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from corrgd.run.devices import default_devices
 from corrgd.run.liveness import slurm_jobs, worker_gone
 from corrgd.spec.config import RunConfig
 from corrgd.storage import ResultsDB
 
 ACTIVE = ("queued", "running")
-
-
-# the device nodes of NVIDIA's driver, AMD's (ROCm) and WSL 2's GPU bridge
-GPU_DRIVER_NODES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
-
-
-def default_devices() -> list[str]:
-    """Every GPU torch sees, else ["cpu"]. A machine with no GPU driver answers without
-    importing torch, which takes seconds the workers could have used."""
-    if not any(os.path.exists(node) for node in GPU_DRIVER_NODES):
-        return ["cpu"]
-    import torch
-
-    if torch.cuda.is_available():
-        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    return ["cpu"]
 
 
 def reclaim_orphans(db: ResultsDB, sweep: str, max_attempts: int | None = None

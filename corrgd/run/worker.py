@@ -21,6 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from corrgd.run.devices import free_bytes
 from corrgd.run.malloc import keep_freed_memory
 from corrgd.spec.config import RunConfig
 from corrgd.spec.sizing import auto_group_size
@@ -119,7 +120,8 @@ class Worker:
 
     def members_for(self, config: dict[str, Any], left: int | None = None) -> int:
         """The group size for runs like `config`, at most `left`."""
-        size = self.group_size or auto_group_size(RunConfig(**config), self.device)
+        size = self.group_size or auto_group_size(RunConfig(**config), self.device,
+                                                  free_bytes(self.device) or 0)
         return size if left is None else min(size, left)
 
     def run(self, max_runs: int | None = None, stop: threading.Event | None = None) -> int:

@@ -1,4 +1,5 @@
-"""What a sweep costs, before running it: `corrgd sweep SPEC --dry-run`.
+"""What a sweep costs, before running it: the numbers of `corrgd sweep SPEC --dry-run`
+(`corrgd.console` prints them).
 
 Counts multiply-accumulates (MACs) of every run: the network's forward pass per
 sample (decorrelation included), times the passes its learning rule makes per
@@ -18,19 +19,15 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from rich.console import Console
-from rich.table import Table
-
 from corrgd.spec.config import RunConfig
 from corrgd.spec.sizing import (
     auto_group_size,
     dataset_shape,
     forward_macs,
-    free_bytes,
     member_bytes,
     passes_per_sample,
 )
-from corrgd.spec.sweeps import GroupCount, Plan, Sweep
+from corrgd.spec.sweeps import GroupCount, Plan
 
 THROUGHPUTS = {"GPU at 10 TMAC/s": 10e12, "CPU at 50 GMAC/s": 50e9}
 
@@ -60,6 +57,17 @@ def queue_order(runs: Sequence[RunConfig]) -> list[RunConfig]:
     return [runs[i] for i in order]
 
 
+def curve_costs(plan: Plan) -> dict[tuple[str, str], tuple[int, int, float]]:
+    """(runs, epochs, MACs) per (data set / network, curve label), sorted."""
+    costs: dict[tuple[str, str], tuple[int, int, float]] = {}
+    for group in plan.groups.values():
+        r = group.config  # MACs depend only on settings the group's runs share
+        key = (f"{r.dataset} / {r.network}", r.label)
+        runs, epochs, macs = costs.get(key, (0, 0, 0.0))
+        costs[key] = (runs + group.runs, epochs + group.epochs, macs + group.runs * run_macs(r))
+    return dict(sorted(costs.items()))
+
+
 @dataclass
 class GroupPlan:
     """The runs of one group key: how many, and members per group on a device."""
@@ -74,10 +82,10 @@ class GroupPlan:
         return -(-self.runs // self.members)
 
 
-def plan_groups(groups: Iterable[GroupCount], device: str, group_size: int | None
-                ) -> list[GroupPlan]:
-    """Each group key's runs, with the group size a worker on `device` would use."""
-    free = None if group_size else free_bytes(device)
+def plan_groups(groups: Iterable[GroupCount], device: str, group_size: int | None,
+                free: int) -> list[GroupPlan]:
+    """Each group key's runs, with the group size a worker on `device` with `free` bytes of
+    memory free would use (`group_size`: the size it was told)."""
     plans = []
     for group in groups:
         first = group.config
@@ -86,45 +94,3 @@ def plan_groups(groups: Iterable[GroupCount], device: str, group_size: int | Non
                                group.runs, member_bytes(first) / 2**20,
                                min(size, group.runs)))
     return plans
-
-
-def print_estimate(console: Console, sweep: Sweep, plan: Plan | list[RunConfig], *,
-                   device: str = "cpu", group_size: int | None = None) -> None:
-    """The dry run's tables: runs, epochs and MACs per (data set / network, curve), and the
-    groups on `device`. `plan`: `corrgd.spec.sweeps.plan(sweep)`, or runs already expanded."""
-    if not isinstance(plan, Plan):
-        plan = Plan.of_runs(sweep, plan)
-    runs = f"{plan.runs}" if plan.exact else f"at most {plan.runs}"
-    table = Table(title=f"sweep {sweep.name}: {runs} runs (dry run, nothing written)")
-    for col in ("dataset / network", "algorithm", "runs", "epochs", "TMAC"):
-        table.add_column(col, justify="left" if col[0].isalpha() and col != "runs" else "right")
-    counts: Counter = Counter()
-    epochs: Counter = Counter()
-    cost: Counter = Counter()
-    for group in plan.groups.values():
-        r = group.config  # MACs depend only on settings the group's runs share
-        key = (f"{r.dataset} / {r.network}", r.label)
-        counts[key] += group.runs
-        epochs[key] += group.epochs
-        cost[key] += group.runs * run_macs(r)
-    for key in sorted(counts):
-        table.add_row(*key, str(counts[key]), str(epochs[key]), f"{cost[key] / 1e12:,.1f}")
-    console.print(table)
-    total = sum(cost.values())
-    hours = ", ".join(f"{name}: {total / rate / 3600:,.1f} h" for name, rate in THROUGHPUTS.items())
-    console.print(f"{runs} runs, {plan.epochs} epochs, "
-                  f"{total / 1e12:,.1f} TMAC in all ≈ {hours}")
-    if not plan.exact:
-        console.print("grids of the union overlap too intricately to count exactly: "
-                      "the numbers above are upper bounds")
-
-    plans = plan_groups(plan.groups.values(), device, group_size)
-    groups = Table(title=f"groups on {device} "
-                   + (f"(--group-size {group_size})" if group_size else "(automatic size)"))
-    for col in ("runs alike", "runs", "MB per member", "members per group", "groups"):
-        groups.add_column(col, justify="left" if col == "runs alike" else "right")
-    for p in plans:
-        groups.add_row(p.label, str(p.runs), f"{p.member_mb:,.0f}", str(p.members),
-                       str(p.groups))
-    console.print(groups)
-    console.print(f"{sum(p.groups for p in plans)} groups of runs that train together")

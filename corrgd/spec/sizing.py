@@ -9,19 +9,20 @@ run of a large grid answers at once.
 from __future__ import annotations
 
 import math
-import os
 
 from corrgd.data import catalog
 from corrgd.data.catalog import DATASET_SHAPES, DatasetShape
 from corrgd.learn.architectures import LayerShape, layer_shapes, network_input
 from corrgd.spec.config import RunConfig
 
-__all__ = ["DATASET_SHAPES", "DatasetShape", "auto_group_size", "dataset_shape", "forward_macs",
-           "free_bytes", "layers_of", "member_bytes", "passes_per_sample", "step_macs"]
+__all__ = ["DATASET_SHAPES", "PLANNING_GPU_BYTES", "DatasetShape", "auto_group_size",
+           "dataset_shape", "forward_macs", "layers_of", "member_bytes", "passes_per_sample",
+           "step_macs"]
 
 BYTES = 4  # float32
 MEMORY_SHARE = 0.5  # of the device's free memory a worker sizes its groups for
 MAX_GROUP = {"cpu": 32, "cuda": 128}  # beyond these, larger groups stop paying off
+PLANNING_GPU_BYTES = 80 * 2**30  # what a dry run sizes groups for on a GPU it cannot see
 # A CPU core is busy with a group's training step of this many multiply-accumulates; more
 # members only make the step longer. Measured on a 2-core Xeon (digits, decorrelated BP,
 # batch 64): members of a 2 x 256 MLP (42 M MACs a step each) train 1.9x faster per run in
@@ -84,30 +85,12 @@ def member_bytes(config: RunConfig) -> int:
     return BYTES * (copies * params + decor + max(train, evaluation))
 
 
-def free_bytes(device: str) -> int:
-    """Free memory of a device: a GPU's (torch.cuda.mem_get_info), else this machine's
-    available RAM."""
-    if device.startswith("cuda"):
-        import torch
-
-        index = torch.device(device).index
-        return int(torch.cuda.mem_get_info(index if index is not None else 0)[0])
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
-
-
-def auto_group_size(config: RunConfig, device: str, free: int | None = None) -> int:
-    """Members per group on `device`: as many as fit in half its free memory, at most
-    `MAX_GROUP` for the device type, at least one. On a CPU also no more than keep a core
-    busy with one step (`CPU_GROUP_STEP_MACS`): a network whose step alone does that
-    trains one run at a time."""
-    free = free_bytes(device) if free is None else free
+def auto_group_size(config: RunConfig, device: str, free: int) -> int:
+    """Members per group on `device` with `free` bytes of memory free
+    (`corrgd.run.devices.free_bytes`): as many as fit in half of them, at most `MAX_GROUP`
+    for the device type, at least one. On a CPU also no more than keep a core busy with
+    one step (`CPU_GROUP_STEP_MACS`): a network whose step alone does that trains one run
+    at a time."""
     fits = int(MEMORY_SHARE * free // max(1, member_bytes(config)))
     if device.startswith("cuda"):
         return max(1, min(MAX_GROUP["cuda"], fits))
