@@ -210,7 +210,7 @@ def _dry_run(parsed: Any, plan: Any, *, device: str, group_size: int | None) -> 
 
     if device.startswith("cuda") and device_problem(device):
         free, assumed = PLANNING_GPU_BYTES, \
-            f"no such GPU here: sized for {PLANNING_GPU_BYTES / 2**30:.0f} GiB free"
+            f"no {device} here: sized for a GPU with {PLANNING_GPU_BYTES / 2**30:.0f} GiB free"
     else:
         free, assumed = free_bytes(device) or 0, ""
     estimate(console, parsed, plan, device=device, group_size=group_size, free=free,

@@ -33,8 +33,7 @@ def estimate(out: Console, sweep: Sweep, plan: Plan, *, device: str, group_size:
                   "the numbers above are upper bounds")
 
     plans = plan_groups(plan.groups.values(), device, group_size, free)
-    size = f"--group-size {group_size}" if group_size else "automatic size" + \
-        (f", {assumed}" if assumed else "")
+    size = f"--group-size {group_size}" if group_size else "automatic size"
     groups = Table(title=f"groups on {device} ({size})")
     for col in ("runs alike", "runs", "MB per member", "members per group", "groups"):
         groups.add_column(col, justify="left" if col == "runs alike" else "right")
@@ -42,4 +41,5 @@ def estimate(out: Console, sweep: Sweep, plan: Plan, *, device: str, group_size:
         groups.add_row(p.label, str(p.runs), f"{p.member_mb:,.0f}", str(p.members),
                        str(p.groups))
     out.print(groups)
-    out.print(f"{sum(p.groups for p in plans)} groups of runs that train together")
+    out.print(f"{sum(p.groups for p in plans)} groups of runs that train together"
+              + (f" ({assumed})" if assumed and not group_size else ""))

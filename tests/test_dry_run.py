@@ -238,5 +238,5 @@ def test_a_dry_run_for_a_gpu_this_machine_lacks_sizes_groups_for_a_stated_gpu(
                            *flags], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "COLUMNS": "250"})
     assert done.returncode == 0, done.stderr
-    assert "2 runs" in done.stdout and "no such GPU here: sized for 80 GiB free" in done.stdout
+    assert "2 runs" in done.stdout and "here: sized for a GPU with 80 GiB free" in done.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
