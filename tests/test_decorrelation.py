@@ -420,6 +420,46 @@ def test_conv_eval_mode_uses_the_running_patch_mean(float64, fold):
     assert torch.equal(layer.decor.running_mean, running)
 
 
+@pytest.mark.parametrize("settings", [
+    DecorSettings(lr=1e-3),
+    DecorSettings(lr=1e-3, mean_in_graph=True),
+    DecorSettings(lr=1e-3, channel_mean=True),
+    DecorSettings(rule="copi", lr=1e-3),
+], ids=["batch", "in-graph", "channel", "no-demean"])
+def test_the_layer_mean_is_decided_in_one_place(float64, settings):
+    """`DecorLayer.mean`: none where the settings do not demean; while training a given
+    mean or the batch's own (mean input, mean patch or per-channel mean), detached unless
+    `mean_in_graph`; the running mean in eval mode. `Net.trace` records that μ."""
+    dense = DecorLinear(5, 3, settings, members=G)
+    conv = DecorConv2d(2, 3, 3, padding=1, decor=settings, members=G)
+    cases = [(dense, torch.randn(G, 6, 5) + 1.0, lambda x: x.mean(1)),
+             (conv, torch.randn(G, 4, 2, 5, 5) + 1.0,
+              (lambda x: x.mean((1, 3, 4))) if settings.channel_mean else
+              (lambda x: torch.stack([F.unfold(x[g], 3, padding=1).mean((0, 2))
+                                      for g in range(G)])))]
+    for layer, x, batch_mean in cases:
+        x.requires_grad_()
+        given = torch.randn_like(layer.decor.running_mean)
+        if not settings.demeans:
+            assert layer.mean(x) is None and layer.mean(x, given) is None
+            continue
+        mu = layer.mean(x)
+        torch.testing.assert_close(mu, batch_mean(x))
+        assert mu.requires_grad == settings.mean_in_graph
+        assert torch.equal(layer.mean(x, given), given)
+        layer.eval()
+        assert layer.mean(x) is layer.decor.running_mean
+        assert layer.mean(x, given) is layer.decor.running_mean
+    net = build_network("mlp", (5,), 3, settings, hidden=(4,), members=G)
+    x = torch.randn(G, 6, 5)
+    for training in (True, False):
+        net.train(training)
+        trace = net.trace(x)
+        for layer, inp, mean in zip(net.layers, trace.inputs, trace.means, strict=True):
+            expected = layer.mean(inp)
+            assert mean is None if expected is None else torch.equal(mean, expected)
+
+
 def test_decorrelation_stats_at_identity():
     members = 2
     layer = DecorLinear(6, 2, DecorSettings(lr=1e-3), members=members)

@@ -132,12 +132,6 @@ class Decorrelation(nn.Module):
         return (f"members={self.matrix.shape[0]}, dim={self.dim}, rule={s.rule}, "
                 f"demean={s.demeans}")
 
-    def center(self, batch_mean: Tensor) -> Tensor:
-        """The μ to subtract: the batch mean while training, the running mean in eval."""
-        if not self.training:
-            return self.running_mean
-        return batch_mean if self.settings.mean_in_graph else batch_mean.detach()
-
     def decorrelate(self, rows: Tensor, mean: Tensor | None = None) -> Tensor:
         """x̂ for samples (G, n, dim), demeaned by `mean` (G, dim) where given."""
         if mean is not None:

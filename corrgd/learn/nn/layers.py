@@ -15,11 +15,13 @@ forward picks the cheaper association.
 Without decorrelation (`decor` None or lr 0) the layer is a plain linear map or
 convolution, with no identity matrix multiplied in.
 
-Demeaning (`DecorSettings.demeans`): μ is the batch mean while training and the
-running mean in eval mode. Dense layers subtract the mean input; conv layers the
-mean patch, or (`channel_mean`, as the CRGD reference code) the per-channel mean
-of the image before its patches are formed. With `mean_in_graph` the batch mean
-stays in the autograd graph (the reference code; the paper treats it as constant).
+Demeaning (`DecorSettings.demeans`): `DecorLayer.mean` decides μ, for the forward
+pass, the decorrelation rule and `Net.trace` alike: the batch mean while training
+(or a mean the caller gives, e.g. a clean pass's) and the running mean in eval
+mode. Dense layers subtract the mean input; conv layers the mean patch, or
+(`channel_mean`, as the CRGD reference code) the per-channel mean of the image
+before its patches are formed. With `mean_in_graph` the batch mean stays in the
+autograd graph (the reference code; the paper treats it as constant).
 
 If a `feedback` buffer is set (feedback alignment), the backward pass sends the
 error through `B M` instead of `W M`.
@@ -108,20 +110,36 @@ class DecorLayer(nn.Module):
             b = -shift if b is None else b - shift
         return K.view_as(self.weight), Kb, b
 
-    def batch_mean(self, x: Tensor) -> Tensor | None:
-        """The statistic this layer demeans by, of batch x (G, n, ...): (G, m), or None."""
+    def mean(self, x: Tensor, given: Tensor | None = None) -> Tensor | None:
+        """μ, the mean this layer subtracts from input batch x (G, n, ...): (G, m), or None
+        where it subtracts none (no decorrelation, or settings that do not demean).
+
+        In eval mode the running mean. While training `given` (e.g. a clean pass's means)
+        or else the batch's own `batch_mean`, kept in the autograd graph only with
+        `mean_in_graph`.
+        """
+        if self.decor is None or not self.decor.settings.demeans:
+            return None
+        if not self.decor.training:
+            return self.decor.running_mean
+        mu = self.batch_mean(x) if given is None else given
+        return mu if self.decor.settings.mean_in_graph else mu.detach()
+
+    def batch_mean(self, x: Tensor) -> Tensor:
+        """The mean of batch x (G, n, ...) that this layer's μ is made of: (G, m)."""
         raise NotImplementedError
 
     # --- decorrelation statistics -------------------------------------------------
     def decor_rows(self, x: Tensor, frac: float = 1.0) -> tuple[Tensor, Tensor, Tensor | None]:
         """What the decorrelation rule sees of input batch x: the first `frac` of its rows
         (patches for conv layers), (G, rows, d), demeaned as the forward pass demeans them,
-        the same rows raw, and the batch mean (None where the layer does not demean)."""
+        the same rows raw, and the batch's μ (None where the layer does not demean)."""
         raise NotImplementedError
 
     @torch.no_grad()
     def update_decorrelation(self, x: Tensor) -> None:
-        """One step of the decorrelation rule on this layer's input batch x."""
+        """One step of the decorrelation rule on this layer's input batch x; the running
+        mean moves towards the batch's μ (in eval mode μ is the running mean: it stays)."""
         if self.decor is not None:
             rows, raw, mean = self.decor_rows(x, self.decor.settings.fraction)
             self.decor.update(rows, raw)
@@ -157,7 +175,7 @@ class DecorLinear(DecorLayer):
                 f"out_features={self.out_features}")
 
     def forward(self, x: Tensor, mean: Tensor | None = None) -> Tensor:
-        """`mean`: the batch mean (G, in) to subtract while training (default: x's own)."""
+        """`mean`: the mean (G, in) to subtract while training (default: x's own)."""
         W, B, b = self.weight, self.feedback, self.bias
         if self.decor is not None:
             x, mu = self._demean(x, mean)
@@ -167,21 +185,15 @@ class DecorLinear(DecorLayer):
                 x = self.decor.decorrelate(x, mu)
         return ops.linear(x, W, b, B)
 
-    def batch_mean(self, x: Tensor) -> Tensor | None:
-        if self.decor is None or not self.decor.settings.demeans:
-            return None
+    def batch_mean(self, x: Tensor) -> Tensor:
+        """The mean input."""
         return x.mean(1)
 
     def _demean(self, x: Tensor, mean: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """(input, μ still to subtract): a mean kept in the graph is subtracted here."""
         assert self.decor is not None
-        s = self.decor.settings
-        if not s.demeans:
-            return x, None
-        if not self.decor.training:
-            return x, self.decor.running_mean
-        mu = self.decor.center(x.mean(1) if mean is None else mean)
-        if s.mean_in_graph:
+        mu = self.mean(x, mean)
+        if mu is not None and self.decor.training and self.decor.settings.mean_in_graph:
             return x - mu[:, None, :], None
         return x, mu
 
@@ -195,10 +207,10 @@ class DecorLinear(DecorLayer):
     def decor_rows(self, x: Tensor, frac: float = 1.0) -> tuple[Tensor, Tensor, Tensor | None]:
         assert self.decor is not None
         raw = x[:, : subsample_size(x.shape[1], frac)]
-        mean = self.batch_mean(x)
-        if mean is None:
+        mu = self.mean(x)
+        if mu is None:
             return raw, raw, None
-        return raw - self.decor.center(mean)[:, None, :], raw, mean
+        return raw - mu[:, None, :], raw, mu
 
 
 class DecorConv2d(DecorLayer):
@@ -234,7 +246,7 @@ class DecorConv2d(DecorLayer):
                         stride=self.stride).mean(2)
 
     def forward(self, x: Tensor, mean: Tensor | None = None) -> Tensor:
-        """`mean`: the batch statistic to subtract while training (default: x's own)."""
+        """`mean`: the mean to subtract while training (default: x's own)."""
         W, B, b = self.weight, self.feedback, self.bias
         if self.decor is not None:
             x, mu = self._demean(x, mean)
@@ -244,23 +256,16 @@ class DecorConv2d(DecorLayer):
                 return self._unfolded(x, mu)
         return ops.conv2d(x, W, b, self.stride, self.padding, B)
 
-    def batch_mean(self, x: Tensor) -> Tensor | None:
-        """The mean patch, or the per-channel mean (`channel_mean`), of batch x."""
-        if self.decor is None or not self.decor.settings.demeans:
-            return None
+    def batch_mean(self, x: Tensor) -> Tensor:
+        """The mean patch, or the per-channel mean (`channel_mean`)."""
+        assert self.decor is not None
         return x.mean((1, 3, 4)) if self.decor.settings.channel_mean else self.patch_mean(x)
 
     def _demean(self, x: Tensor, mean: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """(input, mean patch still to subtract): a channel mean is subtracted here."""
         assert self.decor is not None
-        s = self.decor.settings
-        if not s.demeans:
-            return x, None
-        if self.decor.training:
-            mu = self.decor.center(self.batch_mean(x) if mean is None else mean)
-        else:
-            mu = self.decor.running_mean
-        if s.channel_mean:
+        mu = self.mean(x, mean)
+        if mu is not None and self.decor.settings.channel_mean:
             return x - mu[:, None, :, None, None], None
         return x, mu
 
@@ -289,10 +294,9 @@ class DecorConv2d(DecorLayer):
         assert self.decor is not None
         sub = x[:, : subsample_size(x.shape[1], frac)]
         raw = self.patches(sub)
-        mean = self.batch_mean(x)
-        if mean is None:
+        mu = self.mean(x)
+        if mu is None:
             return raw, raw, None
         if self.decor.settings.channel_mean:
-            centred = sub - self.decor.center(mean)[:, None, :, None, None]
-            return self.patches(centred), raw, mean
-        return raw - self.decor.center(mean)[:, None, :], raw, mean
+            return self.patches(sub - mu[:, None, :, None, None]), raw, mu
+        return raw - mu[:, None, :], raw, mu

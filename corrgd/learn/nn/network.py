@@ -9,10 +9,10 @@ batch without the member axis is given to every member.
 
 `Net.trace` runs the network and keeps what the learning rules need: each
 layer's input `x_{l-1}` (before decorrelation), pre-activation `a_l` and the
-batch mean it was demeaned by. It can add noise to every `a_l` (node
-perturbation), demean by given means (those of a clean pass), and cut the graph
-between blocks (`detach=True`), so that a backward pass from `a_l` reaches only
-layer `l`'s weights.
+mean μ it was demeaned by (`DecorLayer.mean`). It can add noise to every `a_l`
+(node perturbation), demean by given means (those of a clean pass), and cut the
+graph between blocks (`detach=True`), so that a backward pass from `a_l` reaches
+only layer `l`'s weights.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class Trace:
     inputs: list[Tensor]          # x_{l-1}: what layer l received, before its decorrelation
     preacts: list[Tensor]         # a_l, with any injected noise
     output: Tensor                # the network's output (a_L, or f(a_L) with an output f)
-    means: list[Tensor | None]    # the batch mean each layer subtracted (None: none)
+    means: list[Tensor | None]    # the mean μ each layer subtracted (None: none)
 
 
 class Block(nn.Module):
@@ -105,8 +105,9 @@ class Net(nn.Module):
 
         noise:  a tensor (or None) per layer, added to that layer's pre-activation.
         detach: cut the graph between blocks, so ∂a_l reaches only layer l.
-        means:  batch means to demean by instead of each layer's own (e.g. a clean pass's,
-                so that noise added to one sample reaches no other through the mean).
+        means:  means to demean by while training instead of each layer's own batch mean
+                (e.g. a clean pass's, so that noise added to one sample reaches no other
+                through the mean).
         """
         x = self.per_member(x)
         inputs, preacts, used = [], [], []
@@ -115,8 +116,7 @@ class Net(nn.Module):
             if detach:
                 x = x.detach()
             inputs.append(x)
-            mean = means[i] if means is not None else \
-                (block.layer.batch_mean(x) if self.training else None)
+            mean = block.layer.mean(x, None if means is None else means[i])
             used.append(mean)
             a = block.layer(x, mean)
             if noise is not None and noise[i] is not None:
