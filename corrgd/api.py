@@ -31,6 +31,7 @@ from corrgd.results.reports.best_params import best_frame
 from corrgd.results.reports.curves import choose_settings, label_runs
 from corrgd.results.reports.envelopes import CSV_COLUMNS, curve_frame
 from corrgd.results.reports.peaks import peak_frame
+from corrgd.spec.config import AXIS_COLUMNS
 
 if TYPE_CHECKING:
     from corrgd.storage import ResultsDB
@@ -124,7 +125,7 @@ def diagnostics(sweep: str | None = None, db: ResultsDB | str | None = None) -> 
         name = source.resolve_sweep(database, sweep)
         frame = database.epochs_frame(name, diagnostics=True)
     rows = frame[frame["diagnostics"].notna()]
-    axes = ["sweep", "dataset", "network", "algorithm", "decor", "decor_lr", "lr", "seed"]
+    axes = ["sweep", *AXIS_COLUMNS]
     records = [{"run_id": r.run_id, "epoch": r.epoch, "split": r.split, "layer": i, **stats}
                for r in rows.itertuples(index=False)
                for i, stats in enumerate((r.diagnostics or {}).get("layers", []))]

@@ -18,14 +18,13 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
+from corrgd.spec.config import canonical_json, config_hash
 from corrgd.storage import (
     LostLease,
     ResultsDB,
     RunSpec,
     SchemaTooNew,
     UnknownSweep,
-    canonical_json,
-    config_hash,
     open_db,
 )
 from corrgd.storage.engine import WRITE_OPTIONS, make_engine

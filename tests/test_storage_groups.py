@@ -17,14 +17,13 @@ from alembic import command
 from sqlalchemy import insert, inspect
 from test_storage import LEASE, count, epoch_rows, make_runs
 
+from corrgd.spec.config import canonical_json, config_hash
 from corrgd.storage import (
     EpochEntry,
     ResultsDB,
     RunOutcome,
     RunSpec,
     UnknownSweep,
-    canonical_json,
-    config_hash,
     open_db,
 )
 from corrgd.storage.engine import WRITE_OPTIONS, make_engine

@@ -42,6 +42,28 @@ PER_MEMBER = ("seed", "lr", "first_epoch_lr", "decor_lr", "first_epoch_decor_lr"
               "decor_conv_lr", "sigma2", "betas", "eps", "momentum")
 
 
+def canonical_json(values: Any) -> str:
+    """JSON with sorted keys and no spaces, the one serialisation corrgd hashes and stores:
+    the same settings give the same text whatever their key order, and numpy or torch
+    scalars the text of Python's. NaN and infinities are refused (ValueError)."""
+    return json.dumps(values, sort_keys=True, separators=(",", ":"), allow_nan=False,
+                      default=_to_builtin)
+
+
+def config_hash(values: Any) -> str:
+    """SHA-256 hex digest (64 characters) of `canonical_json(values)`: a run's identity."""
+    return hashlib.sha256(canonical_json(values).encode()).hexdigest()
+
+
+def _to_builtin(value: Any) -> Any:
+    """`json.dumps` fallback for numpy and torch scalars and arrays."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 class FieldError(ValueError):
     """An invalid setting; `field` names it (e.g. `data.correlation`), for the one-line
     error of `corrgd.spec.sweeps.validate`."""
@@ -147,18 +169,17 @@ class RunConfig(BaseModel):
         return {k: v for k in ARCHITECTURE_OPTIONS if (v := getattr(self, k)) is not None}
 
     def canonical(self) -> str:
-        """Canonical JSON: sorted keys, no spaces; the run's identity."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """The run's identity: its settings as canonical JSON (`canonical_json`)."""
+        return canonical_json(self.model_dump(mode="json"))
 
     def hash(self) -> str:
-        return hashlib.sha256(self.canonical().encode()).hexdigest()
+        return config_hash(self.model_dump(mode="json"))
 
     def group_key(self) -> str:
         """Runs with equal keys can train as one group: their configs agree on everything
         but the `PER_MEMBER` settings."""
-        shared = {k: v for k, v in self.model_dump(mode="json").items() if k not in PER_MEMBER}
-        text = json.dumps(shared, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return config_hash({k: v for k, v in self.model_dump(mode="json").items()
+                            if k not in PER_MEMBER})
 
     @property
     def label(self) -> str:

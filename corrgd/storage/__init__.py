@@ -35,17 +35,15 @@ from corrgd.storage.errors import (
 )
 from corrgd.storage.models import FINAL_STATUSES, SPLITS, RunStatus
 from corrgd.storage.queue import (
-    AXIS_COLUMNS,
     ClaimedRun,
     EpochEntry,
     RunOutcome,
     default_worker_id,
 )
 from corrgd.storage.retry import is_transient, retry_transient
-from corrgd.storage.runspec import RunSpec, canonical_json, config_hash
+from corrgd.storage.runspec import RunSpec
 
 __all__ = [
-    "AXIS_COLUMNS",
     "DEFAULT_URL",
     "ENV_VAR",
     "FINAL_STATUSES",
@@ -64,8 +62,6 @@ __all__ = [
     "SweepBusy",
     "UnknownRun",
     "UnknownSweep",
-    "canonical_json",
-    "config_hash",
     "default_worker_id",
     "is_transient",
     "open_db",

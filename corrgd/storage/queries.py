@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from sqlalchemy import Connection, Select, func, select
 
+from corrgd.spec.config import AXIS_COLUMNS
 from corrgd.storage.models import EpochMetric, Run, RunStatus, Sweep
-from corrgd.storage.queue import AXIS_COLUMNS, _sweep_id
+from corrgd.storage.queue import _sweep_id
 
 if TYPE_CHECKING:
     from corrgd.storage.db import ResultsDB
@@ -49,7 +50,8 @@ _METRIC_COLUMNS = [
 ]
 _ID_CHUNK = 500  # run ids per IN (...) list
 # pandas dtypes of the typed axis columns, nullable so that a missing axis is <NA>
-_AXIS_DTYPES = {"decor": "boolean", "decor_lr": "float64", "lr": "float64", "seed": "Int64"}
+_AXIS_DTYPES = {name: {bool: "boolean", int: "Int64", float: "float64", str: "object"}[
+    Run.__table__.c[name].type.python_type] for name in AXIS_COLUMNS}
 _METRIC_DTYPES = {
     "epoch": "int64",
     "loss": "float64",

@@ -64,9 +64,10 @@ from sqlalchemy import (
     update,
 )
 
+from corrgd.spec.config import AXIS_COLUMNS, canonical_json, config_hash
 from corrgd.storage.errors import LostLease, SweepBusy, UnknownRun, UnknownSweep
 from corrgd.storage.models import FINAL_STATUSES, SPLITS, EpochMetric, Run, RunStatus, Sweep
-from corrgd.storage.runspec import RunSpec, canonical_json, config_hash
+from corrgd.storage.runspec import RunSpec
 
 if TYPE_CHECKING:
     from corrgd.storage.db import ResultsDB
@@ -83,16 +84,12 @@ def _as_int(value: Any) -> int:
     return int(value) if isinstance(value, str) else operator.index(value)
 
 
-#: Axes stored as real, typed columns of ``runs`` (all axes are also in ``runs.axes``).
-AXIS_COLUMNS: dict[str, Callable[[Any], Any]] = {
-    "dataset": str,
-    "network": str,
-    "algorithm": str,
-    "decor": _as_bool,
-    "decor_lr": float,
-    "lr": float,
-    "seed": _as_int,
-}
+_CONVERTERS: dict[type, Callable[[Any], Any]] = {bool: _as_bool, int: _as_int, float: float,
+                                                 str: str}
+#: The swept settings stored as typed columns of ``runs`` (`corrgd.spec.config.AXIS_COLUMNS`;
+#: every axis is also in ``runs.axes``), each with the conversion its column's type needs.
+AXIS_TYPES: dict[str, Callable[[Any], Any]] = {
+    name: _CONVERTERS[Run.__table__.c[name].type.python_type] for name in AXIS_COLUMNS}
 
 _METRIC_FIELDS = ("loss", "accuracy", "top5")
 _ROW_KEYS = {"split", "seconds", "diagnostics", *_METRIC_FIELDS}
@@ -165,7 +162,7 @@ def _run_row(spec: RunSpec) -> dict[str, Any]:
         "axes": spec.axes,
         "group_key": key,
     }
-    for column, convert in AXIS_COLUMNS.items():
+    for column, convert in AXIS_TYPES.items():
         value = spec.axes.get(column, spec.config.get(column))
         try:
             row[column] = None if value is None else convert(value)

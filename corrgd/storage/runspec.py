@@ -1,17 +1,15 @@
-"""What identifies a run: its resolved config, hashed canonically.
-
-``canonical_json`` is the one serialisation of a config that corrgd hashes and
-stores, so that the same config always produces the same 64-hex ``config_hash``
-regardless of key order or whether numbers arrived as Python or numpy scalars.
+"""A run to enqueue, identified by its config's hash (`corrgd.spec.config.config_hash`),
+and the JSON that storage writes into its JSON columns.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
+
+from corrgd.spec.config import config_hash
 
 
 @dataclass(frozen=True)
@@ -39,27 +37,6 @@ class RunSpec:
         return config_hash(self.config)
 
 
-def _to_builtin(obj: Any) -> Any:
-    """``json.dumps`` fallback for numpy/torch scalars and arrays."""
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if hasattr(obj, "item"):
-        return obj.item()
-    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
-
-
-def canonical_json(obj: Any) -> str:
-    """Serialise ``obj`` to compact JSON with sorted keys; NaN/inf are rejected."""
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), allow_nan=False, default=_to_builtin
-    )
-
-
-def config_hash(config: dict[str, Any]) -> str:
-    """SHA-256 hex digest (64 chars) of ``canonical_json(config)``."""
-    return hashlib.sha256(canonical_json(config).encode("utf-8")).hexdigest()
-
-
 def jsonable(obj: Any) -> Any:
     """Turn ``obj`` into plain JSON data, mapping non-finite floats to ``None``.
 
@@ -74,7 +51,9 @@ def jsonable(obj: Any) -> Any:
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return [jsonable(v) for v in obj]
-    return jsonable(_to_builtin(obj))
+    if hasattr(obj, "tolist"):  # numpy and torch scalars and arrays
+        return jsonable(obj.tolist())
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
 def dumps_jsonable(obj: Any) -> str:
