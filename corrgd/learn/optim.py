@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.optim.adam import adam
 
 from corrgd.learn.kernels import gpu_kernels
 
@@ -124,6 +125,7 @@ class MemberAdam(MemberOptimizer):
                          beta2=[b[1] for b in pairs], eps=eps)
         self._views_key: tuple[Any, ...] | None = None  # see _member_views
         self._views: tuple[list[list[Tensor]], ...] = ()
+        self._step_counts = torch.zeros(0)
 
     @torch.no_grad()
     def step(self) -> None:
@@ -144,18 +146,18 @@ class MemberAdam(MemberOptimizer):
     def _fused_step(self, live: list[tuple[nn.Parameter, dict[str, Tensor]]]) -> None:
         """CPU kernels, where the update is bound by memory traffic: torch's fused Adam kernel
         (one pass over each tensor, as `torch.optim.Adam(fused=True)`) on each member's
-        slices, one call for all members that share their hyperparameters."""
-        step = torch.tensor(float(self.step_count))
-        params, avgs, squares = self._member_views(live)
+        slices, one call of `torch.optim.adam.adam` for all members that share their
+        hyperparameters."""
+        params, avgs, squares, steps = self._member_views(live)
         grads = [p.grad.unbind() for p, _ in live]
+        self._step_counts.fill_(self.step_count - 1)  # `adam` adds the step it takes
         for (lr, beta1, beta2, eps), members in self._alike().items():
-            torch._fused_adam_([t for g in members for t in params[g]],
-                               [grad[g] for g in members for grad in grads],
-                               [t for g in members for t in avgs[g]],
-                               [t for g in members for t in squares[g]], [],
-                               [step] * (len(members) * len(live)), amsgrad=False, lr=lr,
-                               beta1=beta1, beta2=beta2, weight_decay=0.0, eps=eps,
-                               maximize=False)
+            adam([t for g in members for t in params[g]],
+                 [grad[g] for g in members for grad in grads],
+                 [t for g in members for t in avgs[g]],
+                 [t for g in members for t in squares[g]], [],
+                 [t for g in members for t in steps[g]], fused=True, amsgrad=False, lr=lr,
+                 beta1=beta1, beta2=beta2, weight_decay=0.0, eps=eps, maximize=False)
 
     def _alike(self) -> dict[tuple[float, ...], list[int]]:
         """Members by their (lr, beta1, beta2, eps)."""
@@ -167,14 +169,18 @@ class MemberAdam(MemberOptimizer):
 
     def _member_views(self, live: list[tuple[nn.Parameter, dict[str, Tensor]]]
                       ) -> tuple[list[list[Tensor]], ...]:
-        """Per member, its slice of every live parameter, exp_avg and exp_avg_sq: made once
-        and kept while the tensors behind them stay the same."""
+        """Per member, its slice of every live parameter, exp_avg and exp_avg_sq, and a step
+        counter for each (views of `_step_counts`): made once and kept while the tensors
+        behind them stay the same."""
         tensors = [t for p, s in live for t in (p.data, s["exp_avg"], s["exp_avg_sq"])]
         key = tuple((t.data_ptr(), t.shape) for t in tensors)
         if self._views_key != key:
             per_tensor = [t.unbind() for t in tensors]
-            self._views = tuple([list(member) for member in zip(*per_tensor[k::3], strict=True)]
-                                for k in range(3))
+            slices = tuple([list(member) for member in zip(*per_tensor[k::3], strict=True)]
+                           for k in range(3))
+            self._step_counts = torch.zeros(self.members, len(live), dtype=torch.float32,
+                                            device=tensors[0].device)
+            self._views = (*slices, [list(counts.unbind()) for counts in self._step_counts])
             self._views_key = key
         return self._views
 
