@@ -5,12 +5,12 @@ the branch in ``corrgd.data.regression``)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
-from corrgd.data.regression import check_raw_targets, prepare_regression
+from corrgd.data.regression import prepare_regression
 from corrgd.data.splits import DataSplits, Split, Task
 from corrgd.data.transforms import BatchTransform
 
@@ -49,7 +49,7 @@ class RawData:
             raise ValueError("crop needs store_uint8=True")
         if self.store_uint8 and self.pixel_max is None:
             raise ValueError("store_uint8 needs pixel data (pixel_max)")
-        check_raw_targets(self)
+        _check_targets(self)
 
     @property
     def task(self) -> Task:
@@ -59,6 +59,36 @@ class RawData:
     def num_outputs(self) -> int:
         """Width of the model's output layer: ``num_classes``, or the number of targets."""
         return self.num_classes if self.task == "classification" else self.train.y.shape[1]
+
+
+def _check_targets(raw: RawData) -> None:
+    """ValueError unless ``raw``'s splits agree on the task and fit its class/target count."""
+    train, test = raw.train, raw.test
+    if test is not None and test.task != train.task:
+        raise ValueError(f"train split is {train.task} data but test split is {test.task}")
+    if train.task == "classification":
+        if raw.num_classes < 1:
+            raise ValueError(f"classification data needs num_classes >= 1, got {raw.num_classes}")
+        if raw.standardize_targets:
+            raise ValueError("standardize_targets is for regression targets, not class labels")
+        return
+    if raw.num_classes != 0:
+        raise ValueError(
+            "regression data has no classes: leave num_classes at 0 (the outputs are the "
+            f"{train.y.shape[1]} target columns), got {raw.num_classes}"
+        )
+    if raw.pixel_max is not None or train.x.ndim != 2 or train.x.dtype != torch.float32:
+        raise ValueError(
+            f"regression inputs must be float32 vectors (N, D), got {train.x.dtype} "
+            f"{list(train.x.shape)}" + (" pixels" if raw.pixel_max is not None else "")
+        )
+    if test is not None and (test.x.shape[1:] != train.x.shape[1:] or test.y.shape[1:] != (
+        train.y.shape[1:]
+    )):
+        raise ValueError(
+            f"test split has {list(test.x.shape[1:])} inputs and {list(test.y.shape[1:])} "
+            f"targets per row, train {list(train.x.shape[1:])} and {list(train.y.shape[1:])}"
+        )
 
 
 def prepare(
@@ -72,14 +102,15 @@ def prepare(
     set (see ``hold_out_rows``). Pixel data is standardised per channel; regression data
     per feature (and target), by ``prepare_regression``.
     """
-    return _prepare_full(name, raw, normalize=normalize, flatten=flatten).hold_out(val_size,
-                                                                                    seed)
+    return hold_out(_prepare_full(name, raw, normalize=normalize, flatten=flatten), val_size,
+                    seed)
 
 
 def _prepare_full(name: str, raw: RawData, *, normalize: bool, flatten: bool) -> DataSplits:
     train, test = raw.train, raw.test
     if raw.task == "regression":  # vector inputs and float targets: see regression.py
-        return prepare_regression(name, raw, train, None, test, normalize=normalize)
+        return prepare_regression(name, train, test, normalize=normalize,
+                                  standardize_targets=raw.standardize_targets)
 
     if raw.pixel_max is None:  # vector data: nothing to scale or flatten
         return DataSplits(name, train, None, test, raw.num_classes, tuple(train.x.shape[1:]))
@@ -111,15 +142,17 @@ def hold_out_rows(n: int, val_size: int, seed: int) -> tuple[Tensor, Tensor]:
     return order[val_size:].sort().values, order[:val_size].sort().values
 
 
-def hold_out(train: Split, val_size: int, seed: int) -> tuple[Split, Split | None]:
-    """Split ``val_size`` rows off ``train`` (see ``hold_out_rows``)."""
+def hold_out(data: DataSplits, val_size: int, seed: int) -> DataSplits:
+    """A copy of ``data`` whose ``val`` is ``val_size`` rows of ``train`` (see
+    ``hold_out_rows``), and whose ``train`` is the rest."""
+    if data.val is not None:
+        raise ValueError(f"{data.name}: a validation split is already held out")
     if val_size == 0:
-        return train, None
+        return data
+    train = data.train
     train_rows, val_rows = hold_out_rows(len(train), val_size, seed)
-    return (
-        Split(train.x[train_rows], train.y[train_rows]),
-        Split(train.x[val_rows], train.y[val_rows]),
-    )
+    return replace(data, train=Split(train.x[train_rows], train.y[train_rows]),
+                   val=Split(train.x[val_rows], train.y[val_rows]))
 
 
 def channel_stats(pixels: Tensor, pixel_max: float) -> tuple[tuple[float, ...], tuple[float, ...]]:

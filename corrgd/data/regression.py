@@ -1,4 +1,4 @@
-"""Regression data: checks of a loader's float targets and their standardisation.
+"""Regression data: standardisation of a loader's vector inputs and float targets.
 
 Regression sets have vector inputs ``(N, D)`` and float32 targets ``(N, k)``.
 ``prepare_regression``, before the validation hold-out,
@@ -12,65 +12,27 @@ Regression sets have vector inputs ``(N, D)`` and float32 targets ``(N, k)``.
   test MSEs of 7-16 are in squared N·m) keep their targets as they are.
 
 Statistics are population statistics (divide by N) computed in float64; a constant column
-gets std 1, so standardising it leaves it at zero. Validation and test rows use the training
-statistics; since these do not depend on the hold-out, runs with other seeds share one set.
+gets std 1, so standardising it leaves it at zero. Test rows use the training statistics;
+since these do not depend on the hold-out, runs with other seeds share one set.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from corrgd.data.splits import DataSplits, Split
 
-if TYPE_CHECKING:
-    from corrgd.data.prepare import RawData
-
-
-def check_raw_targets(raw: RawData) -> None:
-    """ValueError unless ``raw``'s splits agree on the task and fit its class/target count."""
-    train, test = raw.train, raw.test
-    if test is not None and test.task != train.task:
-        raise ValueError(f"train split is {train.task} data but test split is {test.task}")
-    if train.task == "classification":
-        if raw.num_classes < 1:
-            raise ValueError(f"classification data needs num_classes >= 1, got {raw.num_classes}")
-        if raw.standardize_targets:
-            raise ValueError("standardize_targets is for regression targets, not class labels")
-        return
-    if raw.num_classes != 0:
-        raise ValueError(
-            "regression data has no classes: leave num_classes at 0 (the outputs are the "
-            f"{train.y.shape[1]} target columns), got {raw.num_classes}"
-        )
-    if raw.pixel_max is not None or train.x.ndim != 2 or train.x.dtype != torch.float32:
-        raise ValueError(
-            f"regression inputs must be float32 vectors (N, D), got {train.x.dtype} "
-            f"{list(train.x.shape)}" + (" pixels" if raw.pixel_max is not None else "")
-        )
-    if test is not None and (test.x.shape[1:] != train.x.shape[1:] or test.y.shape[1:] != (
-        train.y.shape[1:]
-    )):
-        raise ValueError(
-            f"test split has {list(test.x.shape[1:])} inputs and {list(test.y.shape[1:])} "
-            f"targets per row, train {list(train.x.shape[1:])} and {list(train.y.shape[1:])}"
-        )
-
 
 def prepare_regression(
-    name: str, raw: RawData, train: Split, val: Split | None, test: Split | None, *,
-    normalize: bool,
+    name: str, train: Split, test: Split | None, *, normalize: bool, standardize_targets: bool
 ) -> DataSplits:
     """Standardise the splits of a regression set with ``train``'s statistics (see the
-    module docstring)."""
+    module docstring); the validation rows are held out afterwards."""
     inputs = column_stats(train.x) if normalize else None
-    targets = column_stats(train.y) if raw.standardize_targets else None
+    targets = column_stats(train.y) if standardize_targets else None
 
-    def convert(split: Split | None) -> Split | None:
-        if split is None:
-            return None
+    def convert(split: Split) -> Split:
         x = split.x if inputs is None else standardize(split.x, *inputs)
         y = split.y if targets is None else standardize(split.y, *targets)
         return Split(x, y)
@@ -79,9 +41,9 @@ def prepare_regression(
     return DataSplits(
         name,
         convert(train),
-        convert(val),
-        convert(test),
-        raw.num_outputs,
+        None,
+        None if test is None else convert(test),
+        train.y.shape[1],
         (train.x.shape[1],),
         target_mean=mean,
         target_std=std,

@@ -166,16 +166,6 @@ class DataSplits:
         """Stored inputs -> float32 model inputs, deterministically (centre crops)."""
         return self.transform.eval(xb)
 
-    def hold_out(self, val_size: int, seed: int) -> DataSplits:
-        """A copy whose ``val`` is ``val_size`` rows of ``train`` chosen with ``seed`` (see
-        ``corrgd.data.prepare.hold_out_rows``), and whose ``train`` is the rest."""
-        from corrgd.data.prepare import hold_out
-
-        if self.val is not None:
-            raise ValueError(f"{self.name}: a validation split is already held out")
-        train, val = hold_out(self.train, val_size, seed)
-        return replace(self, train=train, val=val)
-
     def to(self, device: torch.device | str) -> DataSplits:
         """A copy with every split moved to ``device``."""
         return replace(
