@@ -25,7 +25,12 @@ from corrgd.results.reports.curves import (
     label_runs,
     selection_metric,
 )
-from corrgd.results.reports.envelopes import check_metric, curve_frame, is_diagnostic
+from corrgd.results.reports.envelopes import (
+    CSV_COLUMNS,
+    check_metric,
+    curve_frame,
+    is_diagnostic,
+)
 from corrgd.results.reports.listing import TABLES
 from corrgd.results.reports.peaks import logs_accuracy, peak_table
 from corrgd.results.reports.registry import FIGURES, ComputedFigure, SweepFigure
@@ -220,7 +225,7 @@ def sweep_figure(db: ResultsDB, sweeps: list[str], *, metrics: tuple[str, ...] |
     if curves.lrs_selected:
         title += f"; LRs: best by {selection_metric(epochs)}"
     fig = figures.draw(frame, panels, metrics, title=title, band=band)
-    paths = figures.save(fig, frame, out_dir, stem)
+    paths = figures.save(fig, frame[CSV_COLUMNS], out_dir, stem)
     console.print(f"wrote {_stems(paths[:-1])} and {paths[-1]}", highlight=False)
     return paths
 

@@ -5,6 +5,7 @@ over seeds (or mean ± std, COPI Fig. 2). The plain and decorrelated variants of
 an algorithm share one colour: solid with decorrelation, dashed without.
 Figures are drawn on `matplotlib.figure.Figure` objects with an Agg canvas (no
 pyplot, no global state) and saved as PNG, PDF and SVG beside a CSV of the numbers plotted.
+`new_figure` and `save` serve the figures of `corrgd.experiments` too.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from corrgd.results.reports import labels
-from corrgd.results.reports.envelopes import CSV_COLUMNS
 
 BANDS = {"minmax": "min–max over seeds", "std": "± std over seeds"}
 FORMATS = ("png", "pdf", "svg")
@@ -32,12 +32,21 @@ ALGORITHM_COLOURS = {"bp": "C0", "fa": "C1", "np": "C2", "anp": "C3", "inp": "C4
 PANEL_SIZE = (3.6, 2.8)  # inches per subplot
 LEGEND_WIDTH = 1.8  # inches, for a legend right of narrow figures
 MAX_COLUMNS = 4
+# Envelope figures are drawn under STYLE, and every figure is saved under it (its
+# svg.hashsalt keeps SVG files byte-stable).
 STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 9,
          "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
          "grid.alpha": 0.3, "grid.linewidth": 0.5, "svg.hashsalt": "corrgd",
          "lines.linewidth": 1.6}
 _METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None},
              "svg": {"Date": None}}
+
+
+def new_figure(size: tuple[float, float]) -> Figure:
+    """An empty figure of `size` inches with constrained layout, on an Agg canvas."""
+    fig = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def _colours(frame: pd.DataFrame) -> dict[str, str]:
@@ -80,8 +89,7 @@ def draw(frame: pd.DataFrame, panels: Sequence[str], metrics: Sequence[str], *,
     width = PANEL_SIZE[0] * ncols + (LEGEND_WIDTH if legend_right else 0)
     height = PANEL_SIZE[1] * nrows + (0.4 if legend_right else 0.9)
     with mpl.rc_context(STYLE):
-        fig = Figure(figsize=(width, height), layout="constrained")
-        FigureCanvasAgg(fig)
+        fig = new_figure((width, height))
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
         handles: dict[str, Line2D] = {}
         for ax, (panel, metric) in zip(axes, cells, strict=False):
@@ -130,16 +138,16 @@ def _draw_panel(ax, data: pd.DataFrame, colours: dict[str, str], band: str,
         handles.setdefault(line.curve, handle)
 
 
-def save(fig: Figure, frame: pd.DataFrame, out_dir: Path, stem: str) -> list[Path]:
-    """Write ``<out_dir>/<stem>.png|pdf|svg`` and ``<stem>.csv``; return the paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def save(fig: Figure, table: pd.DataFrame, folder: Path, stem: str) -> list[Path]:
+    """Write ``<folder>/<stem>.png|pdf|svg`` and the numbers drawn, `table`, as
+    ``<stem>.csv``; return the paths. The files are byte-stable across runs."""
+    folder.mkdir(parents=True, exist_ok=True)
     paths = []
     with mpl.rc_context(STYLE):
         for ext in FORMATS:
-            path = out_dir / f"{stem}.{ext}"
-            fig.savefig(path, dpi=150, metadata=_METADATA[ext])
+            path = folder / f"{stem}.{ext}"
+            fig.savefig(path, dpi=150 if ext == "png" else None, metadata=_METADATA[ext])
             paths.append(path)
-    csv = out_dir / f"{stem}.csv"
-    frame[CSV_COLUMNS].to_csv(csv, index=False, float_format="%.6g")
-    paths.append(csv)
-    return paths
+    csv = folder / f"{stem}.csv"
+    table.to_csv(csv, index=False, float_format="%.6g")
+    return [*paths, csv]
