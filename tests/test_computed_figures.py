@@ -1,5 +1,5 @@
-"""The figures computed on the spot (corrgd.experiments.computed): the maths each one shows, on
-small sizes, and that every figure function writes its PNG, PDF, SVG and CSV."""
+"""The figures computed on the spot (corrgd.experiments): the maths each one shows, on small
+sizes, and that every figure's write function writes its PNG, PDF, SVG and CSV."""
 
 from __future__ import annotations
 
@@ -13,22 +13,20 @@ import pytest
 import torch
 
 from corrgd.data import load_dataset
-from corrgd.experiments.computed import (
-    figure_alignment,
-    figure_copi3,
-    figure_crgd2,
-    figure_crgd3,
-)
-from corrgd.experiments.computed_maths import (
-    averaged_updates,
-    decorrelation_dynamics,
-    forward_passes,
+from corrgd.experiments.copi3 import (
+    compute_copi3,
     inferred_map,
     layer_statistics,
-    mean_abs_offdiag_correlation,
-    quadratic_loss,
-    regression_paths,
     replaced_layer_accuracy,
+    write_copi3,
+)
+from corrgd.experiments.crgd2 import compute_crgd2, quadratic_loss, write_crgd2
+from corrgd.experiments.crgd3 import compute_crgd3, mean_abs_offdiag_correlation, write_crgd3
+from corrgd.experiments.npd2 import (
+    averaged_updates,
+    compute_alignment,
+    forward_passes,
+    write_alignment,
 )
 from corrgd.learn.diagnostics import layer_updates
 from corrgd.learn.losses import get_loss
@@ -60,7 +58,7 @@ def first_step_angle(path: np.ndarray, optimum: np.ndarray) -> float:
 
 
 def test_decorrelated_gd_heads_straight_for_the_minimum_and_converges_sooner() -> None:
-    r = regression_paths(rho=0.9, steps=40, decor_steps=300)
+    r = compute_crgd2(rho=0.9, steps=40, decor_steps=300)
     m = r.matrices["crgd"]
     assert mean_abs_offdiag_correlation(m @ r.cov @ m.T) < 0.05  # the CRGD rule decorrelated
     w = r.matrices["whitened"]
@@ -81,7 +79,7 @@ def test_decorrelated_gd_heads_straight_for_the_minimum_and_converges_sooner() -
 
 
 def test_figure_crgd2_writes_its_files(tmp_path: Path) -> None:
-    paths = figure_crgd2(tmp_path, steps=20, decor_steps=200)
+    paths = write_crgd2(compute_crgd2(steps=20, decor_steps=200), tmp_path)
     assert_written(paths, tmp_path, ["crgd-fig2"])
     table = pd.read_csv(tmp_path / "figures" / "crgd-fig2.csv")
     assert set(table["method"]) == {"correlated", "crgd", "whitened"}
@@ -93,7 +91,7 @@ def test_figure_crgd2_writes_its_files(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def dynamics() -> Any:
-    return decorrelation_dynamics(dim=8, scales=(0.3, 1.0, 3.0), steps=300)
+    return compute_crgd3(dim=8, scales=(0.3, 1.0, 3.0), steps=300)
 
 
 def test_crgd_rule_decorrelates_at_any_scale_and_keeps_the_activity_norm(dynamics: Any
@@ -121,7 +119,7 @@ def test_antihebbian_rule_without_gain_depends_on_scale_and_shrinks_activity(dyn
 
 
 def test_figure_crgd3_writes_its_files(tmp_path: Path) -> None:
-    paths = figure_crgd3(tmp_path, dim=6, scales=(0.5, 2.0), steps=50)
+    paths = write_crgd3(compute_crgd3(dim=6, scales=(0.5, 2.0), steps=50), tmp_path)
     assert_written(paths, tmp_path, ["crgd-fig3"])
     table = pd.read_csv(tmp_path / "figures" / "crgd-fig3.csv")
     assert set(table["rule"]) == {"crgd", "antihebbian"} and set(table["scale"]) == {0.5, 2.0}
@@ -150,7 +148,8 @@ def test_k_sample_update_is_the_rules_own_samples_k_update(
 
 def test_alignment_improves_with_samples_and_inp_beats_anp_beats_np(
         digits_batch: tuple[torch.Tensor, torch.Tensor], tmp_path: Path) -> None:
-    paths = figure_alignment(tmp_path, samples=(1, 10, 50), hidden=(64, 64, 64), batch=300)
+    angles = compute_alignment(samples=(1, 10, 50), hidden=(64, 64, 64), batch=300)
+    paths = write_alignment(angles, tmp_path)
     assert_written(paths, tmp_path, ["npd-fig2-alignment"])
     table = pd.read_csv(tmp_path / "figures" / "npd-fig2-alignment.csv")
     whole = table[table["layer"] == "all"].pivot(index="samples", columns="rule",
@@ -277,7 +276,7 @@ def test_figure_copi3_replaces_layers_by_inferred_maps(copi_db: ResultsDB,
                                                        tmp_path: Path) -> None:
     runs = copi_db.runs_frame("copi-tiny")
     assert list(runs["status"]) == ["done", "done"]
-    paths = figure_copi3(copi_db, tmp_path, "copi-tiny")
+    paths = write_copi3(compute_copi3(copi_db, "copi-tiny"), tmp_path)
     assert_written(paths, tmp_path, ["copi-fig3ab-copi-tiny", "copi-fig3c-copi-tiny"])
     table = pd.read_csv(tmp_path / "figures" / "copi-fig3c-copi-tiny.csv")
     # 2 runs x (intact + 1, 2 or 3 of the layers after the first replaced)
@@ -291,9 +290,9 @@ def test_figure_copi3_replaces_layers_by_inferred_maps(copi_db: ResultsDB,
     assert np.isfinite(features.filter(like="x").to_numpy()).all()
 
 
-def test_figure_copi3_needs_finished_copi_runs(copi_db: ResultsDB, tmp_path: Path) -> None:
+def test_figure_copi3_needs_finished_copi_runs(copi_db: ResultsDB) -> None:
     with pytest.raises(ReportError, match="not in the database"):
-        figure_copi3(copi_db, tmp_path, "no-such-sweep")
+        compute_copi3(copi_db, "no-such-sweep")
     copi_db.add_sweep("empty", "", [])
     with pytest.raises(ReportError, match="no finished COPI run"):
-        figure_copi3(copi_db, tmp_path, "empty")
+        compute_copi3(copi_db, "empty")

@@ -1,9 +1,10 @@
 """NPD Fig. 7 (Appendix H), computed on the spot: the angle of NP, ANP and INP updates to BP's
-against the noise variance σ², in float32 and float64 (corrgd.experiments.computed.figure_npd7,
-corrgd.experiments.computed_maths.noise_variance_angles), on small sizes."""
+against the noise variance σ², in float32 and float64 (corrgd.experiments.npd7), on small
+sizes."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pandas as pd
@@ -11,15 +12,15 @@ import pytest
 import torch
 
 from corrgd.data import load_dataset
-from corrgd.experiments.computed import NPD7_DATA, figure_npd7
-from corrgd.experiments.computed_maths import noise_variance_angles
+from corrgd.experiments import npd7
+from corrgd.experiments.npd7 import NPD7_DATA, compute_npd7, noise_variance_angles, write_npd7
+from corrgd.experiments.registry import FIGURES, ComputedFigure
 from corrgd.learn import streams
 from corrgd.learn.diagnostics import angle, bp_gradients, layer_updates
 from corrgd.learn.losses import get_loss
 from corrgd.learn.models import build_network
 from corrgd.learn.rules import make_rule
 from corrgd.results.reports import ReportError
-from corrgd.results.reports.registry import FIGURES, ComputedFigure
 
 RULES = ("np", "anp", "inp")
 # σ² of the claims: the paper's stable range, and far below it (float32 breaks down there)
@@ -122,8 +123,9 @@ def test_figure_npd7_writes_its_files_and_names_its_data(tmp_path: Path) -> None
     """Without CIFAR-10 files (an empty data folder) an offline stand-in is used and named."""
     empty = tmp_path / "no-data"
     empty.mkdir()
-    paths = figure_npd7(tmp_path, sigma2s=(1e-4, 1e-6, 1e-14), samples=2, batch=100,
-                        width=16, data_dir=empty, device="cpu")
+    angles = compute_npd7(sigma2s=(1e-4, 1e-6, 1e-14), samples=2, batch=100, width=16,
+                          data_dir=empty, device="cpu")
+    paths = write_npd7(angles, tmp_path)
     expected = {tmp_path / "figures" / f"npd-fig7.{ext}" for ext in ("png", "pdf", "svg", "csv")}
     assert set(paths) == expected
     for path in paths:
@@ -145,19 +147,23 @@ def test_figure_npd7_writes_its_files_and_names_its_data(tmp_path: Path) -> None
 
 
 def test_figure_npd7_forced_data_set(tmp_path: Path) -> None:
-    paths = figure_npd7(tmp_path, sigma2s=(1e-6,), samples=1, batch=50, width=8,
-                        dataset="digits", device="cpu")
-    table = pd.read_csv(paths[-1])
+    table = compute_npd7(sigma2s=(1e-6,), samples=1, batch=50, width=8, dataset="digits",
+                         device="cpu").table
     assert set(table["dataset"]) == {"digits"}
     assert set(table["data"]) == {"scikit-learn digits (stand-in for CIFAR-10, as asked)"}
     assert set(table["network"]) == {"npd-fc 64-8-8-8-10"}
     empty = tmp_path / "no-data"
     empty.mkdir()
     with pytest.raises(ReportError, match="npd7: cifar10"):
-        figure_npd7(tmp_path, dataset="cifar10", data_dir=empty)
+        compute_npd7(dataset="cifar10", data_dir=empty)
 
 
-def test_npd7_is_registered() -> None:
+def test_npd7_is_registered(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     spec = FIGURES["npd7"]
     assert isinstance(spec, ComputedFigure) and spec.paper == "NPD Fig. 7"
-    assert not spec.needs_db and spec.load() is figure_npd7
+    assert not spec.needs_db
+    small = functools.partial(npd7.compute_npd7, sigma2s=(1e-6,), samples=1, batch=50,
+                              width=8, dataset="digits", device="cpu")
+    monkeypatch.setattr(npd7, "compute_npd7", small)
+    paths = spec.make(tmp_path)
+    assert [p.name for p in paths] == [f"npd-fig7.{ext}" for ext in ("png", "pdf", "svg", "csv")]

@@ -6,16 +6,18 @@ One concept per module, data flowing downwards::
     curves.py     which runs form a curve, a panel, a line; choosing among LRs
     progress.py   how complete each curve is ("FA+decor: 3 of 5 seeds finished")
     envelopes.py  pure pandas: per-epoch mean / min / max over seeds
-    figures.py    matplotlib (Agg, no pyplot): envelope figures, PNG/PDF/SVG + CSV
+    figures.py    matplotlib (Agg, no pyplot): envelope figures; the figure style and
+                  PNG/PDF/SVG + CSV saving shared with `corrgd.experiments`
     tables.py     a table's numbers and display; rich, Markdown, CSV and LaTeX writers
     best_params.py  CRGD Table 2: the selected forward and decor LRs per curve
     peaks.py      NPD Tables 3-4: peak train / test accuracy per curve
-    registry.py   figure ids: the papers' figures and the sweeps each needs
-    commands.py   what `corrgd best-params` and `corrgd report` do
+    registry.py   table ids
+    commands.py   what `corrgd best-params` and `corrgd report --table/--compare` do;
+                  the sweep figures
     labels.py     display names and orderings shared by all of the above
 
-``computed.py`` (figures computed on the spot, without the database) is
-imported lazily by the registry.
+The papers' figure ids, and the figures computed on the spot, are in
+`corrgd.experiments`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""What `corrgd best-params` and `corrgd report` do; `corrgd/cli.py` only parses options.
+"""What `corrgd best-params` and `corrgd report --table/--compare` do, and the sweep
+figures `corrgd report --figure` draws (`corrgd.experiments.report` dispatches figure ids);
+`corrgd/cli.py` only parses options.
 
 Each function prints to ``console``, writes under ``out`` (``tables/``,
 ``figures/``), returns the paths written, and raises `ReportError` (one line)
@@ -7,9 +9,8 @@ for anything the user can fix.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from rich.console import Console
@@ -31,9 +32,8 @@ from corrgd.results.reports.envelopes import (
     curve_frame,
     is_diagnostic,
 )
-from corrgd.results.reports.listing import TABLES
 from corrgd.results.reports.peaks import logs_accuracy, peak_table
-from corrgd.results.reports.registry import FIGURES, ComputedFigure, SweepFigure
+from corrgd.results.reports.registry import TABLES
 from corrgd.results.reports.tables import Table, to_rich, write_table
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ def _check_metric(metric: str) -> None:
         raise ReportError(f"--metric: {metric!r} is not one of: {', '.join(METRICS)}")
 
 
-def _check_lrs(lrs: str) -> None:
+def check_lrs(lrs: str) -> None:
     if lrs not in LRS_MODES:
         raise ReportError(f"--lrs: {lrs!r} is not one of: {', '.join(LRS_MODES)}")
 
@@ -113,7 +113,7 @@ def report_table(db: ResultsDB, which: str, *, sweep: str | None, metric: str | 
         raise ReportError(f"--table: {which!r} is not one of: {', '.join(TABLES)}")
     if which == "2":
         return best_params(db, sweep=sweep, metric=metric, out=out, console=console)
-    _check_lrs(lrs)
+    check_lrs(lrs)
     name = source.resolve_sweep(db, sweep)
     runs, epochs = source.load(db, name)
     table = peak_table(runs, epochs, name, lrs)
@@ -123,43 +123,19 @@ def report_table(db: ResultsDB, which: str, *, sweep: str | None, metric: str | 
     return paths
 
 
-def report_figure(figure_id: str, open_db: Callable[[], ResultsDB], *, sweep: str | None,
-                  lrs: str, out: Path, console: Console, metric: str | None = None
-                  ) -> list[Path]:
-    """Draw figure ``figure_id`` (a registry id or a sweep name) under ``out/figures``;
-    ``metric`` replaces a sweep figure's (default: test accuracy)."""
-    _check_lrs(lrs)
-    if metric is not None:
-        _check_plot_metric(metric)
-    spec = FIGURES.get(figure_id)
-    out_dir = out / "figures"
-    if isinstance(spec, ComputedFigure):
-        return _computed(spec, open_db, sweep, out, console)
-    db = open_db()
-    if isinstance(spec, SweepFigure):
-        sweeps = (sweep,) if sweep else spec.sweeps
-        title = f"{spec.paper} (reproduction): mean and {figures.BANDS[spec.band]}"
-        return sweep_figure(db, list(sweeps), metrics=(metric,) if metric else spec.metrics,
-                            band=spec.band, stem=spec.file_stem, title=title, lrs=lrs,
-                            out_dir=out_dir, console=console, figure_id=spec.id)
-    names = source.sweep_names(db)
-    if figure_id not in names:
-        raise ReportError(f"unknown figure {figure_id!r}: choose an id ({', '.join(FIGURES)}) "
-                          f"or a sweep in the database ({', '.join(names) or 'none'}); "
-                          "see `corrgd report --list`")
-    title = f"Sweep {figure_id}: mean and {figures.BANDS['minmax']}"
-    stem = labels.slug(figure_id) + (f"-{labels.slug(metric)}" if metric else "")
-    return sweep_figure(db, [figure_id], metrics=(metric,) if metric else None, band="minmax",
-                        stem=stem, title=title, lrs=lrs, out_dir=out_dir, console=console,
-                        figure_id=figure_id)
+def report_figure(*args: Any, **kwargs: Any) -> list[Path]:
+    """TEMPORARY: goes when corrgd/cli.py calls `corrgd.experiments.report.report_figure`."""
+    from corrgd.experiments.report import report_figure
+
+    return report_figure(*args, **kwargs)
 
 
 def report_compare(names: list[str], db: ResultsDB, *, metric: str | None, lrs: str,
                    out: Path, console: Console) -> list[Path]:
     """The curves of several sweeps in one figure, each line named by its sweep."""
-    _check_lrs(lrs)
+    check_lrs(lrs)
     if metric is not None:
-        _check_plot_metric(metric)
+        check_plot_metric(metric)
     known = source.sweep_names(db)
     for name in names:
         if name not in known:
@@ -174,7 +150,7 @@ def report_compare(names: list[str], db: ResultsDB, *, metric: str | None, lrs: 
                         figure_id="compare", by_sweep=True)
 
 
-def _check_plot_metric(metric: str) -> None:
+def check_plot_metric(metric: str) -> None:
     try:
         check_metric(metric)
     except ValueError as e:
@@ -227,22 +203,6 @@ def sweep_figure(db: ResultsDB, sweeps: list[str], *, metrics: tuple[str, ...] |
     fig = figures.draw(frame, panels, metrics, title=title, band=band)
     paths = figures.save(fig, frame[CSV_COLUMNS], out_dir, stem)
     console.print(f"wrote {_stems(paths[:-1])} and {paths[-1]}", highlight=False)
-    return paths
-
-
-def _computed(spec: ComputedFigure, open_db: Callable[[], ResultsDB], sweep: str | None,
-              out: Path, console: Console) -> list[Path]:
-    """Call computed.py's function; it writes under ``out/figures`` like the others."""
-    function = spec.load()
-    if spec.needs_db:
-        db = open_db()
-        name = sweep or spec.sweeps[0]
-        source.resolve_sweep(db, name)  # a clear error if it is not there
-        paths = list(function(db, out, name))
-    else:
-        paths = list(function(out))
-    for path in paths:
-        console.print(f"wrote {path}", highlight=False)
     return paths
 
 
