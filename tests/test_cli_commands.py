@@ -278,7 +278,7 @@ def test_the_cli_does_not_import_torch_to_answer() -> None:
     """Parsing arguments, --help, status and reports' listing need no torch (it takes
     seconds to import): only commands that train or evaluate load it."""
     code = ("import sys, corrgd.cli, corrgd.results.listings, corrgd.storage, corrgd.spec.sweeps, "
-            "corrgd.results.reports.listing; "
+            "corrgd.experiments.listing; "
             "bad = [m for m in ('torch', 'torchvision', 'sklearn', 'matplotlib') "
             "if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -10,7 +10,7 @@ for anything the user can fix.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from rich.console import Console
@@ -121,13 +121,6 @@ def report_table(db: ResultsDB, which: str, *, sweep: str | None, metric: str | 
     for note in table.notes:
         console.print(note, highlight=False)
     return paths
-
-
-def report_figure(*args: Any, **kwargs: Any) -> list[Path]:
-    """TEMPORARY: goes when corrgd/cli.py calls `corrgd.experiments.report.report_figure`."""
-    from corrgd.experiments.report import report_figure
-
-    return report_figure(*args, **kwargs)
 
 
 def report_compare(names: list[str], db: ResultsDB, *, metric: str | None, lrs: str,
