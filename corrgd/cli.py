@@ -20,21 +20,36 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from corrgd.spec.sweeps import SpecError
+from corrgd.run import DEFAULT_CHECKPOINT_DIR, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS
+from corrgd.spec.sweeps import CONFIRM_ABOVE, SpecError
+from corrgd.storage import DEFAULT_URL, ENV_VAR
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Decorrelated learning: sweeps, workers and reports.")
 console = Console()
 err_console = Console(stderr=True)
 
-LARGE_GRID = 10_000  # runs a sweep enqueues only with --yes
-
+# Options several commands share, each written once; their defaults belong to the stages.
 DbOption = Annotated[str | None, typer.Option(
-    "--db", envvar="CORRGD_DB", help="SQLAlchemy URL of the results database "
-    "[default: sqlite:///results/corrgd.sqlite]")]
+    "--db", envvar=ENV_VAR, help="Results database: an SQLite file (PATH or sqlite:///PATH) "
+    f"or postgresql+psycopg://USER:PW@HOST/DB [default: {DEFAULT_URL}]")]
 DataDirOption = Annotated[str | None, typer.Option(
     "--data-dir", envvar="CORRGD_DATA", help="Where data sets live (or are downloaded to).")]
+CheckpointDirOption = Annotated[str, typer.Option(
+    help="Checkpoints, on storage all workers can read")]
+LeaseOption = Annotated[float, typer.Option(
+    help="Seconds without heartbeat before a run is handed to another worker")]
+GroupSizeOption = Annotated[int | None, typer.Option(
+    help="Most runs a worker trains together as one batched model (runs that differ only "
+         "in LRs, seed, noise variance); 1: one run at a time [default: as many as fit half "
+         "the device's free memory]")]
+MaxAttemptsOption = Annotated[int, typer.Option(
+    help="Claims of a run whose workers keep dying before it is marked failed")]
+ThreadsOption = Annotated[int | None, typer.Option(
+    help="Torch threads of each CPU worker [default: the machine's cores shared among the "
+         "workers started]")]
 
 
 def fail(message: str) -> typer.Exit:
@@ -46,9 +61,9 @@ def fail(message: str) -> typer.Exit:
 def _db_source(url: str | None) -> str:
     """Where the database URL came from, for error messages."""
     if url is None:
-        return "the default database (sqlite:///results/corrgd.sqlite)"
-    if os.environ.get("CORRGD_DB") == url and not any(a.startswith("--db") for a in sys.argv):
-        return f"CORRGD_DB={url}"
+        return f"the default database ({DEFAULT_URL})"
+    if os.environ.get(ENV_VAR) == url and not any(a.startswith("--db") for a in sys.argv):
+        return f"{ENV_VAR}={url}"
     return f"--db {url}"
 
 
@@ -77,6 +92,14 @@ def _check_devices(flag: str, devices: list[str]) -> None:
     for device in devices:
         if problem := device_problem(device):
             raise fail(f"{flag}: {problem}")
+
+
+def _check_data_dir(data_dir: str | None) -> None:
+    """A data folder that exists must be a folder (a missing one is created on download)."""
+    if data_dir is not None and Path(data_dir).exists() and not Path(data_dir).is_dir():
+        source = "--data-dir" if any(a.startswith("--data-dir") for a in sys.argv) \
+            else "CORRGD_DATA"
+        raise fail(f"{source} {data_dir}: not a folder; give the folder data sets live in")
 
 
 def _check_kernels() -> None:
@@ -120,23 +143,18 @@ def sweep(
         "--enqueue-only", help="Add the runs to the queue and stop")] = False,
     wait: Annotated[bool, typer.Option(help="Wait for SLURM workers and show progress")] = True,
     data_dir: DataDirOption = None,
-    checkpoint_dir: Annotated[str, typer.Option(help="Checkpoints, on storage all workers "
-                                                     "can read")] = "results/checkpoints",
-    lease: Annotated[float, typer.Option(help="Seconds without heartbeat before a run is "
-                                              "handed to another worker")] = 120.0,
-    group_size: Annotated[int | None, typer.Option(
-        help="Most runs a worker trains together as one batched model (runs that differ "
-             "only in LRs, seed, noise variance); 1: one run at a time "
-             "[default: as many as fit half the device's free memory]")] = None,
+    checkpoint_dir: CheckpointDirOption = DEFAULT_CHECKPOINT_DIR,
+    lease: LeaseOption = DEFAULT_LEASE,
+    group_size: GroupSizeOption = None,
+    threads: ThreadsOption = None,
     retry_failed: Annotated[bool, typer.Option(
         "--retry-failed", help="Put the sweep's failed runs back in the queue first")] = False,
-    max_attempts: Annotated[int, typer.Option(
-        help="Claims of a run whose workers keep dying before it is marked failed")] = 3,
+    max_attempts: MaxAttemptsOption = DEFAULT_MAX_ATTEMPTS,
     extend: Annotated[bool, typer.Option(
         "--extend", help="The sweep exists with other content: add this spec's new runs "
                          "to it (more seeds, epochs, ...) instead of refusing")] = False,
     yes: Annotated[bool, typer.Option(
-        "--yes", help=f"Enqueue grids of more than {LARGE_GRID:,} runs without asking")]
+        "--yes", help=f"Enqueue grids of more than {CONFIRM_ABOVE:,} runs without asking")]
     = False,
 ) -> None:
     """Enqueue the runs of a sweep spec (only those missing) and work through them."""
@@ -151,7 +169,9 @@ def sweep(
     _check_positive("--group-size", group_size, strict=False)
     _check_positive("--max-attempts", max_attempts, strict=False)
     _check_positive("--lease", lease)
+    _check_positive("--threads", threads, strict=False)
     _check_kernels()
+    _check_data_dir(data_dir)
     if executor == "local" and devices and not dry_run:
         _check_devices("--devices", devices.split(","))
     if executor == "slurm" and not dry_run:
@@ -167,38 +187,65 @@ def sweep(
                      group_size=group_size)
             return
         if sweeps.needs_confirmation(plan.runs) and not yes:
-            raise fail(f"{spec}: {plan.runs:,} runs: more than {LARGE_GRID:,}; check the "
+            raise fail(f"{spec}: {plan.runs:,} runs: more than {CONFIRM_ABOVE:,}; check the "
                        "grid with --dry-run, then enqueue it with --yes")
         from corrgd.spec.cost import queue_order
 
         runs = queue_order(sweeps.expand(parsed, lookup))  # the most work first
     except SpecError as e:
         raise fail(str(e)) from None
-    from corrgd.storage import RunSpec
-
     database = _open_db(db)
     _check_same_sweep(database, parsed, spec, extend)
     if retry_failed:
         requeued = database.requeue_failed(parsed.name) if _has_sweep(database, parsed.name) \
             else 0
         console.print(f"{requeued} failed runs back in the queue")
-    specs = [RunSpec(config=r.model_dump(mode="json"), axes=_axes(parsed, r),
-                     group_key=r.group_key()) for r in runs]
-    _, added = database.add_sweep(parsed.name, parsed.text, specs)
-    console.print(f"sweep [bold]{parsed.name}[/]: {len(runs)} runs, {added} new, "
+    added = _enqueue(database, parsed, runs)
+    console.print(f"sweep [bold]{escape(parsed.name)}[/]: {len(runs)} runs, {added} new, "
                   f"{len(runs) - added} already in the database")
     if enqueue_only:
         return
-    from corrgd.run.launch import launch_workers
+    from corrgd.console import SweepProgress, sweep_summary
+    from corrgd.run import launch
 
-    code = launch_workers(
+    released, failed = launch.reclaim_orphans(database, parsed.name, max_attempts)
+    if released:
+        console.print(f"{released} runs of dead workers given back to the queue")
+    if failed:
+        console.print(f"{failed} runs failed: their workers died {max_attempts} times")
+    left = database.run_counts(parsed.name)
+    if left["queued"] + left["running"] == 0:
+        console.print("nothing to do: every run of this sweep has finished")
+        raise typer.Exit(sweep_summary(console, database, parsed.name))
+    started = launch.start_workers(
         database, parsed.name, executor=executor, workers=workers, devices=devices,
         slurm={"partition": partition, "gpus_per_job": gpus_per_job,
                "cpus_per_task": cpus_per_job, "time": time,
                "array_parallelism": array_parallelism, "folder": slurm_folder},
-        wait=wait, data_dir=data_dir, checkpoint_dir=checkpoint_dir, lease=lease,
-        group_size=group_size, max_attempts=max_attempts, console=console)
-    raise typer.Exit(code)
+        data_dir=data_dir, checkpoint_dir=checkpoint_dir, lease=lease, group_size=group_size,
+        max_attempts=max_attempts, threads=threads)
+    console.print(started.where)
+    if executor == "slurm" and not wait:
+        return
+    try:
+        with SweepProgress(console, parsed.name) as progress:
+            launch.supervise(database, parsed.name, started, max_attempts=max_attempts,
+                             lease=lease, on_tick=progress.show)
+    except KeyboardInterrupt:
+        console.print("interrupted: stopping workers; rerun the sweep to resume")
+        launch.stop_workers(started)
+        raise typer.Exit(130) from None
+    raise typer.Exit(sweep_summary(console, database, parsed.name))
+
+
+def _enqueue(database: Any, parsed: Any, runs: list[Any]) -> int:
+    """Add the sweep's runs the database lacks (with their swept axes and group keys);
+    how many were new."""
+    from corrgd.storage import RunSpec
+
+    specs = [RunSpec(config=r.model_dump(mode="json"), axes=_axes(parsed, r),
+                     group_key=r.group_key()) for r in runs]
+    return database.add_sweep(parsed.name, parsed.text, specs)[1]
 
 
 def _dry_run(parsed: Any, plan: Any, *, device: str, group_size: int | None) -> None:
@@ -266,39 +313,43 @@ def worker(
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
     max_runs: Annotated[int | None, typer.Option(help="Stop after this many runs")] = None,
     data_dir: DataDirOption = None,
-    checkpoint_dir: Annotated[str, typer.Option(
-        help="Checkpoints, on storage all workers can read")] = "results/checkpoints",
-    lease: Annotated[float, typer.Option(
-        help="Seconds without heartbeat before a run is handed to another worker")] = 120.0,
-    group_size: Annotated[int | None, typer.Option(
-        help="Most runs trained together as one batched model; 1: one at a time "
-             "[default: as many as fit half the device's free memory]")] = None,
+    checkpoint_dir: CheckpointDirOption = DEFAULT_CHECKPOINT_DIR,
+    lease: LeaseOption = DEFAULT_LEASE,
+    group_size: GroupSizeOption = None,
+    threads: ThreadsOption = None,
     retry_failed: Annotated[bool, typer.Option(
         "--retry-failed", help="Put failed runs (of --sweep, or of every sweep) back in "
                                "the queue first")] = False,
-    max_attempts: Annotated[int, typer.Option(
-        help="Claims of a run whose workers keep dying before it is marked failed")] = 3,
+    max_attempts: MaxAttemptsOption = DEFAULT_MAX_ATTEMPTS,
 ) -> None:
-    """Drain the queue in this process: claim a group of runs, train, log, repeat."""
+    """Drain the queue in this process: claim a group of runs, train, log, repeat; a line
+    per epoch and run as they are written."""
     _check_positive("--group-size", group_size, strict=False)
     _check_positive("--max-runs", max_runs, strict=False)
     _check_positive("--max-attempts", max_attempts, strict=False)
     _check_positive("--lease", lease)
+    _check_positive("--threads", threads, strict=False)
     _check_kernels()
     _check_devices("--device", [device])
+    _check_data_dir(data_dir)
     database = _open_db(db)
     if sweep is not None and not _has_sweep(database, sweep):
-        raise fail(f"--sweep {sweep}: no such sweep; sweeps: "
-                   f"{', '.join(database.list_sweeps()['sweep']) or 'none yet'}")
+        raise _no_such_sweep(database, sweep)
     if retry_failed:
         names = [sweep] if sweep else list(database.list_sweeps()["sweep"])
         console.print(f"{sum(database.requeue_failed(n) for n in names)} failed runs back "
                       "in the queue")
+    from corrgd.console import EpochLines
+    from corrgd.run.launch import local_threads
     from corrgd.run.worker import Worker
 
+    if device == "cpu":
+        import torch
+
+        torch.set_num_threads(threads or local_threads(1))
     w = Worker(database, sweep=sweep, device=device, lease_seconds=lease,
                data_dir=data_dir, checkpoint_dir=checkpoint_dir, group_size=group_size,
-               max_attempts=max_attempts)
+               max_attempts=max_attempts, events=EpochLines(console))
     try:
         n = w.run(max_runs)
     except KeyboardInterrupt:
@@ -522,24 +573,30 @@ def train(
         "--set", help="Any other run setting, KEY=VALUE (YAML value), repeatable")] = None,
     data_dir: DataDirOption = None,
     db: Annotated[str | None, typer.Option(
-        "--db", help="Also log the run to this results database, as a sweep of one "
-                     "(rerunning the command resumes it) [default: not logged]")] = None,
+        "--db", help="Also log the run to this results database (a file or URL, as for "
+                     "sweep), as a sweep of one; rerunning the command resumes it "
+                     "[default: not logged]")] = None,
     sweep: Annotated[str | None, typer.Option(
-        help="Name of that sweep of one [default: train-<config hash>]")] = None,
-    checkpoint_dir: Annotated[str, typer.Option(
-        help="Checkpoints of a logged run")] = "results/checkpoints",
+        help="Name of that sweep of one (needs --db) [default: train-<config hash>]")] = None,
+    checkpoint_dir: CheckpointDirOption = DEFAULT_CHECKPOINT_DIR,
 ) -> None:
-    """Train one configuration given by flags and print its metrics per epoch."""
+    """Train one configuration given by flags and print its metrics per epoch: a sweep of
+    one run, validated, queued and trained as `corrgd sweep` would."""
+    import tempfile
+
     import yaml
 
-    from corrgd.spec.sweeps import parse_spec, validate
+    from corrgd.spec.sweeps import expand, parse_spec
 
-    settings: dict[str, Any] = {"dataset": dataset, "network": network,
-                                "algorithm": algorithm, "decor": decor_lr > 0,
-                                "decor_lr": decor_lr, "lr": lr, "epochs": epochs,
-                                "batch_size": batch_size, "seed": seed}
     _check_kernels()
     _check_devices("--device", [device])
+    _check_data_dir(data_dir)
+    if sweep is not None and db is None:
+        raise fail("--sweep names the sweep a run is logged as: give --db too")
+    settings: dict[str, Any] = {"dataset": dataset, "network": network,
+                                "algorithm": algorithm, "decor": decor_lr != 0,
+                                "decor_lr": decor_lr, "lr": lr, "epochs": epochs,
+                                "batch_size": batch_size, "seed": seed}
     for item in set_ or []:
         key, sep, value = item.partition("=")
         if not sep:
@@ -551,19 +608,58 @@ def train(
             raise fail(f"--set {item!r}: the value is not YAML ({problem})") from None
     try:
         parsed = parse_spec(yaml.safe_dump(settings), source="corrgd train")
-        config = validate(parsed.grids[0].settings, parsed.source)
+        if parsed.axes:
+            raise SpecError("corrgd train", f"--set {parsed.axes[0]}",
+                            "one value only: train runs one configuration; a list of values "
+                            "is a sweep spec's axis (corrgd sweep)")
+        (config,) = expand(parsed)
+        name = sweep or f"train-{config.hash()[:8]}"
+        parsed = parse_spec(yaml.safe_dump({"name": name, **settings}),
+                            source="corrgd train --sweep")
     except SpecError as e:
         raise fail(str(e)) from None
-    database = _open_db(db) if db is not None else None
-    from corrgd.data import DataNotFoundError
-    from corrgd.run.launch import train_one
+    with tempfile.TemporaryDirectory(prefix="corrgd-train-") as scratch:
+        if db is None:  # a database of its own, gone afterwards
+            database, checkpoint_dir = _open_db(f"{scratch}/train.sqlite"), f"{scratch}/ckpt"
+        else:
+            database = _open_db(db)
+            _check_same_sweep(database, parsed, Path("corrgd train --sweep"), extend=False)
+        raise typer.Exit(_train_one(database, parsed, config, device=device,
+                                    data_dir=data_dir, checkpoint_dir=checkpoint_dir,
+                                    logged=db is not None))
 
+
+def _train_one(database: Any, parsed: Any, config: Any, *, device: str, data_dir: str | None,
+               checkpoint_dir: str, logged: bool) -> int:
+    """Queue `config` as the one run of sweep `parsed` and train it in this process, a line
+    per epoch: exit code 0 when it ends done."""
+    from corrgd.console import EpochLines
+    from corrgd.data import DataNotFoundError
+    from corrgd.run.worker import Worker
+
+    console.print(f"[bold]{config.label}[/] on {config.dataset}/{config.network}, "
+                  f"lr {config.lr:g}" + (f", decor lr {config.decor_lr:g}" if config.decor else ""))
+    worker = Worker(database, sweep=parsed.name, device=device, data_dir=data_dir,
+                    checkpoint_dir=checkpoint_dir, events=EpochLines(console))
     try:
-        status_ = train_one(config, device=device, data_dir=data_dir, console=console,
-                            db=database, sweep=sweep, checkpoint_dir=checkpoint_dir)
+        worker.load_data(config)
     except DataNotFoundError as e:
         raise fail(str(e)) from None
-    raise typer.Exit(0 if status_ == "done" else 1)
+    _enqueue(database, parsed, [config])
+    run = database.runs_frame(parsed.name).iloc[0]
+    if run["status"] in ("done", "diverged", "failed"):
+        console.print(f"sweep {escape(parsed.name)}: its run has finished already, "
+                      f"{run['status']} (corrgd show {run['run_id']})", highlight=False)
+        return 0 if run["status"] == "done" else 1
+    try:
+        worker.run()
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    run = database.runs_frame(parsed.name).iloc[0]
+    if logged:
+        console.print(f"run {run['run_id']} of sweep {escape(parsed.name)} in {database.url}: "
+                      f"{run['status']} (corrgd show {run['run_id']})", highlight=False)
+    return 0 if run["status"] == "done" else 1
 
 
 # -- reports (corrgd.results.reports): tables and figures from the database ---------------------
@@ -635,11 +731,12 @@ def report(
     if compare and len(compare) < 2:
         raise fail("--compare: give two sweeps or more, e.g. --compare A --compare B")
     if list_:  # works before any sweep ran: every sweep is then "not in database"
-        from corrgd.results.reports.listing import report_list  # no plotting code: answers at once
+        from corrgd.experiments.listing import report_list  # no plotting code: at once
 
         listed = _open_db(db, readonly=True) if _db_exists(db) else None
         _reporting(lambda: report_list(listed, console))
         return
+    from corrgd.experiments.report import report_figure
     from corrgd.results.reports import commands
 
     if compare:
@@ -651,7 +748,6 @@ def report(
         _reporting(lambda: commands.report_table(database, table, sweep=sweep, metric=metric,
                                                  lrs=lrs, out=out, console=console))
     else:
-        _reporting(lambda: commands.report_figure(str(figure),
-                                                  lambda: _open_db(db, readonly=True),
-                                                  sweep=sweep, lrs=lrs, out=out,
-                                                  console=console, metric=metric))
+        _reporting(lambda: report_figure(str(figure), lambda: _open_db(db, readonly=True),
+                                         sweep=sweep, lrs=lrs, out=out, console=console,
+                                         metric=metric))

@@ -1,15 +1,38 @@
 """Everything corrgd prints with rich: the stages below compute, this module shows.
 
     estimate(...)        the dry run's tables: runs, epochs and cost per curve, the groups
+    SweepProgress        a sweep's progress while its workers train
+    sweep_summary(...)   how a sweep ended, and the exit code that says so
+    EpochLines           a worker's runs, epoch by epoch (`corrgd worker`, `corrgd train`)
+
+Text that comes from users or errors is escaped: rich would take "[parquet]" for markup.
 """
 
 from __future__ import annotations
 
+import time
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
 from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from corrgd.spec.cost import THROUGHPUTS, curve_costs, plan_groups
 from corrgd.spec.sweeps import Plan, Sweep
+from corrgd.storage import ResultsDB
+
+if TYPE_CHECKING:  # not imported: the launcher and worker import torch where they train
+    from corrgd.run.launch import Tick
+    from corrgd.storage.queue import ClaimedRun
 
 
 def estimate(out: Console, sweep: Sweep, plan: Plan, *, device: str, group_size: int | None,
@@ -43,3 +66,106 @@ def estimate(out: Console, sweep: Sweep, plan: Plan, *, device: str, group_size:
     out.print(groups)
     out.print(f"{sum(p.groups for p in plans)} groups of runs that train together"
               + (f" ({assumed})" if assumed and not group_size else ""))
+
+
+class SweepProgress:
+    """A sweep's progress as `corrgd.run.launch.supervise` reports it (`show` is its
+    `on_tick`): rich bars in a terminal, one per running run; elsewhere (SLURM logs, nohup,
+    CI) a plain line every `every` seconds, at every 10 % of the sweep's epochs and at the
+    end. What the supervisor did or waits for is printed once, as it happens."""
+
+    def __init__(self, out: Console, sweep: str, every: float = 60.0) -> None:
+        self.out, self.sweep, self.every = out, sweep, every
+        self.bars: Progress | None = None
+        self.start = self.last_time = time.monotonic()
+        self.last_tenth = self.last_done = -1
+        self.per_run: dict[int, TaskID] = {}
+        self.note = ""
+
+    def __enter__(self) -> SweepProgress:
+        if self.out.is_terminal:
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("{task.fields[info]}"), TimeRemainingColumn())
+            self.bars = Progress(*columns, console=self.out, transient=False)
+            self.bars.__enter__()
+            self.overall = self.bars.add_task(f"[bold]{escape(self.sweep)}[/] epochs",
+                                              total=None, info="")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bars is not None:
+            self.bars.__exit__(None, None, None)
+
+    def show(self, tick: Tick) -> None:
+        if tick.note and tick.note != self.note:
+            self.out.print(escape(tick.note), highlight=False)
+        self.note = tick.note
+        if self.bars is None:
+            self._line(tick)
+            return
+        self.bars.update(self.overall, total=tick.epochs_total, completed=tick.epochs_done,
+                         info=escape(tick.summary))
+        for row in tick.runs.itertuples():
+            rid = int(row.run_id)
+            if row.status == "running" and rid not in self.per_run:
+                label = (f"  run {rid} {row.algorithm.upper()}{'+decor' if row.decor else ''} "
+                         f"lr={row.lr:g} seed={row.seed}")
+                self.per_run[rid] = self.bars.add_task(escape(label),
+                                                       total=row.config["epochs"], info="")
+            if rid in self.per_run:
+                last = tick.latest.get(rid)
+                info = "" if last is None else f"loss {last['loss']:.4f}" + (
+                    "" if pd.isna(last["accuracy"]) else f" acc {last['accuracy']:.3f}")
+                self.bars.update(self.per_run[rid], completed=max(0, int(row.last_epoch)),
+                                 info=info)
+                if row.status != "running":
+                    self.bars.remove_task(self.per_run.pop(rid))
+
+    def _line(self, tick: Tick) -> None:
+        done, total = tick.epochs_done, tick.epochs_total
+        tenth = int(10 * done / total) if total else 10
+        now = time.monotonic()
+        if tenth > self.last_tenth or now - self.last_time >= self.every or \
+                (done == total and done != self.last_done):
+            self.out.print(f"[{time.strftime('%H:%M:%S')}] {escape(self.sweep)}: epochs "
+                           f"{done}/{total} ({100 * done / max(total, 1):.0f} %), "
+                           f"{escape(tick.summary)}, {now - self.start:.0f} s", highlight=False)
+            self.last_tenth, self.last_time, self.last_done = tenth, now, done
+
+
+def sweep_summary(out: Console, db: ResultsDB, sweep: str) -> int:
+    """The sweep's outcome in one line (and its first failures); the exit code of
+    `corrgd sweep`: 0 when every run finished without failing."""
+    c = db.run_counts(sweep)
+    out.print(f"sweep [bold]{escape(sweep)}[/]: {c['done']} done, {c['diverged']} diverged, "
+              f"{c['failed']} failed, {c['queued'] + c['running']} unfinished of {c['total']}"
+              + (f" ({c['cancelled']} cancelled)" if c["cancelled"] else ""))
+    if c["failed"]:
+        runs = db.runs_frame(sweep)
+        for row in runs[runs["status"] == "failed"].head(3).itertuples():
+            first = (row.error or "").splitlines()[:1]
+            out.print(f"  run {row.run_id} failed: {escape(first[0] if first else '?')}",
+                      highlight=False)
+        out.print("  retry them with: corrgd sweep SPEC --retry-failed")
+    return 0 if c["failed"] == 0 and c["queued"] + c["running"] + c["cancelled"] == 0 else 1
+
+
+class EpochLines:
+    """A worker's runs as lines (`corrgd.run.worker.WorkerEvents`), for `corrgd worker` (a
+    SLURM log shows the progress) and `corrgd train`: loss and accuracy per split as each
+    epoch is written, and how each run ended."""
+
+    def __init__(self, out: Console) -> None:
+        self.out = out
+
+    def epoch(self, run: ClaimedRun, epoch: int, rows: list[dict[str, Any]]) -> None:
+        parts = [f"run {run.run_id} epoch {epoch:3d}"]
+        for r in rows:
+            acc = "" if r["accuracy"] is None else f" acc {100 * r['accuracy']:.1f} %"
+            parts.append(f"{r['split']} loss {r['loss']:.4f}{acc}")
+        self.out.print("  ".join(parts), highlight=False)
+
+    def ended(self, run: ClaimedRun, status: str, error: str | None = None) -> None:
+        self.out.print(f"run {run.run_id} of sweep {escape(run.sweep)}: {status}"
+                       + (f": {escape(error.splitlines()[0])}" if error else ""),
+                       highlight=False)

@@ -437,23 +437,23 @@ def test_scancelled_job_is_recovered_by_rerunning_the_sweep(slurm_cluster: None,
             job = wait_for_job_to_train(db, "cancel", min_epoch=2)
 
             subprocess.run(["scancel", job], check=True, timeout=30)
-            # the waiting `corrgd sweep` sees its job end with the run unfinished
-            assert sweep.wait(timeout=120) == 1, log.read_text()
+            # the waiting `corrgd sweep` sees its job end (cancelled, no longer queued), gives
+            # the run back to the queue at once and ends with it unfinished
+            assert sweep.wait(timeout=180) == 1, log.read_text()
+            assert "1 runs of dead workers back in the queue" in log.read_text()
             assert "1 unfinished" in log.read_text()
             eventually(lambda: slurm_job_states([job])[job] == "CANCELLED", 30, "CANCELLED")
             eventually(lambda: job_processes_gone(job), 60, "the job's processes to end")
             runs = db.runs_frame("cancel")
-            assert runs["status"].iloc[0] == "running"  # as the dead worker left it
+            assert runs["status"].iloc[0] == "queued"
             assert 2 <= runs["last_epoch"].iloc[0] < LONG["epochs"], "not killed mid-run"
             [line] = status_lines(url, "cancel", tmp_path).values()
-            # the database still says running; status knows better: its job has ended
-            assert re.search(rf"\borphaned\b.*\b{job} CANCELLED\b", line), line
+            assert re.search(rf"\bqueued\b.*\b{job} CANCELLED\b", line), line
             before = rows_of(db, [int(runs["run_id"].iloc[0])])
 
             out = corrgd("sweep", str(spec), "--db", url, "--workers", "1",
                          *slurm_args(tmp_path), cwd=tmp_path).stdout
 
-            assert "1 runs of dead workers given back to the queue" in out
             runs = assert_complete(db, "cancel", n_runs=1, epochs=LONG["epochs"])
             assert runs["attempts"].iloc[0] == 2
             assert runs["slurm_job_id"].iloc[0] in submitted_jobs(out)  # finished by the new job

@@ -1,26 +1,33 @@
-"""Putting workers to work on a sweep and watching them: what `corrgd sweep` does after
-enqueueing, plus the tables of `corrgd status` and the one-off `corrgd train`.
+"""Putting workers to work on a sweep and following them: what `corrgd sweep` does after
+enqueueing.
 
-Progress is read from the results database, so it looks the same whether the
-workers are local processes or SLURM array tasks on other machines.
+    reclaim_orphans(db, sweep)     runs of workers that are gone go back to the queue
+    start_workers(db, sweep, ...)  local processes or a SLURM array -> a `Launch`
+    supervise(db, sweep, launch)   until the sweep's runs are finished: gives back the runs
+                                   of a worker that dies, starts a local replacement,
+                                   waits for runs that other live workers hold
+    stop_workers(launch)           on Ctrl-C: workers stop at their next step
+
+Progress is read from the results database, so it looks the same whether the workers are
+local processes or SLURM array tasks on other machines; `corrgd.console` shows it.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from corrgd.run.devices import default_devices
 from corrgd.run.liveness import slurm_jobs, worker_gone
-from corrgd.spec.config import RunConfig
 from corrgd.storage import ResultsDB
 
-ACTIVE = ("queued", "running")
+FINISHED = ("done", "failed", "diverged")
+REPLACEMENTS = 3  # local workers started in place of dead ones, per worker planned
 
 
 def reclaim_orphans(db: ResultsDB, sweep: str, max_attempts: int | None = None
@@ -46,24 +53,38 @@ def reclaim_orphans(db: ResultsDB, sweep: str, max_attempts: int | None = None
     return released, failed
 
 
-def launch_workers(db: ResultsDB, sweep: str, *, executor: str, workers: int | None,
-                   devices: str | None, slurm: dict[str, Any], wait: bool,
-                   data_dir: str | None, checkpoint_dir: str, lease: float,
-                   console: Console, group_size: int | None = None,
-                   max_attempts: int = 3) -> int:
-    """Start workers for `sweep`, show progress until it is finished; exit code."""
+def local_threads(workers: int, cores: int | None = None) -> int:
+    """Torch threads per local CPU worker: the machine's cores shared among its workers."""
+    return max(1, (cores or os.cpu_count() or 1) // max(1, workers))
+
+
+@dataclass
+class Launch:
+    """Workers started for a sweep: where they run and what each was given."""
+
+    executor: Any  # LocalExecutor or SlurmExecutor
+    handles: list[Any]
+    task: Callable[..., int]  # what each worker runs (`corrgd.run.worker.WorkerTask`)
+    kwargs: list[dict[str, Any]]  # one per worker
+    where: str  # e.g. "2 local workers on cpu (1 torch thread each)"
+    local: bool
+    replaced: int = 0
+
+    def alive(self) -> list[Any]:
+        return [h for h in self.handles if not h.done()]
+
+
+def start_workers(db: ResultsDB, sweep: str, *, executor: str, workers: int | None,
+                  devices: str | None, slurm: dict[str, Any], data_dir: str | None,
+                  checkpoint_dir: str, lease: float, group_size: int | None,
+                  max_attempts: int, threads: int | None) -> Launch:
+    """Start workers for the queued runs of `sweep`: locally one per GPU, or on a CPU one per
+    core (each with `threads` torch threads, default `local_threads`); or a SLURM array."""
     from corrgd.run.executors import LocalExecutor, SlurmExecutor
     from corrgd.run.worker import WorkerTask
 
-    released, failed = reclaim_orphans(db, sweep, max_attempts)
-    if released:
-        console.print(f"{released} runs of dead workers given back to the queue")
-    if failed:
-        console.print(f"{failed} runs failed: their workers died {max_attempts} times")
-    pending = _counts(db, sweep)
-    if pending["queued"] + pending["running"] == 0:
-        console.print("nothing to do: every run of this sweep has finished")
-        return _summary(db, sweep, console)
+    left = db.run_counts(sweep)
+    todo = left["queued"] + left["running"]
     kwargs = {"db_url": db.url, "sweep": sweep, "lease_seconds": lease, "data_dir": data_dir,
               "checkpoint_dir": checkpoint_dir, "group_size": group_size,
               "max_attempts": max_attempts}
@@ -72,99 +93,116 @@ def launch_workers(db: ResultsDB, sweep: str, *, executor: str, workers: int | N
         # one worker per GPU; on a CPU one per core (a worker's small kernels use one core
         # well, and several groups or runs train side by side)
         n = workers or ((os.cpu_count() or 1) if device_list == ["cpu"] else len(device_list))
-        n = min(n, pending["queued"] + pending["running"])
-        ex: Any = LocalExecutor(device_list)
+        n = max(1, min(n, todo))
         cpu_workers = sum(device_list[i % len(device_list)] == "cpu" for i in range(n))
-        threads = max(1, (os.cpu_count() or 1) // cpu_workers) if cpu_workers else None
-        handles = ex.launch(WorkerTask(), [{**kwargs, "threads": threads}] * n)
-        console.print(f"{n} local workers on {', '.join(device_list)}")
-    else:
-        n = workers or min(pending["queued"] + pending["running"],
-                           slurm.get("array_parallelism") or 16)
-        ex = SlurmExecutor(**{k: v for k, v in slurm.items() if v is not None})
+        threads = threads or local_threads(cpu_workers)
+        per_worker = [{**kwargs, "threads": threads if device_list[i % len(device_list)] == "cpu"
+                       else None} for i in range(n)]
+        local: Any = LocalExecutor(device_list)
         task = WorkerTask()
-        handles = ex.launch(task, [{**kwargs, "device": "cuda" if slurm.get("gpus_per_job")
-                                    else "cpu"}] * n)
-        console.print(f"submitted SLURM array of {n} workers: "
-                      f"{', '.join(h.job_id for h in handles[:3])}{' ...' if n > 3 else ''}")
-        if not wait:
-            return 0
-    try:
-        watch(db, sweep, handles, console)
-    except KeyboardInterrupt:
-        console.print("interrupted: stopping workers; rerun the sweep to resume")
-        if executor == "local":
-            ex.stop(handles)
-        return 130
-    return _summary(db, sweep, console)
+        where = f"{n} local workers on {', '.join(device_list)}" + \
+            (f" ({threads} torch thread{'s' * (threads > 1)} each)" if cpu_workers else "")
+        return Launch(local, local.launch(task, per_worker), task, per_worker, where, True)
+    n = workers or min(todo, slurm.get("array_parallelism") or 16)
+    cluster = SlurmExecutor(**{k: v for k, v in slurm.items() if v is not None})
+    task = WorkerTask()
+    per_worker = [{**kwargs, "device": "cuda" if slurm.get("gpus_per_job") else "cpu",
+                   "threads": threads}] * n
+    handles = cluster.launch(task, per_worker)
+    where = (f"submitted SLURM array of {n} workers: {', '.join(h.job_id for h in handles[:3])}"
+             f"{' ...' if n > 3 else ''}")
+    return Launch(cluster, handles, task, per_worker, where, False)
 
 
-def _counts(db: ResultsDB, sweep: str) -> dict[str, int]:
-    counts = db.sweep_counts()
-    row = counts[counts["sweep"] == sweep]
-    return {k: int(row[k].iloc[0]) if not row.empty else 0
-            for k in ("queued", "running", "done", "failed", "diverged", "total")}
+def stop_workers(launch: Launch) -> None:
+    """Stop local workers at their next step (they give their runs back); SLURM jobs keep
+    running."""
+    if launch.local:
+        launch.executor.stop(launch.handles)
 
 
-def sweep_progress(db: ResultsDB, sweep: str) -> tuple[pd.DataFrame, int, int, str]:
-    """(runs, epochs done, epochs in all, a summary like "runs 3/36 done, 2 running")."""
+@dataclass
+class Tick:
+    """Where a sweep stands, for a progress display."""
+
+    runs: pd.DataFrame  # `ResultsDB.runs_frame` of the sweep
+    epochs_done: int
+    epochs_total: int
+    summary: str  # e.g. "runs 3/36 done, 2 running"
+    latest: dict[int, pd.Series] = field(default_factory=dict)  # running run -> last train row
+    note: str = ""  # what the supervisor did or waits for, if anything
+
+
+def supervise(db: ResultsDB, sweep: str, launch: Launch, *, max_attempts: int | None,
+              lease: float, on_tick: Callable[[Tick], None], interval: float = 1.0) -> None:
+    """Follow the sweep until its runs are finished, or nothing here can finish them.
+
+    Every `interval` seconds: runs of workers that are gone (a local worker killed, a SLURM
+    job ended) go back to the queue at once; if runs are queued, or held by a worker whose
+    heartbeat is older than the `lease`, and every worker started here has ended, a local
+    replacement starts (at most `REPLACEMENTS` per worker planned); runs that other live
+    workers hold (e.g. `corrgd worker` beside this sweep) are waited for. `on_tick` hears of
+    each step, and of what was done or is waited for."""
+    while True:
+        notes = []
+        released, failed = reclaim_orphans(db, sweep, max_attempts)
+        if released or failed:
+            notes.append(f"{released} runs of dead workers back in the queue" +
+                         (f", {failed} failed after {max_attempts} attempts" if failed else ""))
+        tick = progress(db, sweep)
+        runs = tick.runs
+        queued = int((runs["status"] == "queued").sum())
+        running = runs[runs["status"] == "running"]
+        stale = int((running["heartbeat_at"] < pd.Timestamp.now("UTC") - pd.Timedelta(
+            seconds=lease)).sum())
+        alive = launch.alive()
+        finished = not queued and running.empty
+        if not alive and not finished:
+            if (queued or stale) and launch.local and \
+                    launch.replaced < REPLACEMENTS * len(launch.kwargs):
+                launch.handles += launch.executor.launch(launch.task, launch.kwargs[:1])
+                launch.replaced += 1
+                alive = launch.alive()
+                notes.append("started a worker in place of one that ended")
+            elif len(running) > stale:
+                holders = sorted({str(w) for w in running["worker"]})
+                notes.append(f"waiting for {len(running)} runs held by other workers: "
+                             f"{', '.join(holders[:3])}{' ...' if len(holders) > 3 else ''}")
+            else:  # queued runs no worker here takes: a cancelled sweep's, or a SLURM job's
+                finished = True  # that ended (rerun the sweep)
+        tick.note = "; ".join(notes)
+        on_tick(tick)
+        if finished:
+            return
+        _pause(alive, interval)
+
+
+def progress(db: ResultsDB, sweep: str) -> Tick:
+    """The sweep's runs, epochs done of all, and the last training row of each running run."""
     runs = db.runs_frame(sweep)
+    finished = runs["status"].isin(FINISHED)
     epochs_total = int(sum(c["epochs"] + 1 for c in runs["config"]))
-    finished = runs["status"].isin(("done", "failed", "diverged"))
     epochs_done = int(sum(
         c["epochs"] + 1 if f else max(0, int(le) + 1)
         for c, le, f in zip(runs["config"], runs["last_epoch"], finished, strict=True)))
     counts = runs["status"].value_counts().to_dict()
-    info = (f"runs {int(finished.sum())}/{len(runs)} done"
-            + "".join(f", {counts[s]} {s}" for s in ("running", "failed", "diverged")
-                      if counts.get(s)))
-    return runs, epochs_done, epochs_total, info
-
-
-def watch(db: ResultsDB, sweep: str, handles: list[Any], console: Console,
-          interval: float = 1.0, every: float = 60.0) -> None:
-    """Progress of a sweep from the database until its workers have all ended: rich bars in
-    a terminal; elsewhere (SLURM logs, nohup, CI) a plain line every `every` seconds and
-    at every 10 % of the sweep's epochs."""
-    if not console.is_terminal:
-        _watch_plain(db, sweep, handles, console, interval, every)
-        return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[info]}"), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        overall = progress.add_task(f"[bold]{sweep}[/] epochs", total=None, info="")
-        per_run: dict[int, Any] = {}
-        while True:
-            runs, done, total, info = sweep_progress(db, sweep)
-            progress.update(overall, total=total, completed=done, info=info)
-            _update_run_lines(db, progress, per_run, runs)
-            if all(h.done() for h in handles):
-                break
-            _pause(handles, interval)
-
-
-def _watch_plain(db: ResultsDB, sweep: str, handles: list[Any], console: Console,
-                 interval: float, every: float) -> None:
-    start = last_time = time.monotonic()
-    last_tenth = last_done = -1
-    while True:
-        ended = all(h.done() for h in handles)
-        _, done, total, info = sweep_progress(db, sweep)
-        tenth = int(10 * done / total) if total else 10
-        now = time.monotonic()
-        if tenth > last_tenth or now - last_time >= every or (ended and done != last_done):
-            console.print(f"[{time.strftime('%H:%M:%S')}] {sweep}: epochs {done}/{total} "
-                          f"({100 * done / max(total, 1):.0f} %), {info}, "
-                          f"{now - start:.0f} s", highlight=False)
-            last_tenth, last_time, last_done = tenth, now, done
-        if ended:
-            break
-        _pause(handles, interval)
+    summary = (f"runs {int(finished.sum())}/{len(runs)} done"
+               + "".join(f", {counts[s]} {s}" for s in ("running", "failed", "diverged")
+                         if counts.get(s)))
+    running = runs[runs["status"] == "running"]
+    latest: dict[int, pd.Series] = {}
+    if not running.empty:
+        epochs = db.epochs_frame(run_ids=[int(r) for r in running["run_id"]], diagnostics=False)
+        train = epochs[epochs["split"] == "train"].sort_values("epoch")
+        latest = {int(r): g.iloc[-1] for r, g in train.groupby("run_id")}
+    return Tick(runs, epochs_done, epochs_total, summary, latest)
 
 
 def _pause(handles: list[Any], seconds: float) -> None:
-    """Wait `seconds`, or until every worker has ended if that is sooner."""
+    """Wait `seconds`, or until every worker in `handles` has ended if that is sooner."""
     deadline = time.monotonic() + seconds
+    if not handles:
+        time.sleep(seconds)
     for handle in handles:
         left = deadline - time.monotonic()
         if left <= 0:
@@ -173,112 +211,3 @@ def _pause(handles: list[Any], seconds: float) -> None:
             handle.wait(left)
         except TimeoutError:
             return
-
-
-def _update_run_lines(db: ResultsDB, progress: Progress, per_run: dict[int, Any],
-                      runs: pd.DataFrame) -> None:
-    running = runs[runs["status"] == "running"]
-    latest: dict[int, pd.Series] = {}
-    if not running.empty:
-        epochs = db.epochs_frame(run_ids=[int(r) for r in running["run_id"]], diagnostics=False)
-        train = epochs[epochs["split"] == "train"].sort_values("epoch")
-        latest = {int(r): g.iloc[-1] for r, g in train.groupby("run_id")}
-    for row in runs.itertuples():
-        rid = int(row.run_id)
-        if row.status == "running" and rid not in per_run:
-            label = (f"  run {rid} {row.algorithm.upper()}{'+decor' if row.decor else ''} "
-                     f"lr={row.lr:g} seed={row.seed}")
-            per_run[rid] = progress.add_task(label, total=row.config["epochs"], info="")
-        if rid in per_run:
-            last = latest.get(rid)
-            info = "" if last is None else \
-                f"loss {last['loss']:.4f} acc {last['accuracy']:.3f}"
-            progress.update(per_run[rid], completed=max(0, int(row.last_epoch)), info=info)
-            if row.status != "running":
-                progress.remove_task(per_run.pop(rid))
-
-
-def _summary(db: ResultsDB, sweep: str, console: Console) -> int:
-    c = _counts(db, sweep)
-    console.print(f"sweep [bold]{sweep}[/]: {c['done']} done, {c['diverged']} diverged, "
-                  f"{c['failed']} failed, {c['queued'] + c['running']} unfinished "
-                  f"of {c['total']}")
-    if c["failed"]:
-        runs = db.runs_frame(sweep)
-        for row in runs[runs["status"] == "failed"].head(3).itertuples():
-            first = (row.error or "").splitlines()[:1]
-            console.print(f"  run {row.run_id} failed: {first[0] if first else '?'}")
-        console.print("  retry them with: corrgd sweep SPEC --retry-failed")
-    return 0 if c["failed"] == 0 and c["queued"] + c["running"] == 0 else 1
-
-
-class _Printer:
-    """A run's epochs as lines: loss and accuracy (in percent) per split."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-
-    def epoch_end(self, epoch: int, rows: list[dict[str, Any]], checkpoint: str | None) -> None:
-        parts = [f"epoch {epoch:3d}"]
-        for r in rows:
-            acc = "" if r["accuracy"] is None else f" acc {100 * r['accuracy']:.1f} %"
-            parts.append(f"{r['split']} loss {r['loss']:.4f}{acc}")
-        self.console.print("  ".join(parts), highlight=False)
-
-    def progress(self, epoch: int, step: int, steps: int, loss: float) -> None:
-        pass
-
-
-class _Logged(_Printer):
-    """Prints a run's epochs and writes them to the results database as its worker would."""
-
-    def __init__(self, console: Console, db: ResultsDB, run_id: int, worker: str) -> None:
-        super().__init__(console)
-        self.db, self.run_id, self.worker = db, run_id, worker
-
-    def epoch_end(self, epoch: int, rows: list[dict[str, Any]], checkpoint: str | None) -> None:
-        self.db.log_epoch(self.run_id, epoch, rows, self.worker, checkpoint)
-        super().epoch_end(epoch, rows, checkpoint)
-
-
-def train_one(config: RunConfig, *, device: str, data_dir: str | None, console: Console,
-              db: ResultsDB | None = None, sweep: str | None = None,
-              checkpoint_dir: str = "results/checkpoints") -> str:
-    """Train one config in this process, printing a row per epoch; with `db`, it is logged
-    there as a sweep of one (named `sweep`, default train-<config hash>), and rerunning the
-    same command resumes or reuses it."""
-    import yaml
-
-    from corrgd.run.runner import run
-    from corrgd.storage import RunSpec, default_worker_id
-
-    console.print(f"[bold]{config.label}[/] on {config.dataset}/{config.network}, "
-                  f"lr {config.lr:g}" + (f", decor lr {config.decor_lr:g}" if config.decor else ""))
-    if db is None:
-        result = run(config, device=device, data_dir=data_dir, reporter=_Printer(console))
-        console.print(f"{result.status} after {result.epochs} epochs")
-        return result.status
-    name = sweep or f"train-{config.hash()[:8]}"
-    values = config.model_dump(mode="json")
-    db.add_sweep(name, yaml.safe_dump({"name": name, **values}, sort_keys=True),
-                 [RunSpec(config=values, group_key=config.group_key())])
-    worker = default_worker_id()
-    claimed = db.claim_run(worker, device, sweep=name, lease_seconds=3600.0)
-    if claimed is None:
-        console.print(f"sweep {name}: its run has finished already (corrgd show "
-                      f"{int(db.runs_frame(name)['run_id'].iloc[0])})")
-        return "done"
-    path = claimed.checkpoint_path or f"{checkpoint_dir}/{name}/{claimed.config_hash}.pt"
-    try:
-        result = run(config, device=device, data_dir=data_dir, checkpoint=path,
-                     reporter=_Logged(console, db, claimed.run_id, worker))
-    except BaseException as e:
-        if isinstance(e, KeyboardInterrupt):
-            db.release_run(claimed.run_id, worker)
-        else:
-            db.finish_run(claimed.run_id, "failed", f"{type(e).__name__}: {e}", worker=worker)
-        raise
-    db.finish_run(claimed.run_id, result.status, worker=worker)
-    console.print(f"{result.status} after {result.epochs} epochs: run {claimed.run_id} of "
-                  f"sweep {name} in {db.url}")
-    return result.status

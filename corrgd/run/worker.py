@@ -19,8 +19,9 @@ import threading
 import traceback
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from corrgd.run import DEFAULT_CHECKPOINT_DIR, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS
 from corrgd.run.devices import free_bytes
 from corrgd.run.malloc import keep_freed_memory
 from corrgd.spec.config import RunConfig
@@ -44,9 +45,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LEASE = 120.0
-DEFAULT_CHECKPOINT_DIR = "results/checkpoints"
-DEFAULT_MAX_ATTEMPTS = 3  # claims of a run whose workers keep dying before it is failed
 
 
 class Interrupted(Exception):
@@ -57,19 +55,33 @@ class Cancelled(Exception):
     """The sweep of the group in flight was cancelled (`corrgd cancel`)."""
 
 
+class WorkerEvents(Protocol):
+    """What a worker tells whoever follows it (`corrgd worker` and `corrgd train` print
+    it): each epoch a run finished, once it is written, and how each run ended."""
+
+    def epoch(self, run: ClaimedRun, epoch: int, rows: list[dict[str, Any]]) -> None: ...
+
+    def ended(self, run: ClaimedRun, status: str, error: str | None = None) -> None: ...
+
+
 class _DBReporter:
     """Runner callback that writes each finished epoch of every member in one transaction,
     and stops the group between steps when the worker is asked to stop."""
 
     def __init__(self, db: ResultsDB, group: list[ClaimedRun], worker: str,
-                 stop: threading.Event | None) -> None:
+                 stop: threading.Event | None, events: WorkerEvents | None) -> None:
         self.db, self.group, self.worker, self.stop = db, group, worker, stop
+        self.events = events
 
     def epoch_end(self, epoch: int, members: list[MemberEpoch]) -> None:
         lost = self.db.log_epochs([EpochEntry(self.group[m.member].run_id, epoch, m.rows,
                                               m.checkpoint) for m in members], self.worker)
         if lost:
             log.warning("runs %s were handed to another worker; not logging them", lost)
+        if self.events is not None:
+            for m in members:
+                if self.group[m.member].run_id not in lost:
+                    self.events.epoch(self.group[m.member], epoch, m.rows)
         if self.db.cancelled_runs([c.run_id for c in self.group]):
             raise Cancelled
 
@@ -106,8 +118,10 @@ class Worker:
                  data_dir: str | None = None,
                  checkpoint_dir: str | Path = DEFAULT_CHECKPOINT_DIR,
                  group_size: int | None = None,
-                 max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+                 events: WorkerEvents | None = None) -> None:
         self.db = db if isinstance(db, ResultsDB) else open_db(db)
+        self.events = events
         self.max_attempts = max_attempts
         self.sweep, self.device, self.lease = sweep, device, lease_seconds
         self.data_dir = data_dir
@@ -166,10 +180,15 @@ class Worker:
             checkpoints = [c.checkpoint_path or str(
                 self.checkpoint_dir / c.sweep / f"{c.config_hash}.pt") for c in group]
             results = train_group(configs, device=self.device, checkpoints=checkpoints,
-                                  reporter=_DBReporter(self.db, group, self.id, stop),
-                                  data=self._dataset(configs[0]))
-            self.db.finish_runs([RunOutcome(i, r.status) for i, r in
-                                 zip(ids, results, strict=True)], self.id)
+                                  reporter=_DBReporter(self.db, group, self.id, stop,
+                                                       self.events),
+                                  data=self.load_data(configs[0]))
+            lost = self.db.finish_runs([RunOutcome(i, r.status) for i, r in
+                                        zip(ids, results, strict=True)], self.id)
+            if self.events is not None:
+                for claimed, result in zip(group, results, strict=True):
+                    if claimed.run_id not in lost:
+                        self.events.ended(claimed, result.status)
         except Cancelled:  # they stay in the queue of their cancelled sweep
             log.info("runs %s: their sweep was cancelled; stopped after an epoch", ids)
             self.release()
@@ -185,11 +204,15 @@ class Worker:
             error = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=8)}"
             with contextlib.suppress(Exception):
                 self.db.finish_runs([RunOutcome(i, "failed", error) for i in ids], self.id)
+            if self.events is not None:
+                for claimed in group:
+                    self.events.ended(claimed, "failed", f"{type(e).__name__}: {e}")
         finally:
             beat.stopped.set()
 
-    def _dataset(self, config: RunConfig) -> DataSplits:
-        """Load the runs' data, reusing the last set when the next group needs the same."""
+    def load_data(self, config: RunConfig) -> DataSplits:
+        """The data of runs like `config`, loaded once and kept while the next groups need
+        the same (`corrgd.data.DataNotFoundError` where its files are missing)."""
         from corrgd.run.runner import data_key, load_data
 
         key = data_key(config)

@@ -21,27 +21,51 @@ The only package of corrgd that knows SQLAlchemy. Typical use::
     db.epochs_frame("mnist-copi")
 """
 
-from corrgd.storage.db import ResultsDB, open_db
-from corrgd.storage.engine import DEFAULT_URL, ENV_VAR
-from corrgd.storage.errors import (
-    LostLease,
-    MissingDatabase,
-    SchemaTooNew,
-    SchemaTooOld,
-    StorageError,
-    SweepBusy,
-    UnknownRun,
-    UnknownSweep,
-)
-from corrgd.storage.models import FINAL_STATUSES, SPLITS, RunStatus
-from corrgd.storage.queue import (
-    ClaimedRun,
-    EpochEntry,
-    RunOutcome,
-    default_worker_id,
-)
-from corrgd.storage.retry import is_transient, retry_transient
-from corrgd.storage.runspec import RunSpec
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+ENV_VAR = "CORRGD_DB"
+DEFAULT_URL = "sqlite:///results/corrgd.sqlite"
+
+if TYPE_CHECKING:
+    from corrgd.storage.db import ResultsDB, open_db
+    from corrgd.storage.errors import (
+        LostLease,
+        MissingDatabase,
+        SchemaTooNew,
+        SchemaTooOld,
+        StorageError,
+        SweepBusy,
+        UnknownRun,
+        UnknownSweep,
+    )
+    from corrgd.storage.models import FINAL_STATUSES, SPLITS, RunStatus
+    from corrgd.storage.queue import ClaimedRun, EpochEntry, RunOutcome, default_worker_id
+    from corrgd.storage.retry import is_transient, retry_transient
+    from corrgd.storage.runspec import RunSpec
+
+# Imported on first use, so that the CLI reads the two settings above without SQLAlchemy.
+_HOMES = {
+    "ResultsDB": "db", "open_db": "db",
+    **dict.fromkeys(("LostLease", "MissingDatabase", "SchemaTooNew", "SchemaTooOld",
+                     "StorageError", "SweepBusy", "UnknownRun", "UnknownSweep"), "errors"),
+    "FINAL_STATUSES": "models", "SPLITS": "models", "RunStatus": "models",
+    **dict.fromkeys(("ClaimedRun", "EpochEntry", "RunOutcome", "default_worker_id"), "queue"),
+    "is_transient": "retry", "retry_transient": "retry",
+    "RunSpec": "runspec",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first use."""
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"corrgd.storage.{_HOMES[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_URL",

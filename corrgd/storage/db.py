@@ -259,6 +259,13 @@ class ResultsDB:
 
         return queries.sweep_counts(self)
 
+    def run_counts(self, sweep: str) -> dict[str, int]:
+        """One sweep's runs per status (queued, running, done, failed, diverged,
+        cancelled) and in all (total)."""
+        from corrgd.storage import queries
+
+        return queries.run_counts(self, sweep)
+
     def runs_frame(self, sweep: str | None = None) -> pd.DataFrame:
         """One row per run: axes, status, bookkeeping, ``config`` and ``axes`` dicts."""
         from corrgd.storage import queries

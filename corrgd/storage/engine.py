@@ -17,11 +17,10 @@ from typing import Any
 
 from sqlalchemy import URL, Engine, create_engine, event, make_url
 
+from corrgd.storage import DEFAULT_URL, ENV_VAR
 from corrgd.storage.errors import MissingDatabase
 from corrgd.storage.runspec import dumps_jsonable
 
-ENV_VAR = "CORRGD_DB"
-DEFAULT_URL = "sqlite:///results/corrgd.sqlite"
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 
 #: Execution option read by the SQLite ``begin`` hook: how to open a transaction.
@@ -33,8 +32,12 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
 def resolve_url(url: str | URL | None = None) -> URL:
-    """The URL to use: ``url``, else ``$CORRGD_DB``, else the default SQLite file."""
-    resolved = make_url(url or os.environ.get(ENV_VAR) or DEFAULT_URL)
+    """The URL to use: ``url``, else ``$CORRGD_DB``, else the default SQLite file. A plain
+    path (no ``scheme://``) is an SQLite file."""
+    given = url or os.environ.get(ENV_VAR) or DEFAULT_URL
+    if isinstance(given, str) and "://" not in given:
+        given = f"sqlite:///{given}"
+    resolved = make_url(given)
     if resolved.get_backend_name() not in SUPPORTED_BACKENDS:
         raise ValueError(
             f"unsupported database {resolved.get_backend_name()!r}: use sqlite:///PATH "

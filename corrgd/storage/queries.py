@@ -117,6 +117,15 @@ def sweep_counts(db: ResultsDB) -> pd.DataFrame:
     return counts.reset_index()
 
 
+def run_counts(db: ResultsDB, sweep: str) -> dict[str, int]:
+    """One sweep's runs per status (queued, running, done, failed, diverged, cancelled) and
+    in all (total); zeros for a sweep that is not there."""
+    counts = sweep_counts(db)
+    row = counts[counts["sweep"] == sweep]
+    return {k: int(row[k].iloc[0]) if not row.empty else 0
+            for k in (*(str(s) for s in RunStatus), CANCELLED, "total")}
+
+
 def _runs_stmt(conn: Connection, sweep: str | None, *extra: Any) -> Select[Any]:
     stmt = (
         select(Run.id.label("run_id"), Sweep.name.label("sweep"), *_AXIS_ATTRS, *extra)
