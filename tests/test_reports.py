@@ -404,3 +404,81 @@ def test_a_real_tiny_run_reports(tmp_path: Path) -> None:
     assert (frame["min"] == frame["max"]).all()  # one seed
     diagnostics = api.diagnostics("tiny", db=url)
     assert {"layer", "offdiag_corr"} <= set(diagnostics.columns)
+
+
+# -- runs that diverged are not eligible ------------------------------------------------
+
+# lr -> (status, epochs logged, val accuracy per epoch): BP's best peak (lr 1e-3) belongs to
+# a run that diverged after it; FA's runs all diverged.
+UNSTABLE_RUNS = {
+    "bp": {1e-3: ("diverged", 3, (0.1, 0.8, 0.1)), 1e-4: ("done", EPOCHS, (0.1, 0.5, 0.6, 0.6)),
+           1e-5: ("done", EPOCHS, (0.1, 0.3, 0.4, 0.5))},
+    "fa": {1e-3: ("diverged", 2, (0.1, 0.7)), 1e-4: ("diverged", 3, (0.1, 0.5, 0.1))},
+}
+
+
+def unstable_accuracy(config: dict[str, Any], split: str, epoch: int) -> float:
+    return UNSTABLE_RUNS[config["algorithm"]][config["lr"]][2][epoch]
+
+
+@pytest.fixture(scope="module")
+def unstable_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('unstable') / 'r.sqlite'}"
+    configs = [make_config(dataset="cifar10", network="crgd-dense", algorithm=algorithm, lr=lr)
+               for algorithm, runs in UNSTABLE_RUNS.items() for lr in runs]
+    with open_db(url) as db:
+        fill(db, "unstable", configs, unstable_accuracy,
+             lambda c: UNSTABLE_RUNS[c["algorithm"]][c["lr"]][:2])
+    return url
+
+
+def test_a_run_that_diverged_is_not_selected(unstable_db: str, tmp_path: Path) -> None:
+    best = api.best_params("unstable", "val_acc", db=unstable_db).set_index("curve")
+    assert list(best.index) == ["BP"]  # FA: every run diverged
+    assert (best.loc["BP", "lr"], best.loc["BP", "score"]) == (1e-4, pytest.approx(0.6))
+    assert best.loc["BP", "candidates"] == 2  # the run that diverged is not compared
+    with open_db(unstable_db) as db:
+        chosen = analysis.selection_lookup(db)("unstable", "val_acc")
+    assert [(c["algorithm"], p["lr"]) for c, p in chosen] == [("bp", 1e-4)]
+    # a figure with several LRs per curve shows the stable one too
+    result = invoke("report", "--figure", "unstable", "--db", unstable_db, "--out",
+                    str(tmp_path))
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(tmp_path / "figures" / "unstable.csv")
+    assert set(frame.loc[frame["curve"] == "BP", "lr"]) == {1e-4}
+    assert "CIFAR-10 (Dense) FA: every setting has a run that diverged; showing all" in \
+        " ".join(result.output.split())
+
+
+def test_best_params_says_a_curve_whose_runs_all_diverged(unstable_db: str,
+                                                          tmp_path: Path) -> None:
+    result = invoke("best-params", "--sweep", "unstable", "--db", unstable_db, "--out",
+                    str(tmp_path))
+    assert result.exit_code == 0, result.output
+    line = "CIFAR-10 (Dense) FA: every finished run diverged (2 of 2 runs); no LRs selected"
+    assert line in result.output
+    md = (tmp_path / "tables" / "best-params-unstable.md").read_text()
+    rows = [[c.strip() for c in row.strip("|").split("|")] for row in md.splitlines()
+            if row.startswith(("| BP", "| FA"))]
+    assert rows == [["BP", "Adam LR", "1e-4"], ["FA", "Adam LR", "diverged"]]
+    assert line in md
+    data = pd.read_csv(tmp_path / "tables" / "best-params-unstable.csv").set_index("curve")
+    assert data.loc["FA", ["finished", "diverged", "total"]].tolist() == [2, 2, 2]
+    assert pd.isna(data.loc["FA", "lr"])
+
+
+def test_select_from_a_curve_whose_runs_all_diverged_fails(unstable_db: str) -> None:
+    from corrgd.spec.sweeps import SpecError, expand, parse_spec
+
+    text = ("dataset: cifar10\nnetwork: crgd-dense\nalgorithm: [bp, fa]\nseed: [0, 1]\n"
+            "select: {from: unstable, metric: val_acc}\n")
+    with open_db(unstable_db) as db:
+        lookup = analysis.selection_lookup(db)
+        bp = expand(parse_spec(text.replace("[bp, fa]", "bp"), source="s.yaml"), lookup)
+        assert {r.lr for r in bp} == {1e-4}
+        with pytest.raises(SpecError) as caught:
+            expand(parse_spec(text, source="s.yaml"), lookup)
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1
+    assert "'unstable' has no finished run for" in message and "algorithm=fa" in message
+    assert "that did not diverge" in message

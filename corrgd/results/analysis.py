@@ -21,6 +21,10 @@ METRICS: dict[str, tuple[str, str, bool]] = {
     for short, column in (("acc", "accuracy"), ("loss", "loss"))
 }
 FINISHED = ("done", "diverged")
+#: Runs a selection may pick (`best_params`, a spec's `select:`): a run that diverged is not
+#: stable at its LRs, however high it peaked first (NPD Appendix F: "the highest stable
+#: learning rate"; CRGD does not say).
+ELIGIBLE = ("done",)
 TIE_BREAK = "ties go to the smaller lr, then the smaller decor_lr, then the earlier run"
 
 
@@ -85,7 +89,7 @@ def best_params(runs: pd.DataFrame, epochs: pd.DataFrame, metric: str = "val_acc
                 by: list[str] | None = None) -> pd.DataFrame:
     """For every curve (dataset × network × algorithm × decor, and the axes `by`; default:
     `swept_axes(runs)`) the lr and decor_lr whose run has the best peak `metric` over
-    epochs (CRGD Appendix E). Finished runs only.
+    epochs (CRGD Appendix E). Eligible runs only: finished and not diverged (`ELIGIBLE`).
 
     Columns: the curve keys, `by`, lr, decor_lr, score, peak_epoch, run_id, candidates
     (runs compared) and tied (how many other runs reached the same score).
@@ -96,8 +100,8 @@ def best_params(runs: pd.DataFrame, epochs: pd.DataFrame, metric: str = "val_acc
     keys = [*CURVE_KEYS, *by]
     larger = METRICS[metric][2]
     runs = with_settings(runs, by)
-    finished = runs[runs["status"].isin(FINISHED)]
-    scored = finished.merge(peak_scores(epochs, metric), on="run_id")
+    eligible = runs[runs["status"].isin(ELIGIBLE)]
+    scored = eligible.merge(peak_scores(epochs, metric), on="run_id")
     columns = [*keys, "lr", "decor_lr", "score", "peak_epoch", "run_id", "candidates", "tied"]
     if scored.empty:
         return pd.DataFrame(columns=columns)
@@ -114,7 +118,8 @@ def selection_lookup(db: Any) -> Callable[[str, str], list[tuple[dict, dict]]]:
     """For `sweeps.expand`: (source sweep, metric) -> [(curve conditions, {lr, decor_lr})].
 
     `db` is anything with `runs_frame(sweep)` and `epochs_frame(sweep, diagnostics=)`
-    (a `ResultsDB`), or None; an unknown source sweep gives no entries.
+    (a `ResultsDB`), or None; an unknown source sweep gives no entries, and neither does a
+    curve without an eligible run (all its runs diverged, failed or are unfinished).
     """
 
     def lookup(source: str, metric: str) -> list[tuple[dict, dict]]:

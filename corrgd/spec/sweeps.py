@@ -434,7 +434,8 @@ def _selection(sweep: Sweep, best_params: BestParamsLookup | None) -> list:
     chosen = best_params(source, metric)
     if not chosen:
         raise SpecError(sweep.source, "select.from",
-                        f"sweep {source!r} has no finished runs to select {metric} from")
+                        f"sweep {source!r} has no finished runs to select {metric} from "
+                        "(runs that diverged are not eligible)")
     return chosen
 
 
@@ -447,7 +448,8 @@ def _apply_selection(sweep: Sweep, settings: dict[str, Any], chosen: list) -> di
     if not matches:
         curve = ", ".join(f"{k}={settings.get(k, defaults.get(k))}" for k in CURVE_KEYS)
         raise SpecError(sweep.source, "select.from",
-                        f"sweep {sweep.select['from']!r} has no finished run for {curve}")
+                        f"sweep {sweep.select['from']!r} has no finished run for {curve} "
+                        "that did not diverge")
     params = sweep.select.get("params", list(SELECTED_PARAMS))
     return {**settings, **{p: matches[0][p] for p in params}}
 

@@ -3,7 +3,9 @@
 Per curve (data set × network × algorithm × decor, and any other setting the
 sweep varies) the run with the best peak validation score over epochs wins
 (`corrgd.results.analysis.best_params`, CRGD Appendix E); ties are broken by
-`corrgd.results.analysis.TIE_BREAK` and marked † in the table.
+`corrgd.results.analysis.TIE_BREAK` and marked † in the table. A run that diverged
+is not eligible, however high it peaked first; a curve whose finished runs all
+diverged shows "diverged" instead of LRs, and a line says so.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ def best_frame(curves: Curves, runs: pd.DataFrame, epochs: pd.DataFrame,
                metric: str) -> pd.DataFrame:
     """`analysis.best_params` per curve, also per extra swept setting, with labels.
 
-    One row per curve that has a finished, scored run: panel, curve, family, the
-    curve columns, lr, decor_lr, score, peak_epoch, run_id, candidates, tied.
+    One row per curve that has an eligible (finished, not diverged), scored run: panel,
+    curve, family, the curve columns, lr, decor_lr, score, peak_epoch, run_id, candidates,
+    tied.
     """
     extras = [c for c in curves.curve_columns if c not in CURVE_KEYS]
     labelled = curves.runs
@@ -62,12 +65,18 @@ def best_params_tables(runs: pd.DataFrame, epochs: pd.DataFrame, metric: str,
     panels = (curves.runs.sort_values("panel_rank")["panel"].drop_duplicates().tolist())
     by_curve = {(r.panel, r.curve): r for r in best.itertuples(index=False)}
     order = curves.runs.sort_values("curve_rank")[["family", "curve", "decor"]].drop_duplicates()
+    counts = progress.curve_counts(curves)
+    unstable = counts[(counts["diverged"] > 0) & (counts["finished"] == counts["diverged"])]
+    all_diverged = {(r.panel, r.curve) for r in unstable.itertuples()}
 
     def cells(curve: str, attribute: str) -> list[str]:
         out = []
         for panel in panels:
             row = by_curve.get((panel, curve))
-            text = "–" if row is None else labels.format_lr(getattr(row, attribute))
+            if row is None:
+                text = "diverged" if (panel, curve) in all_diverged else "–"
+            else:
+                text = labels.format_lr(getattr(row, attribute))
             out.append(text + (TIE_MARK if row is not None and row.tied else ""))
         return out
 
@@ -80,18 +89,20 @@ def best_params_tables(runs: pd.DataFrame, epochs: pd.DataFrame, metric: str,
                 rows.append(["", "decor LR", *cells(curve, "decor_lr")])
     display = pd.DataFrame(rows, columns=["algorithm", "setting", *panels])
 
-    counts = progress.curve_counts(curves)[["panel", "curve", "finished", "total"]]
-    data = counts.merge(best, on=["panel", "curve"], how="left")
+    data = counts[["panel", "curve", "finished", "diverged", "total"]].merge(
+        best, on=["panel", "curve"], how="left")
     keep = ["panel", "curve", *curves.curve_columns, "lr", "decor_lr", "score", "peak_epoch",
-            "run_id", "candidates", "tied", "finished", "total"]
+            "run_id", "candidates", "tied", "finished", "diverged", "total"]
     data = data[[c for c in keep if c in data.columns]].assign(metric=metric)
 
     tied = best[best["tied"] > 0]
     tie_lines = [f"{TIE_MARK} {r.panel} {r.curve}: {r.tied} other run(s) reached the same "
                  f"{metric} ({_score_text(metric, r.score)})" for r in tied.itertuples()]
+    diverged_lines = [f"{r.panel} {r.curve}: every finished run diverged ({r.diverged} of "
+                      f"{r.total} runs); no LRs selected" for r in unstable.itertuples()]
     notes = [f"Per curve, the run with the best peak {metric} over epochs (CRGD Appendix E); "
-             "finished runs only.", f"Ties: {analysis.TIE_BREAK}.",
-             *(tie_lines or ["No ties."])]
+             "finished runs that did not diverge only.", f"Ties: {analysis.TIE_BREAK}.",
+             *(tie_lines or ["No ties."]), *diverged_lines]
     missing = progress.missing_lines(curves)
     notes += [f"Incomplete: {line}" for line in missing]
     if hint := progress.retry_hint(curves, sweep):
@@ -112,5 +123,6 @@ def best_params_tables(runs: pd.DataFrame, epochs: pd.DataFrame, metric: str,
                                                       score_name, "epoch", "runs compared",
                                                       "ties"]),
                    data, [f"Ties: {analysis.TIE_BREAK}."], label_columns=2)
-    messages = [f"Ties: {analysis.TIE_BREAK}.", *(tie_lines or ["No ties."]), *missing]
+    messages = [f"Ties: {analysis.TIE_BREAK}.", *(tie_lines or ["No ties."]), *diverged_lines,
+                *missing]
     return [table2, detail], messages

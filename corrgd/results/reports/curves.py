@@ -33,7 +33,8 @@ SELECT_METRIC = "val_acc"
 def select_rule(metric: str = SELECT_METRIC) -> str:
     best = "best" if analysis.METRICS[metric][2] else "lowest"
     return (f"the (lr, decor_lr) with the {best} mean over seeds of each run's peak "
-            f"{metric}; ties go to the smaller lr, then the smaller decor_lr")
+            f"{metric}, among those none of whose runs diverged; ties go to the smaller lr, "
+            "then the smaller decor_lr")
 
 
 SELECT_RULE = select_rule()
@@ -156,7 +157,8 @@ def choose_settings(curves: Curves, epochs: pd.DataFrame, lrs: str = "best") -> 
     """Where a curve has runs at several (lr, decor_lr), keep the best or label each.
 
     ``lrs="best"``: keep, per curve, the setting chosen by :data:`SELECT_RULE`
-    (failed runs do not count; a curve without validation results keeps all its
+    (failed runs do not count, and a setting with a run that diverged is not eligible; a
+    curve without validation results, or whose every setting diverged, keeps all its
     settings, with a note). ``lrs="all"``: keep every run; lines of curves with
     several settings are labelled with their LRs, e.g. ``BP (lr 1e-3)``.
     """
@@ -177,12 +179,16 @@ def choose_settings(curves: Curves, epochs: pd.DataFrame, lrs: str = "best") -> 
         notes.append(f"Curves with several LRs show {select_rule(metric)}.")
         scores = analysis.peak_scores(epochs, metric)[["run_id", "score"]]
         scored = runs[runs["status"] != "failed"].merge(scores, on="run_id")
+        unstable = (scored["status"] == "diverged").groupby(
+            [scored[k] for k in (*keys, *SETTINGS)]).transform("any").astype(bool)
         keep = pd.Series(True, index=runs.index)
         for (panel, curve), group in runs[several].groupby(keys, sort=False):
-            candidates = scored[(scored["panel"] == panel) & (scored["curve"] == curve)]
+            mine = (scored["panel"] == panel) & (scored["curve"] == curve)
+            candidates = scored[mine & ~unstable]
             if candidates.empty:
-                notes.append(f"{panel} {curve}: no {metric} to choose among its LRs; "
-                             "showing all")
+                why = "every setting has a run that diverged" if unstable[mine].any() \
+                    else f"no {metric} to choose among its LRs"
+                notes.append(f"{panel} {curve}: {why}; showing all")
                 continue
             means = candidates.groupby(list(SETTINGS))["score"].mean().reset_index()
             best = means.sort_values(["score", "lr", "decor_lr"],
