@@ -12,6 +12,7 @@ exit code 2, with nothing written.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
@@ -19,17 +20,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from corrgd.console import terminal
 from corrgd.run import DEFAULT_CHECKPOINT_DIR, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS
 from corrgd.spec.sweeps import CONFIRM_ABOVE, SpecError
 from corrgd.storage import DEFAULT_URL, ENV_VAR
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Decorrelated learning: sweeps, workers and reports.")
-console = Console()
-err_console = Console(stderr=True)
+console = terminal()
+err_console = terminal(stderr=True)
 
 # Options several commands share, each written once; their defaults belong to the stages.
 DbOption = Annotated[str | None, typer.Option(
@@ -54,7 +55,7 @@ ThreadsOption = Annotated[int | None, typer.Option(
 
 def fail(message: str) -> typer.Exit:
     """Print one line on stderr and exit with code 2."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(2)
 
 
@@ -68,8 +69,20 @@ def _db_source(url: str | None) -> str:
 
 
 def _open_db(url: str | None, *, readonly: bool = False) -> Any:
-    """The results database; `readonly` (status, reports) creates and changes nothing."""
+    """The results database; `readonly` (status, reports) creates and changes nothing. An
+    in-memory SQLite database is refused: it would live and die with one process, and each
+    worker would get an empty one of its own."""
     from corrgd.storage import StorageError, open_db
+    from corrgd.storage.engine import resolve_url, sqlite_path
+
+    try:
+        resolved = resolve_url(url)
+    except Exception as e:  # not a URL SQLAlchemy can parse
+        raise fail(f"{_db_source(url)}: {str(e).splitlines()[0]}; give an SQLite file (PATH "
+                   "or sqlite:///PATH) or postgresql+psycopg://USER:PW@HOST/DB") from None
+    if resolved.get_backend_name() == "sqlite" and sqlite_path(resolved) is None:
+        raise fail(f"{_db_source(url)}: an in-memory database lives and dies with one "
+                   "process; corrgd's workers and reports need a file: PATH or sqlite:///PATH")
 
     try:
         return open_db(url, readonly=readonly)
@@ -81,8 +94,10 @@ def _open_db(url: str | None, *, readonly: bool = False) -> Any:
 
 
 def _check_positive(flag: str, value: float | None, *, strict: bool = True) -> None:
-    if value is not None and (value <= 0 if strict else value < 1):
-        raise fail(f"{flag}: must be {'> 0' if strict else '>= 1'}, got {value:g}")
+    """A flag's number: finite and > 0 (`strict`), else an integer >= 1."""
+    if value is not None and (not math.isfinite(value) or (value <= 0 if strict else value < 1)):
+        raise fail(f"{flag}: must be {'a finite number > 0' if strict else '>= 1'}, got "
+                   f"{value:g}")
 
 
 def _check_devices(flag: str, devices: list[str]) -> None:
@@ -97,8 +112,8 @@ def _check_devices(flag: str, devices: list[str]) -> None:
 def _check_data_dir(data_dir: str | None) -> None:
     """A data folder that exists must be a folder (a missing one is created on download)."""
     if data_dir is not None and Path(data_dir).exists() and not Path(data_dir).is_dir():
-        source = "--data-dir" if any(a.startswith("--data-dir") for a in sys.argv) \
-            else "CORRGD_DATA"
+        source = "CORRGD_DATA" if os.environ.get("CORRGD_DATA") == data_dir and not any(
+            a.startswith("--data-dir") for a in sys.argv) else "--data-dir"
         raise fail(f"{source} {data_dir}: not a folder; give the folder data sets live in")
 
 
@@ -264,6 +279,19 @@ def _dry_run(parsed: Any, plan: Any, *, device: str, group_size: int | None) -> 
              assumed=assumed)
 
 
+def _open_for(url: str | None, sweep: str | None) -> Any:
+    """The database for a command that changes an existing sweep (or, `sweep` None, works
+    on what is queued): looked at read-only first, so that a missing database or sweep is
+    refused without creating anything."""
+    probe = _open_db(url, readonly=True)
+    try:
+        if sweep is not None and not _has_sweep(probe, sweep):
+            raise _no_such_sweep(probe, sweep)
+    finally:
+        probe.close()
+    return _open_db(url)
+
+
 def _has_sweep(database: Any, name: str) -> bool:
     return name in set(database.list_sweeps()["sweep"])
 
@@ -332,9 +360,7 @@ def worker(
     _check_kernels()
     _check_devices("--device", [device])
     _check_data_dir(data_dir)
-    database = _open_db(db)
-    if sweep is not None and not _has_sweep(database, sweep):
-        raise _no_such_sweep(database, sweep)
+    database = _open_for(db, sweep)
     if retry_failed:
         names = [sweep] if sweep else list(database.list_sweeps()["sweep"])
         console.print(f"{sum(database.requeue_failed(n) for n in names)} failed runs back "
@@ -358,14 +384,6 @@ def worker(
                   else f"worker {w.id}: {n} runs finished")
 
 
-def _wide() -> Console:
-    """The console for tables: piped or captured output (a script, a log) has no terminal
-    width to fit, so tables keep their natural width and no cell is cut."""
-    if not console.is_terminal and not os.environ.get("COLUMNS"):
-        return Console(width=10_000)
-    return console
-
-
 def _no_such_sweep(database: Any, sweep: str) -> typer.Exit:
     return fail(f"--sweep {sweep}: no such sweep; sweeps: "
                 f"{', '.join(database.list_sweeps()['sweep']) or 'none yet'}")
@@ -379,17 +397,16 @@ def status(
     = None,
 ) -> None:
     """Runs per sweep and state, groups training now, failures (and SLURM job states)."""
-    from corrgd.results.listings import status_tables
+    from corrgd.console import print_status
 
     database = _open_db(db, readonly=True)
     if sweep is not None and not _has_sweep(database, sweep):
         raise _no_such_sweep(database, sweep)
-    out = _wide()
-    for table in status_tables(database, sweep):
-        out.print(table)
+    print_status(console, database, sweep)
 
 
 FORMATS = ("table", "csv", "json")
+SHOWN_STATUSES = ("queued", "running", "done", "diverged", "failed", "cancelled", "orphaned")
 
 
 @app.command()
@@ -397,8 +414,8 @@ def runs(
     db: DbOption = None,
     sweep: Annotated[str | None, typer.Option(help="Only this sweep's runs")] = None,
     status_: Annotated[list[str] | None, typer.Option(
-        "--status", help="Only runs in this state (repeatable): queued, running, done, "
-                         "diverged, failed, cancelled, orphaned")] = None,
+        "--status", help=f"Only runs in this state (repeatable): "
+                         f"{', '.join(SHOWN_STATUSES)}")] = None,
     where: Annotated[list[str] | None, typer.Option(
         "--where", help="Only runs with AXIS=VALUE, e.g. --where lr=0.001 (repeatable)")]
     = None,
@@ -409,10 +426,14 @@ def runs(
 ) -> None:
     """One row per run: swept settings, status, attempts, epochs done, peak and final
     val/test accuracy, and the first line of a failure."""
-    from corrgd.results.listings import rich_table, runs_table
+    from corrgd.console import frame_table
+    from corrgd.results.listings import runs_table
 
     if format_ not in FORMATS:
         raise fail(f"--format: {format_!r} is not one of: {', '.join(FORMATS)}")
+    for state in status_ or []:
+        if state not in SHOWN_STATUSES:
+            raise fail(f"--status: {state!r} is not one of: {', '.join(SHOWN_STATUSES)}")
     filters = {}
     for item in where or []:
         key, sep, value = item.partition("=")
@@ -434,8 +455,8 @@ def runs(
     elif format_ == "json":
         sys.stdout.write(table.to_json(orient="records", indent=1) + "\n")
     else:
-        _wide().print(rich_table(table, f"{len(table)} runs" + (f" of {sweep}" if sweep
-                                                                 else "")))
+        console.print(frame_table(table, f"{len(table)} runs" + (f" of {sweep}" if sweep
+                                                                  else ""), console.width))
 
 
 @app.command()
@@ -448,41 +469,20 @@ def show(
 ) -> None:
     """One run: its resolved config, its life (status, attempts, worker, group, times,
     error) and its curves per epoch and split, with the logged diagnostics."""
-    import yaml
-    from rich.table import Table
-
-    from corrgd.results.listings import rich_table, run_details
+    from corrgd.console import print_run
+    from corrgd.results.listings import run_details
 
     database = _open_db(db, readonly=True)
     try:
         details = run_details(database, run)
     except KeyError:
         raise fail(f"run {run}: no such run; see corrgd runs") from None
-    out_console = _wide()
-    out_console.print(f"[bold]run {details.run_id}[/] of sweep {details.sweep}")
-    out_console.print(yaml.safe_dump(details.config, sort_keys=True).rstrip(),
-                      highlight=False)
-    life = Table(title="life", show_header=False)
-    life.add_column("what")
-    life.add_column("value", overflow="fold")
-    for key, value in details.life.items():
-        life.add_row(key, value)
-    out_console.print(life)
-    out_console.print(rich_table(_curve_view(details.curves), "curves"))
+    print_run(console, details)
     if figure:
         from corrgd.results.reports.commands import run_figure
 
         path = run_figure(details, out / "figures")
         console.print(f"wrote {path}")
-
-
-def _curve_view(curves: Any) -> Any:
-    """Accuracy in percent (column renamed so rich_table formats it), losses as they are."""
-    view = curves.copy()
-    view.insert(view.columns.get_loc("accuracy"), "accuracy (%)",
-                [None if v is None or v != v else round(100 * float(v), 2)
-                 for v in view["accuracy"]])
-    return view.drop(columns=["accuracy"])
 
 
 @app.command()
@@ -526,9 +526,7 @@ def cancel(
 ) -> None:
     """Stop a sweep: its queued runs leave the queue, running ones stop at their next epoch
     end keeping what they wrote. `corrgd sweep SPEC` again resumes it."""
-    database = _open_db(db)
-    if not _has_sweep(database, sweep):
-        raise _no_such_sweep(database, sweep)
+    database = _open_for(db, sweep)
     counts = database.cancel_sweep(sweep)
     console.print(f"sweep {sweep} cancelled: {counts.get('queued', 0)} queued runs left the "
                   f"queue, {counts.get('running', 0)} running runs stop at their next epoch "
@@ -544,9 +542,7 @@ def delete(
     """Delete a sweep with its runs and their metrics (its checkpoints stay on disk)."""
     from corrgd.storage import SweepBusy
 
-    database = _open_db(db)
-    if not _has_sweep(database, sweep):
-        raise _no_such_sweep(database, sweep)
+    database = _open_for(db, sweep)
     n = int(database.list_sweeps().set_index("sweep").loc[sweep, "n_runs"])
     if not yes and not typer.confirm(f"delete sweep {sweep} and its {n} runs?"):
         raise typer.Exit(1)
@@ -728,6 +724,8 @@ def report(
     if len(chosen) != 1:
         raise fail("give exactly one of --figure ID, --table peak|2, --list, --compare A "
                    "--compare B" + (f" (got {', '.join(chosen)})" if chosen else ""))
+    if compare and len(set(compare)) < len(compare):
+        raise fail(f"--compare: {', '.join(compare)}: each sweep once")
     if compare and len(compare) < 2:
         raise fail("--compare: give two sweeps or more, e.g. --compare A --compare B")
     if list_:  # works before any sweep ran: every sweep is then "not in database"

@@ -4,16 +4,21 @@
     SweepProgress        a sweep's progress while its workers train
     sweep_summary(...)   how a sweep ended, and the exit code that says so
     EpochLines           a worker's runs, epoch by epoch (`corrgd worker`, `corrgd train`)
+    print_status(...)    `corrgd status`;  frame_table: `corrgd runs`;  print_run: `corrgd show`
+    terminal()           the console itself: natural width where output is piped
 
 Text that comes from users or errors is escaped: rich would take "[parquet]" for markup.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -26,6 +31,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from corrgd.results.listings import RunDetails, best_so_far, runs_table
 from corrgd.spec.cost import THROUGHPUTS, curve_costs, plan_groups
 from corrgd.spec.sweeps import Plan, Sweep
 from corrgd.storage import ResultsDB
@@ -158,14 +164,112 @@ class EpochLines:
     def __init__(self, out: Console) -> None:
         self.out = out
 
-    def epoch(self, run: ClaimedRun, epoch: int, rows: list[dict[str, Any]]) -> None:
+    def epoch(self, run: ClaimedRun, epoch: int, rows: list[Any]) -> None:
         parts = [f"run {run.run_id} epoch {epoch:3d}"]
         for r in rows:
-            acc = "" if r["accuracy"] is None else f" acc {100 * r['accuracy']:.1f} %"
-            parts.append(f"{r['split']} loss {r['loss']:.4f}{acc}")
+            acc = "" if r.accuracy is None else f" acc {100 * r.accuracy:.1f} %"
+            parts.append(f"{r.split} loss {r.loss:.4f}{acc}")
         self.out.print("  ".join(parts), highlight=False)
 
     def ended(self, run: ClaimedRun, status: str, error: str | None = None) -> None:
         self.out.print(f"run {run.run_id} of sweep {escape(run.sweep)}: {status}"
                        + (f": {escape(error.splitlines()[0])}" if error else ""),
                        highlight=False)
+
+
+def terminal(stderr: bool = False) -> Console:
+    """The console the CLI prints on. Piped or captured (a script, a log, SLURM) it has no
+    terminal width to fit: tables keep their natural width and lines are not wrapped."""
+    out = Console(stderr=stderr)
+    if not out.is_terminal and not os.environ.get("COLUMNS"):
+        out = Console(stderr=stderr, width=10_000, soft_wrap=True)
+    return out
+
+
+def cell(column: str, value: Any) -> str:
+    """A value as a table shows it: accuracies in percent (`_acc_` columns), losses with 4
+    decimals, other numbers with 4 significant digits, lists and dicts in short, missing
+    values as nothing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or \
+            (not isinstance(value, list | dict | str) and pd.isna(value)):
+        return ""
+    if isinstance(value, bool | str | int):
+        return str(value)
+    if isinstance(value, float):
+        if "_acc_" in column or column == "accuracy":
+            return f"{100 * value:.1f}"
+        if "_loss_" in column or column == "loss":
+            return f"{value:.4f}"
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+def frame_table(frame: pd.DataFrame, title: str, width: int | None = None) -> Table:
+    """A frame as a rich table (`cell` formats each value); columns without a value are left
+    out, accuracies say their unit. Headers stay on one line where the table fits in
+    `width`, else wrap between their words ("val acc peak"), and only where even that
+    does not fit inside one."""
+    cells = {col: [cell(col, v) for v in frame[col]] for col in frame.columns}
+    shown = [col for col in frame.columns if any(cells[col]) or frame.empty]
+    headers = {col: (col if "." in col else col.replace("_", " "))  # keep metric names
+               + (" (%)" if "_acc_" in col or col == "accuracy" else "") for col in shown}
+    widest = {col: max([len(c) for c in cells[col]], default=0) for col in shown}
+    least = {col: max([len(w) for w in headers[col].split()] + [widest[col]]) for col in shown}
+    natural = sum(max(len(headers[col]), widest[col]) for col in shown) + 3 * len(shown) + 1
+    fixed = width is not None and natural > width >= sum(least.values()) + 3 * len(shown) + 1
+    table = Table(title=escape(title))
+    for col in shown:
+        numeric = pd.api.types.is_numeric_dtype(frame[col]) and frame[col].dtype != bool
+        table.add_column(escape(headers[col]), justify="right" if numeric else "left",
+                         width=least[col] if fixed else None, overflow="fold")
+    for i in range(len(frame)):
+        table.add_row(*(escape(cells[col][i]) for col in shown))
+    return table
+
+
+def print_status(out: Console, db: ResultsDB, sweep: str | None) -> None:
+    """`corrgd status`: runs per sweep and state; the groups training now; the runs of
+    `sweep` with the best score so far (else every running run); failed runs."""
+    counts = db.sweep_counts()
+    columns = ("queued", "running", "done", "diverged", "failed", "cancelled", "total")
+    out.print(frame_table(counts[["sweep", *columns]], "sweeps", out.width))
+    groups = db.group_counts(sweep)
+    if not groups.empty:
+        shown = groups.assign(runs=[", ".join(map(str, ids[:6])) + (" ..." if len(ids) > 6
+                                                                   else "")
+                                    for ids in groups["run_ids"]],
+                              epoch=[max(int(e), 0) for e in groups["last_epoch"]])
+        out.print(frame_table(shown[["group_id", "sweep", "members", "runs", "epoch",
+                                     "worker", "device"]], "groups training now",
+                              out.width))
+    if sweep:
+        runs = runs_table(db, sweep)
+        if not runs.empty:
+            best = best_so_far(runs)
+            title = f"runs of {sweep}" + (f" (best so far: {best})" if best else "")
+            out.print(frame_table(runs.drop(columns=["sweep", "error"]), title, out.width))
+    else:
+        running = runs_table(db, None, ["running", "orphaned"])
+        if not running.empty:
+            out.print(frame_table(running.drop(columns=["error"]), "running runs", out.width))
+    failed = runs_table(db, sweep, ["failed"])
+    if not failed.empty:
+        errors = failed.assign(error=[e or "?" for e in failed["error"]])
+        out.print(frame_table(errors[["run_id", "sweep", "attempts", "error"]],
+                              "failed runs (retry: corrgd sweep SPEC --retry-failed)",
+                              out.width))
+
+
+def print_run(out: Console, details: RunDetails) -> None:
+    """`corrgd show`: one run's config, its life and its curves per epoch and split."""
+    out.print(f"[bold]run {details.run_id}[/] of sweep {escape(details.sweep)}")
+    out.print(escape(yaml.safe_dump(details.config, sort_keys=True).rstrip()), highlight=False)
+    life = Table(title="life", show_header=False)
+    life.add_column("what")
+    life.add_column("value", overflow="fold")
+    for key, value in details.life.items():
+        life.add_row(key, escape(value))
+    out.print(life)
+    out.print(frame_table(details.curves, "curves", out.width))

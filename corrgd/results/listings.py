@@ -1,8 +1,8 @@
-"""What `corrgd status`, `runs`, `show` and `export` print or write: tables read from the
-results database (no torch: these commands answer at once).
+"""What `corrgd status`, `runs`, `show` and `export` show or write, as frames read from the
+results database (no torch: these commands answer at once; `corrgd.console` prints them).
 
-    status_tables(db, sweep)     sweeps and their runs per state, groups, failures
     runs_table(db, ...)          one row per run: axes, status, epochs, peak/final scores
+    best_so_far(runs)            the best score among them, in words
     run_details(db, run_id)      one run: its config, its life, its curves
     export_frame(db, sweep)      every epoch row with the run's config, long form
 """
@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-from rich.table import Table
+import yaml
 
 from corrgd.run.liveness import SlurmJobs, slurm_jobs, worker_gone
 from corrgd.storage import ResultsDB
@@ -66,14 +66,6 @@ def swept_axes(runs: pd.DataFrame) -> list[str]:
     return list(names)
 
 
-def axis_text(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items())
-    return text(value)
-
-
 # --- runs ---------------------------------------------------------------------------------
 def scores(db: ResultsDB, sweep: str | None, run_ids: list[int] | None = None) -> pd.DataFrame:
     """Per run: epochs done, and the peak and final accuracy (loss where a run logs no
@@ -112,7 +104,7 @@ def runs_table(db: ResultsDB, sweep: str | None = None, statuses: list[str] | No
     axes = swept_axes(runs)
     table = pd.DataFrame({"run_id": runs["run_id"], "sweep": runs["sweep"]})
     for name in axes:
-        table[name] = [axis_text(c.get(name)) for c in runs["config"]]
+        table[name] = [c.get(name) for c in runs["config"]]
     table["status"] = runs["status"].values
     table["attempts"] = runs["attempts"].values
     table["epochs"] = [c["epochs"] for c in runs["config"]]
@@ -133,64 +125,15 @@ def runs_table(db: ResultsDB, sweep: str | None = None, statuses: list[str] | No
 
 
 def _matches(cell: Any, wanted: str) -> bool:
-    if text(cell) == wanted:
-        return True
+    """Whether a cell holds the value `wanted` names (YAML, as a spec writes it)."""
     try:
-        return math.isclose(float(cell), float(wanted), rel_tol=1e-9)
-    except (TypeError, ValueError):
-        return False
-
-
-def rich_table(frame: pd.DataFrame, title: str) -> Table:
-    """A frame as a rich table: accuracies in percent, losses with 4 digits."""
-    table = Table(title=title)
-    for col in frame.columns:
-        numeric = pd.api.types.is_numeric_dtype(frame[col])
-        table.add_column(col, justify="right" if numeric else "left", overflow="fold")
-    for row in frame.itertuples(index=False):
-        cells = []
-        for col, value in zip(frame.columns, row, strict=True):
-            if "_acc_" in col:
-                cells.append(percent(value))
-            elif "_loss_" in col:
-                cells.append("" if pd.isna(value) else f"{float(value):.4f}")
-            else:
-                cells.append(text(value))
-        table.add_row(*cells)
-    return table
-
-
-# --- status -------------------------------------------------------------------------------
-def status_tables(db: ResultsDB, sweep: str | None) -> list[Table]:
-    counts = db.sweep_counts()
-    overview = Table(title="sweeps")
-    columns = ("queued", "running", "done", "diverged", "failed", "cancelled", "total")
-    overview.add_column("sweep")
-    for col in columns:
-        overview.add_column(col, justify="right")
-    for row in counts.itertuples():
-        overview.add_row(row.sweep, *(str(getattr(row, c, 0)) for c in columns))
-    tables = [overview]
-    groups = db.group_counts(sweep)
-    if not groups.empty:
-        tables.append(groups_table(groups))
-    if sweep:
-        runs = runs_table(db, sweep)
-        if not runs.empty:
-            best = best_so_far(runs)
-            title = f"runs of {sweep}" + (f" (best so far: {best})" if best else "")
-            shown = runs.drop(columns=["sweep", "error"])
-            tables.append(rich_table(shown, title))
-    else:
-        running = db.runs_frame()
-        running = running[running["status"] == "running"]
-        if not running.empty:
-            live = runs_table(db, None, ["running", "orphaned"])
-            tables.append(rich_table(live.drop(columns=["error"]), "running runs"))
-    failed = runs_table(db, sweep, ["failed"])
-    if not failed.empty:
-        tables.append(failures_table(failed))
-    return tables
+        value = yaml.safe_load(wanted)
+    except yaml.YAMLError:
+        value = wanted
+    if isinstance(value, int | float) and not isinstance(value, bool) and \
+            isinstance(cell, int | float) and not isinstance(cell, bool):
+        return math.isclose(float(cell), float(value), rel_tol=1e-9)
+    return cell == value or text(cell) == wanted
 
 
 def best_so_far(runs: pd.DataFrame) -> str:
@@ -205,29 +148,6 @@ def best_so_far(runs: pd.DataFrame) -> str:
             return f"{column.split('_')[0]} loss {runs.loc[i, column]:.4f} (run " \
                 f"{runs.loc[i, 'run_id']})"
     return ""
-
-
-def failures_table(failed: pd.DataFrame) -> Table:
-    """Each failed run with the first line of its error, and how to retry."""
-    table = Table(title="failed runs (retry: corrgd sweep SPEC --retry-failed)")
-    for col in ("run", "sweep", "attempts", "error"):
-        table.add_column(col, overflow="fold")
-    for row in failed.itertuples():
-        table.add_row(str(row.run_id), row.sweep, str(row.attempts), row.error or "?")
-    return table
-
-
-def groups_table(groups: pd.DataFrame) -> Table:
-    """The groups training now: runs of one sweep trained together as one batched model."""
-    table = Table(title="groups training now")
-    for col in ("group", "sweep", "members", "runs", "epoch", "worker", "device"):
-        table.add_column(col, justify="right" if col in ("members", "epoch") else "left")
-    for row in groups.itertuples():
-        ids = [int(r) for r in row.run_ids]
-        shown = ", ".join(map(str, ids[:6])) + (" ..." if len(ids) > 6 else "")
-        table.add_row(str(row.group_id), row.sweep, str(row.members), shown,
-                      str(max(int(row.last_epoch), 0)), text(row.worker), text(row.device))
-    return table
 
 
 # --- one run ------------------------------------------------------------------------------
@@ -251,14 +171,20 @@ def run_details(db: ResultsDB, run_id: int) -> RunDetails:
         "attempts": str(row.attempts),
         "last epoch": str(max(int(row.last_epoch), 0)), "group": text(row.group_id),
         "worker": text(row.worker), "device": text(row.device),
-        "slurm job": text(row.slurm_job_id), "started": text(row.started_at),
-        "heartbeat": text(row.heartbeat_at), "finished": text(row.finished_at),
+        "slurm job": text(row.slurm_job_id), "started": _when(row.started_at),
+        "heartbeat": _when(row.heartbeat_at), "finished": _when(row.finished_at),
         "checkpoint": text(row.checkpoint_path), "error": text(row.error),
     }
     epochs = db.epochs_frame(run_ids=[run_id])
     curves = flatten(epochs)[["epoch", "split", "loss", "accuracy", *diagnostic_columns(epochs)]]
     return RunDetails(run_id, row.sweep, row.config, {k: v for k, v in life.items() if v},
                       curves.reset_index(drop=True))
+
+
+def _when(stamp: Any) -> str:
+    """A timestamp to the second, in UTC."""
+    return "" if stamp is None or pd.isna(stamp) else \
+        pd.Timestamp(stamp).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def diagnostic_columns(epochs: pd.DataFrame) -> list[str]:

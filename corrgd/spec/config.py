@@ -17,12 +17,18 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from corrgd.data import catalog
-from corrgd.learn.architectures import ARCHITECTURES, layer_shapes, network_input, network_names
+from corrgd.learn.architectures import (
+    ARCHITECTURES,
+    layer_shapes,
+    network_input,
+    network_names,
+    takes_flat_input,
+)
 
 ALGORITHMS = ("bp", "fa", "dfa", "np", "inp", "anp", "copi")
 """The learning rules, as `corrgd.learn.rules.RULES` names them (tested equal)."""
@@ -73,8 +79,12 @@ class FieldError(ValueError):
         super().__init__(message)
 
 
+SEED_LIMIT = 2**63  # seeds are 0 .. 2**63 - 1: a signed 64-bit integer, as stored
+
+
 class RunConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # every number finite (inf and NaN refused), booleans are not numbers (`_no_booleans`)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     # data
     dataset: str
@@ -114,10 +124,10 @@ class RunConfig(BaseModel):
     first_epoch_lr: float | None = Field(None, gt=0)  # COPI: a different LR in epoch 1
     betas: tuple[float, float] = (0.9, 0.999)  # reference code: (0.9, 0.9999)
     eps: float = Field(1e-8, gt=0)
-    momentum: float = Field(0.0, ge=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
     epochs: int = Field(10, ge=0)
     batch_size: int = Field(256, gt=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=SEED_LIMIT)
     # bookkeeping
     eval_batch_size: int = Field(1000, gt=0)
     diagnostics: bool = True  # log decorrelation stats and update/BP angles per epoch
@@ -143,6 +153,24 @@ class RunConfig(BaseModel):
         if v is not None and any(w < 1 for w in v):
             raise ValueError("layer widths must be integers >= 1")
         return v
+
+    @field_validator("betas")
+    @classmethod
+    def _adam_betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in v):
+            raise ValueError("Adam's betas must be two numbers in [0, 1)")
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans(cls, data: Any) -> Any:
+        """YAML's true is Python's 1: refuse it where a number is meant."""
+        if isinstance(data, dict):
+            for name, value in data.items():
+                values = value if isinstance(value, list | tuple) else [value]
+                if name in _NUMERIC and any(isinstance(v, bool) for v in values):
+                    raise FieldError(name, f"must be a number, not {str(value).lower()}")
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -195,6 +223,10 @@ def _check_data_options(config: RunConfig) -> None:
 
 
 def _check_architecture_options(config: RunConfig) -> None:
+    if config.padding is not None and takes_flat_input(config.network):
+        conv = [n for n in network_names() if not takes_flat_input(n)]
+        raise FieldError("padding", f"network {config.network} has no conv layers; padding "
+                                    f"applies to {', '.join(conv)}")
     takes = ARCHITECTURES[config.network].options
     for name in ARCHITECTURE_OPTIONS:
         if getattr(config, name) is not None and name not in takes:
@@ -250,6 +282,15 @@ def _one_of(value: str, allowed: list[str]) -> str:
     if value not in allowed:
         raise ValueError(f"{value!r} is not one of: {', '.join(allowed)}")
     return value
+
+
+def _numeric(annotation: Any) -> bool:
+    """Whether a field's type holds numbers (int or float, alone, optional or in a list)."""
+    args = get_args(annotation)
+    return annotation in (int, float) or any(_numeric(a) for a in args)
+
+
+_NUMERIC = frozenset(name for name, f in RunConfig.model_fields.items() if _numeric(f.annotation))
 
 
 def field_names() -> list[str]:

@@ -91,9 +91,13 @@ class Sweep:
 def load_spec(path: str | Path) -> Sweep:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise SpecError(str(path), "file", f"cannot read: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise SpecError(str(path), "file", f"not UTF-8 text (byte {e.object[e.start]:#04x} at "
+                                           f"position {e.start}): a spec is a YAML file") \
+            from None
     return parse_spec(text, source=str(path), default_name=path.stem)
 
 

@@ -1,0 +1,178 @@
+"""Bad input a new user tries, refused at the edge: one line on stderr naming the file or
+flag, the field and what is allowed, exit code 2, nothing written (no database, no
+folder). And what the commands print, readable where it is piped or narrow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_integrity import TINY, assert_refused, bad, cli, db_url, enqueue
+
+from corrgd.storage import RunOutcome, open_db
+
+BASE = "dataset: digits\nnetwork: mlp\nhidden: [8]\nalgorithm: bp\nepochs: 1\n"
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    return tmp_path
+
+
+@pytest.mark.parametrize("line,needles", [
+    ("lr: .inf", ["lr", "finite"]),
+    ("eps: .nan", ["eps", "finite"]),
+    ("sigma2: .inf", ["sigma2", "finite"]),
+    ("lr: 1.0e400", ["lr", "finite"]),
+    ("betas: [.nan, 2]", ["betas", "finite", "[nan, 2]"]),
+    ("betas: [0.9, 1.5]", ["betas", "[0, 1)"]),
+    ("seed: 1180591620717411303424", ["seed", "less than 9223372036854775808"]),
+    ("seed: -1", ["seed", "greater than or equal to 0"]),
+    ("batch_size: true", ["batch_size", "a number, not true"]),
+    ("np_samples: false", ["np_samples", "a number, not false"]),
+    ("padding: 1", ["padding", "no conv layers", "convnet"]),
+    ("momentum: 2", ["momentum", "less than 1"]),
+])
+def test_a_spec_number_out_of_range_is_refused_before_anything_is_written(
+        folder: Path, line: str, needles: list[str]) -> None:
+    (folder / "bad.yaml").write_text(BASE + line + "\n")
+    for args in (["sweep", "bad.yaml"], ["sweep", "bad.yaml", "--dry-run"]):
+        assert_refused(bad(folder, *args), "bad.yaml", *needles)
+
+
+def test_a_spec_that_is_not_utf8_text_is_refused(folder: Path) -> None:
+    (folder / "noise.yaml").write_bytes(bytes(range(256)) * 4)
+    assert_refused(bad(folder, "sweep", "noise.yaml"), "noise.yaml", "not UTF-8 text")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize("command", [["sweep", "tiny.yaml"], ["worker"]])
+def test_a_lease_must_be_a_finite_number(folder: Path, command: list[str], value: str) -> None:
+    assert_refused(bad(folder, *command, "--lease", value), "--lease", "finite number > 0")
+
+
+@pytest.mark.parametrize("command", [["sweep", "tiny.yaml"], ["worker"], ["status"],
+                                     ["train", "--epochs", "1"]])
+def test_an_in_memory_database_is_refused(folder: Path, command: list[str]) -> None:
+    assert_refused(bad(folder, *command, "--db", "sqlite://"), "sqlite://", "in-memory",
+                   "PATH")
+
+
+@pytest.mark.parametrize("command", [["cancel", "nope"], ["delete", "nope", "--yes"],
+                                     ["worker", "--sweep", "nope"], ["worker"]])
+def test_commands_on_a_missing_database_create_nothing(folder: Path,
+                                                      command: list[str]) -> None:
+    assert_refused(bad(folder, *command, "--db", db_url(folder)), "no results database")
+
+
+@pytest.mark.parametrize("command", [["cancel", "nope"], ["delete", "nope", "--yes"],
+                                     ["worker", "--sweep", "nope"]])
+def test_commands_on_an_unknown_sweep_change_nothing(folder: Path, command: list[str]) -> None:
+    enqueue(folder)
+    assert_refused(bad(folder, *command, "--db", db_url(folder)), "nope", "tiny")
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["--decor-lr", "-1"], ["decor_lr", "greater than or equal to 0"]),
+    (["--db", "r.sqlite", "--sweep", "a/b"], ["--sweep", "'a/b' is not allowed"]),
+    (["--db", "r.sqlite", "--sweep", "../../escape"], ["--sweep", "not allowed"]),
+    (["--sweep", "alone"], ["--sweep", "give --db too"]),
+    (["--set", "lr=[0.1, 0.01]"], ["--set lr", "one value only"]),
+    (["--data-dir", "tiny.yaml"], ["--data-dir", "not a folder"]),
+])
+def test_train_is_validated_as_a_spec_is(folder: Path, args: list[str],
+                                         needles: list[str]) -> None:
+    assert_refused(bad(folder, "train", "--epochs", "1", *args), *needles)
+
+
+def test_train_refuses_a_sweep_of_that_name_with_other_settings(folder: Path) -> None:
+    enqueue(folder)
+    db = open_db(db_url(folder))
+    stored = db.list_sweeps().set_index("sweep").loc["tiny", "spec_text"]
+    assert_refused(bad(folder, "train", "--epochs", "1", "--db", db_url(folder), "--sweep",
+                       "tiny"), "sweep 'tiny' is in the database with other settings")
+    assert db.list_sweeps().set_index("sweep").loc["tiny", "spec_text"] == stored
+    assert len(db.runs_frame("tiny")) == 4
+
+
+def test_readmes_train_example_logs_a_plain_sqlite_file(folder: Path) -> None:
+    result = cli("train", "--algorithm", "fa", "--db", "results.sqlite", "--sweep", "try-fa",
+                 "--epochs", "2", cwd=folder)
+    assert result.exit_code == 0, result.output
+    runs = open_db(f"sqlite:///{folder / 'results.sqlite'}").runs_frame("try-fa")
+    assert runs["status"].tolist() == ["done"] and runs["algorithm"].tolist() == ["fa"]
+
+
+def test_text_in_square_brackets_reaches_the_user(folder: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """rich would read "[thing]" or "[parquet]" as markup and drop it."""
+    enqueue(folder)
+    db = open_db(db_url(folder))
+    (claimed,) = db.claim_group("w", "cpu", sweep="tiny", lease_seconds=60, max_members=1)
+    db.finish_runs([RunOutcome(claimed.run_id, "failed", "ValueError: bad [thing] here")], "w")
+    for args in (["status"], ["status", "--sweep", "tiny"]):
+        assert "bad [thing] here" in cli(*args, "--db", db_url(folder), cwd=folder).output
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if pyarrow were not installed
+    result = cli("export", "--to", str(folder / "x.parquet"), "--db", db_url(folder),
+                 cwd=folder)
+    assert_refused(result, "pip install 'corrgd[parquet]'")
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["runs", "--status", "bogus"], ["--status", "'bogus'", "queued, running"]),
+    (["report", "--compare", "tiny", "--compare", "tiny"], ["--compare", "each sweep once"]),
+])
+def test_report_and_listing_options_are_checked(folder: Path, args: list[str],
+                                                needles: list[str]) -> None:
+    enqueue(folder)
+    assert_refused(bad(folder, *args, "--db", db_url(folder)), *needles)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    folder = tmp_path_factory.mktemp("listing")
+    (folder / "tiny.yaml").write_text(TINY)
+    url = db_url(folder)
+    done = subprocess.run([sys.executable, "-m", "corrgd", "sweep", "tiny.yaml", "--db", url],
+                          cwd=folder, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return folder, url
+
+
+def _corrgd(folder: Path, *args: str, columns: str | None = None) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    if columns:
+        env["COLUMNS"] = columns
+    done = subprocess.run([sys.executable, "-m", "corrgd", *args], cwd=folder, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_listings_read_well_narrow_piped_and_as_json(trained: tuple[Path, str]) -> None:
+    folder, url = trained
+    narrow = _corrgd(folder, "runs", "--db", url, columns="120")
+    assert max(len(line) for line in narrow.splitlines()) <= 120
+    for word in ("decor", "seed", "attempts", "status", "epochs", "peak", "final", "(%)"):
+        assert re.search(rf"[┃│ ]{re.escape(word)}[ ┃│]", narrow), word  # never broken up
+    piped = _corrgd(folder, "runs", "--db", url)  # no terminal, no COLUMNS: no wrapping
+    assert "┃ val acc peak (%) ┃" in piped
+    rows = json.loads(_corrgd(folder, "runs", "--db", url, "--format", "json"))
+    assert isinstance(rows[0]["seed"], int) and isinstance(rows[0]["decor"], bool)
+    assert isinstance(rows[0]["val_acc_peak"], float)
+    shown = _corrgd(folder, "show", "1", "--db", url)
+    assert not re.search(r"\d\.\d{6,}", shown)  # rounded: no float printed in full
+
+
+def test_a_standalone_worker_prints_each_epoch_and_run(folder: Path) -> None:
+    enqueue(folder)
+    out = _corrgd(folder, "worker", "--db", db_url(folder))
+    assert re.search(r"run \d+ epoch +2 +train loss [\d.]+ acc [\d.]+ %", out), out
+    assert len(re.findall(r"run \d+ of sweep tiny: done", out)) == 4
