@@ -94,9 +94,6 @@ class DecorSettings:
         return 0.1 if self.rule == "crgd" else 1.0
 
 
-GAIN_ROWS = 4096  # rows the CRGD gain (a mean of per-row norm ratios) is measured on
-
-
 def subsample_size(n: int, frac: float) -> int:
     """Rows used for the update: `frac` of the batch plus one (reference code), at most n."""
     return min(n, int(frac * n) + 1)
@@ -154,11 +151,11 @@ class Decorrelation(nn.Module):
         n = x.shape[1]
         lr = self.lr.to(M.dtype)[:, None, None]
         left = s.update_order == "CM"
-        m = _Moments(x, M, left=left)
+        m = _Moments(x, M, left=left, rows=s.rule == "crgd")
         # Updated in place, so that no d × d temporary is made when n < d.
         if s.rule == "crgd":  # M ← g M − g η C M  (or g M − g η M C)
-            gain = _gain(raw[:, :GAIN_ROWS].to(x.dtype), m.decorrelated[:, :GAIN_ROWS])
-            gain = gain[:, None, None]
+            assert m.decorrelated is not None
+            gain = _gain(raw.to(x.dtype), m.decorrelated)[:, None, None]
             M.mul_(gain).baddbmm_(m.A * (-lr * gain / n), m.B)
         else:  # M ← (I + α D) M − α C M  (or M (I + α D) − α M C),  D = diag(⟨x̂²⟩)
             D = m.second[:, :, None] if left else m.second[:, None, :]
@@ -203,8 +200,8 @@ def reference_update(matrix: Tensor, rows: Tensor, raw: Tensor, lr: Tensor,
             C = C - torch.diag(xh.pow(2).mean(0))   # C − D,  D = diag(mean x̂²)
         step = C @ M if settings.update_order == "CM" else M @ C
         new = M - eta * step                        # M − η C M  (or M − η M C)
-        if settings.rule == "crgd":                 # g (M − η C M), g from the first GAIN_ROWS
-            new = _gain(x_raw[:GAIN_ROWS], xh[:GAIN_ROWS]) * new
+        if settings.rule == "crgd":                 # g (M − η C M), g over all n rows
+            new = _gain(x_raw, xh) * new
         updated.append(new)
     return torch.stack(updated)
 
@@ -221,21 +218,23 @@ class _Moments:
 
     A, B:          factors with A @ B = n C M (left) or n M C, C = x̂ᵀ x̂ / n; they never
                    alias M, so M can be updated in place
-    decorrelated:  x̂ of (at least) the first GAIN_ROWS rows, for the CRGD gain
+    decorrelated:  x̂ of every row, for the CRGD gain (`rows`); else None where not made
     second:        ⟨x̂²⟩ per unit, for the COPI rule
 
-    Few rows (n < d): C is never formed (3 n d² flops). Up to d + GAIN_ROWS rows:
-    C = x̂ᵀ x̂ / n (2 n d² + d³). More rows (conv patches): n C = M (xᵀx) Mᵀ without
-    decorrelating every row ((n + GAIN_ROWS) d² + 2 d³).
+    Few rows (n < d): C is never formed (3 n d² flops). More: C = x̂ᵀ x̂ / n (2 n d² + d³),
+    or, where x̂ itself is not needed (not `rows`), n C = M (xᵀx) Mᵀ without decorrelating
+    the rows (n d² + 2 d³).
     """
 
-    def __init__(self, x: Tensor, M: Tensor, *, left: bool) -> None:
+    decorrelated: Tensor | None
+
+    def __init__(self, x: Tensor, M: Tensor, *, left: bool, rows: bool) -> None:
         n, d = x.shape[1:]
         Mt = M.transpose(1, 2)
-        if n > d + GAIN_ROWS:
+        if n > d and not rows:
             nC = M @ (x.transpose(1, 2) @ x) @ Mt
             self.A, self.B = (nC, M.clone()) if left else (M.clone(), nC)
-            self.decorrelated = x[:, :GAIN_ROWS] @ Mt
+            self.decorrelated = None
             self.second = nC.diagonal(dim1=1, dim2=2) / n
             return
         xh = x @ Mt
