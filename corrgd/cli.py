@@ -16,6 +16,8 @@ import math
 import os
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -481,7 +483,8 @@ def show(
     if figure:
         from corrgd.results.reports.commands import run_figure
 
-        path = run_figure(details, out / "figures")
+        with _writing("--out"):
+            path = run_figure(details, out / "figures")
         console.print(f"wrote {path}")
 
 
@@ -508,14 +511,13 @@ def export(
     database = _open_db(db, readonly=True)
     if sweep is not None and not _has_sweep(database, sweep):
         raise _no_such_sweep(database, sweep)
+    from corrgd.storage.files import write_atomic
+
     frame = export_frame(database, sweep)
-    to.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".csv":
-        frame.to_csv(to, index=False)
-    elif suffix == ".jsonl":
-        frame.to_json(to, orient="records", lines=True)
-    else:
-        frame.to_parquet(to, index=False)
+    with _writing("--to"):
+        write_atomic(to, {".csv": lambda p: frame.to_csv(p, index=False),
+                          ".jsonl": lambda p: frame.to_json(p, orient="records", lines=True),
+                          ".parquet": lambda p: frame.to_parquet(p, index=False)}[suffix])
     console.print(f"wrote {len(frame)} rows ({frame['run_id'].nunique()} runs) to {to}")
 
 
@@ -667,13 +669,26 @@ MetricOption = Annotated[str | None, typer.Option(
 
 
 def _reporting(action: Any) -> None:
-    """Run a report action; a ReportError becomes one line on stderr and exit 2."""
+    """Run a report action; a ReportError, or a file it cannot write, becomes one line on
+    stderr and exit 2."""
     from corrgd.results.reports import ReportError
 
     try:
-        action()
+        with _writing("--out"):
+            action()
     except ReportError as e:
         raise fail(str(e)) from None
+
+
+@contextmanager
+def _writing(flag: str) -> Iterator[None]:
+    """A file that cannot be written (no such folder, no permission, a full disk) is one
+    line naming it; nothing half written is left (`corrgd.storage.files.write_atomic`)."""
+    try:
+        yield
+    except OSError as e:
+        raise fail(f"{flag}: cannot write {e.filename or 'a file'}: "
+                   f"{e.strerror or type(e).__name__}") from None
 
 
 @app.command("best-params")

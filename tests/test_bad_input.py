@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_integrity import TINY, assert_refused, bad, cli, db_url, enqueue
@@ -176,3 +177,50 @@ def test_a_standalone_worker_prints_each_epoch_and_run(folder: Path) -> None:
     out = _corrgd(folder, "worker", "--db", db_url(folder))
     assert re.search(r"run \d+ epoch +2 +train loss [\d.]+ acc [\d.]+ %", out), out
     assert len(re.findall(r"run \d+ of sweep tiny: done", out)) == 4
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("args,flag", [
+    (["export", "--to", "/proc/x/y.csv"], "--to"),
+    (["report", "--figure", "tiny", "--out", "/proc/x"], "--out"),
+    (["report", "--table", "peak", "--sweep", "tiny", "--out", "/proc/x"], "--out"),
+    (["show", "1", "--figure", "--out", "/proc/x"], "--out"),
+])
+def test_an_output_that_cannot_be_written_is_one_line(trained: tuple[Path, str],
+                                                      args: list[str], flag: str) -> None:
+    folder, url = trained
+    assert_refused(cli(*args, "--db", url, cwd=folder), flag, "cannot write", "/proc/x")
+
+
+def test_an_export_onto_a_folder_is_one_line(trained: tuple[Path, str]) -> None:
+    folder, url = trained
+    (folder / "out.csv").mkdir(exist_ok=True)
+    assert_refused(cli("export", "--to", str(folder / "out.csv"), "--db", url, cwd=folder),
+                   "--to", "out.csv", "is a folder")
+
+
+def test_a_full_disk_leaves_no_half_written_file(trained: tuple[Path, str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import pandas as pd
+
+    folder, url = trained
+    written = pd.DataFrame.to_csv
+
+    def full(frame: pd.DataFrame, path: Any = None, **kwargs: Any) -> Any:
+        if path is None:
+            return written(frame, **kwargs)
+        Path(path).write_text("sweep,run_id,sta")  # what fitted before the disk was full
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full)
+    target = folder / "full" / "all.csv"
+    assert_refused(cli("export", "--to", str(target), "--db", url, cwd=folder),
+                   "No space left on device")
+    assert list(target.parent.iterdir()) == []  # neither the file nor its temporary one
+    result = cli("report", "--figure", "tiny", "--db", url, "--out", str(folder / "full"),
+                 cwd=folder)
+    assert_refused(result, "--out", "No space left on device")
+    assert not list((folder / "full").rglob("*.csv")) and \
+        not list((folder / "full").rglob(".*"))

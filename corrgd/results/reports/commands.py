@@ -35,6 +35,7 @@ from corrgd.results.reports.envelopes import (
 from corrgd.results.reports.peaks import logs_accuracy, peak_table
 from corrgd.results.reports.registry import TABLES
 from corrgd.results.reports.tables import Table, to_rich, write_table
+from corrgd.storage.files import write_atomic
 
 if TYPE_CHECKING:
     from corrgd.storage import ResultsDB
@@ -221,8 +222,7 @@ def run_figure(details: RunDetails, out_dir: Path) -> Path:
     axes[0][0].legend(frameon=False)
     fig.suptitle(f"run {details.run_id} of sweep {details.sweep}")
     fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"run-{details.run_id}.png"
-    fig.savefig(path, dpi=120)
+    path = write_atomic(out_dir / f"run-{details.run_id}.png",
+                        lambda p: fig.savefig(p, format="png", dpi=120))
     plt.close(fig)
     return path

@@ -23,6 +23,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from corrgd.results.reports import labels
+from corrgd.storage.files import write_atomic
 
 BANDS = {"minmax": "min–max over seeds", "std": "± std over seeds"}
 FORMATS = ("png", "pdf", "svg")
@@ -140,14 +141,13 @@ def _draw_panel(ax, data: pd.DataFrame, colours: dict[str, str], band: str,
 
 def save(fig: Figure, table: pd.DataFrame, folder: Path, stem: str) -> list[Path]:
     """Write ``<folder>/<stem>.png|pdf|svg`` and the numbers drawn, `table`, as
-    ``<stem>.csv``; return the paths. The files are byte-stable across runs."""
-    folder.mkdir(parents=True, exist_ok=True)
+    ``<stem>.csv``, each whole or not at all; return the paths. The files are byte-stable
+    across runs."""
     paths = []
     with mpl.rc_context(STYLE):
         for ext in FORMATS:
-            path = folder / f"{stem}.{ext}"
-            fig.savefig(path, dpi=150 if ext == "png" else None, metadata=_METADATA[ext])
-            paths.append(path)
-    csv = folder / f"{stem}.csv"
-    table.to_csv(csv, index=False, float_format="%.6g")
+            paths.append(write_atomic(folder / f"{stem}.{ext}", lambda p, ext=ext: fig.savefig(
+                p, format=ext, dpi=150 if ext == "png" else None, metadata=_METADATA[ext])))
+    csv = write_atomic(folder / f"{stem}.csv",
+                       lambda p: table.to_csv(p, index=False, float_format="%.6g"))
     return [*paths, csv]

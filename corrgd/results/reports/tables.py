@@ -13,6 +13,8 @@ from pathlib import Path
 import pandas as pd
 from rich.table import Table as RichTable
 
+from corrgd.storage.files import write_atomic
+
 BOLD = "**"  # marks a cell to be set in bold in `display`, e.g. "**54.3**"
 
 
@@ -98,10 +100,11 @@ def to_latex(table: Table) -> str:
 
 
 def write_table(table: Table, out_dir: Path) -> list[Path]:
-    """Write ``<out_dir>/<name>.md``, ``.csv`` (the numbers) and ``.tex``; return the paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{table.name}.{ext}" for ext in ("md", "csv", "tex")]
-    paths[0].write_text(to_markdown(table))
-    table.data.to_csv(paths[1], index=False)
-    paths[2].write_text(to_latex(table))
-    return paths
+    """Write ``<out_dir>/<name>.md``, ``.csv`` (the numbers) and ``.tex``, each whole or not
+    at all; return the paths."""
+    def path(ext: str) -> Path:
+        return out_dir / f"{table.name}.{ext}"
+
+    return [write_atomic(path("md"), lambda p: p.write_text(to_markdown(table))),
+            write_atomic(path("csv"), lambda p: table.data.to_csv(p, index=False)),
+            write_atomic(path("tex"), lambda p: p.write_text(to_latex(table)))]
