@@ -1,8 +1,9 @@
 """Reports: envelopes, best parameters, figures, tables and the report commands.
 
-The databases are filled by hand through the storage API (add_sweep, claim_run,
-log_epoch, finish_run) with accuracies chosen here, so every number a report
-shows can be checked against the numbers put in. One test trains a real tiny run.
+The databases are filled by hand through the storage API (add_sweep, then each run
+claimed, logged and finished as a group of one) with accuracies chosen here, so every
+number a report shows can be checked against the numbers put in. One test trains a real
+tiny run.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from queue_helper import claim_one, record
 from typer.testing import CliRunner
 
 from corrgd import api
@@ -26,7 +28,7 @@ from corrgd.results import analysis
 from corrgd.results.reports import ReportError
 from corrgd.results.reports.envelopes import envelope
 from corrgd.spec.config import RunConfig
-from corrgd.storage import ResultsDB, RunSpec, open_db
+from corrgd.storage import MetricRow, ResultsDB, RunSpec, open_db
 
 EPOCHS = 4  # epochs 0 (before training) .. 3
 AXES = ("dataset", "network", "algorithm", "decor", "decor_lr", "lr", "seed")
@@ -51,16 +53,12 @@ def fill(db: ResultsDB, sweep: str, configs: list[dict[str, Any]], accuracy: Acc
     spec = [RunSpec(config=c, axes={k: c[k] for k in axes}) for c in configs]
     later = [s for s in spec if plan(s.config)[0] == "queued"]
     db.add_sweep(sweep, "hand-made", [s for s in spec if s not in later])
-    worker = "tests:1"
-    while (run := db.claim_run(worker, "cpu", sweep=sweep, lease_seconds=3600)) is not None:
+    while (run := claim_one(db, "tests:1", sweep=sweep, lease_seconds=3600)) is not None:
         status, n_epochs = plan(run.config)
-        for epoch in range(n_epochs):
-            rows = [{"split": split, "loss": 1.0 - accuracy(run.config, split, epoch),
-                     "accuracy": accuracy(run.config, split, epoch), "seconds": 0.1}
-                    for split in ("train", "val", "test")]
-            db.log_epoch(run.run_id, epoch, rows, worker)
-        if status != "running":
-            db.finish_run(run.run_id, status, worker=worker)
+        epochs = [[MetricRow(split, 1.0 - accuracy(run.config, split, epoch),
+                             accuracy(run.config, split, epoch), seconds=0.1)
+                   for split in ("train", "val", "test")] for epoch in range(n_epochs)]
+        record(db, run, epochs, None if status == "running" else status)
     if later:
         db.add_sweep(sweep, "hand-made", spec)
 
@@ -482,3 +480,27 @@ def test_select_from_a_curve_whose_runs_all_diverged_fails(unstable_db: str) -> 
     assert len(message.splitlines()) == 1
     assert "'unstable' has no finished run for" in message and "algorithm=fa" in message
     assert "that did not diverge" in message
+
+
+# -- CRGD Fig. 4 at the published learning rates ------------------------------------------
+
+def test_figure4_published_is_a_figure_of_its_own_sweep(tmp_path: Path) -> None:
+    spec = FIGURES["4-published"]
+    assert spec.sweeps == ("figure4-published",) and FIGURES["4"].sweeps == ("figure4",)
+    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    configs = [make_config(dataset="cifar10", network="crgd-dense", algorithm="bp", decor=decor,
+                           lr=1e-4, decor_lr=1e-5 if decor else 0.0, seed=seed)
+               for decor in (False, True) for seed in (0, 1)]
+    with open_db(url) as db:
+        fill(db, "figure4-published", configs, curve_accuracy)
+    listing = invoke("report", "--list", "--db", url)
+    assert listing.exit_code == 0, listing.output
+    assert "4-published" in listing.output and "figure4-published (4/4 finished)" in \
+        listing.output
+    result = invoke("report", "--figure", "4-published", "--db", url, "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(tmp_path / "figures" / "crgd-fig4-published.csv")
+    assert set(frame["curve"]) == {"BP", "BP+decor"} and set(frame["n_seeds"]) == {2}
+    line = one_line_error(invoke("report", "--figure", "4", "--db", url, "--out",
+                                 str(tmp_path)))
+    assert "figure4" in line  # figure 4 stays the grid-search sweep's

@@ -94,8 +94,11 @@ FIGURES: dict[str, PaperFigure] = {f.id: f for f in (
     ComputedFigure("3", "CRGD Fig. 3", "decorrelation rules: existing ones depend on scale "
                    "and shrink activity, CRGD's does not", _crgd3),
     SweepFigure("4", "CRGD Fig. 4", "test accuracy of BP, FA, NP with and without "
-                "decorrelation: CIFAR-10 dense and conv, CIFAR-100 conv, Tiny ImageNet conv",
-                ("figure4",), stem="crgd-fig4"),
+                "decorrelation: CIFAR-10 dense and conv, CIFAR-100 conv, Tiny ImageNet conv; "
+                "LRs from corrgd's grid search (table2)", ("figure4",), stem="crgd-fig4"),
+    SweepFigure("4-published", "CRGD Fig. 4, Table 2 LRs", "CRGD Fig. 4 with every curve "
+                "at the LRs CRGD Table 2 publishes", ("figure4-published",),
+                stem="crgd-fig4-published"),
     ComputedFigure("alignment", "NPD Fig. 2", "angle of NP, ANP, INP updates to BP's vs "
                    "noise samples", _alignment),
     SweepFigure("npd3", "NPD Fig. 3", "train/test accuracy of (D)NP, (D)ANP, (D)INP and "
