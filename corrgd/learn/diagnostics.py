@@ -2,7 +2,9 @@
 
 - per decorrelated layer: residual |off-diagonal correlation| of its output x̂,
   the CRGD gain, and the norm ratio ‖x̂‖ / ‖x‖;
-- for any rule: the angle between its update and the true BP gradient, per layer.
+- for any rule: the angle between its update and the true BP gradient, per layer;
+- with feedback matrices (FA): the angle between each layer's forward weights W_l and
+  its feedback matrix B_l, as BioTorch logs it.
 """
 
 from __future__ import annotations
@@ -90,3 +92,12 @@ def decorrelation_stats(net: Net, x: Tensor) -> list[list[dict[str, float]] | No
     batch x."""
     inputs = net.trace(x).inputs
     return [layer.decorrelation_stats(inp) for layer, inp in zip(net.layers, inputs, strict=True)]
+
+
+@torch.no_grad()
+def feedback_angles(net: Net) -> list[list[float] | None]:
+    """Per layer (None where it has no feedback matrix) and member: the angle (degrees)
+    between the forward weights W_l and the feedback matrix B_l, both flattened (a conv
+    layer's kernels too)."""
+    return [None if layer.feedback is None else angles(layer.weight, layer.feedback)
+            for layer in net.layers]

@@ -22,7 +22,8 @@ CSV_COLUMNS = ["panel", "metric", "curve", "algorithm", "decor", "lr", "decor_lr
 
 #: Per-layer diagnostics logged every epoch (on the train row): ``NAME`` is the mean over
 #: the layers that have it, ``NAME@L`` layer L (from 1).
-DIAGNOSTICS = ("offdiag_corr", "input_offdiag_corr", "gain", "norm_ratio", "angle_to_bp")
+DIAGNOSTICS = ("offdiag_corr", "input_offdiag_corr", "gain", "norm_ratio", "angle_to_bp",
+               "feedback_angle")
 METRIC_HELP = (f"{', '.join(METRICS)}, or a diagnostic ({', '.join(DIAGNOSTICS)}; "
                "NAME@L for layer L)")
 
