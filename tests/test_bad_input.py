@@ -224,3 +224,26 @@ def test_a_full_disk_leaves_no_half_written_file(trained: tuple[Path, str],
     assert_refused(result, "--out", "No space left on device")
     assert not list((folder / "full").rglob("*.csv")) and \
         not list((folder / "full").rglob(".*"))
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["report", "--table", "peak", "--sweep", "tiny", "--metric", "bogus"],
+     ["--metric bogus", "--table 2"]),
+    (["report", "--table", "peak", "--sweep", "tiny", "--metric", "val_acc"],
+     ["--metric val_acc", "peak table"]),
+    (["report", "--figure", "tiny", "--metric", "offdiag_corr@99"],
+     ["offdiag_corr@99", "logged no such diagnostic"]),
+])
+def test_report_options_that_do_not_apply_are_refused(trained: tuple[Path, str],
+                                                      args: list[str],
+                                                      needles: list[str]) -> None:
+    folder, url = trained
+    assert_refused(bad(folder, *args, "--db", url), *needles)
+
+
+@pytest.mark.parametrize("args", [["report", "--table", "peak", "--sweep", "tiny"],
+                                  ["best-params", "--sweep", "tiny"]])
+def test_tables_of_a_sweep_without_finished_runs_are_refused(folder: Path,
+                                                             args: list[str]) -> None:
+    enqueue(folder)
+    assert_refused(bad(folder, *args, "--db", db_url(folder)), "no finished runs yet")

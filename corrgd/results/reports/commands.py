@@ -93,6 +93,7 @@ def best_params(db: ResultsDB, *, sweep: str | None, metric: str | None, out: Pa
     if sweep is None:
         console.print(f"sweep: {name}", highlight=False)
     runs, epochs = source.load(db, name)
+    _check_finished(runs, name)
     metric = _regression_aware((metric or ("val_acc" if logs_accuracy(epochs) or epochs.empty
                                            else "val_loss"),), epochs, name)[0]
     split = METRICS[metric][0]
@@ -108,15 +109,37 @@ def best_params(db: ResultsDB, *, sweep: str | None, metric: str | None, out: Pa
     return paths
 
 
+def _logged_diagnostics(epochs: pd.DataFrame) -> list[str]:
+    """Every diagnostic the epochs hold, as `--metric` names them (NAME@L)."""
+    names = {f"{name}@{layer}"
+             for diag in epochs.get("diagnostics", pd.Series(dtype=object)).dropna()
+             for layer, stats in enumerate(diag.get("layers", []), start=1)
+             for name in stats or {}}
+    return sorted(names, key=lambda n: (n.partition("@")[0], int(n.partition("@")[2])))
+
+
+def _check_finished(runs: pd.DataFrame, sweep: str) -> None:
+    """A table needs finished runs: an empty one would say nothing (nor its kind of
+    sweep)."""
+    if not runs["status"].isin(("done", "diverged")).any():
+        raise ReportError(f"sweep {sweep} has no finished runs yet, so no table to make; "
+                          f"see corrgd status --sweep {sweep}")
+
+
 def report_table(db: ResultsDB, which: str, *, sweep: str | None, metric: str | None,
                  lrs: str, out: Path, console: Console) -> list[Path]:
     if which not in TABLES:
         raise ReportError(f"--table: {which!r} is not one of: {', '.join(TABLES)}")
     if which == "2":
         return best_params(db, sweep=sweep, metric=metric, out=out, console=console)
+    if metric is not None:
+        raise ReportError(f"--metric {metric}: the peak table shows peak train and test "
+                          "accuracy (loss for regression); --metric applies to --table 2 "
+                          "and to figures")
     check_lrs(lrs)
     name = source.resolve_sweep(db, sweep)
     runs, epochs = source.load(db, name)
+    _check_finished(runs, name)
     table = peak_table(runs, epochs, name, lrs)
     paths = _show([table], out, console)
     for note in table.notes:
@@ -188,9 +211,13 @@ def sweep_figure(db: ResultsDB, sweeps: list[str], *, metrics: tuple[str, ...] |
     for note in curves.notes:
         console.print(note, highlight=False)
     frame = curve_frame(curves, epochs, metrics)
-    if frame.empty:
+    if frame.empty and (epochs.empty or not any(is_diagnostic(m) for m in metrics)):
         raise ReportError(f"figure {figure_id}: no epochs logged yet in sweep "
                           f"{', '.join(present)}; start workers with `corrgd worker`")
+    if frame.empty:
+        logged = _logged_diagnostics(epochs)
+        raise ReportError(f"--metric {', '.join(metrics)}: sweep {', '.join(present)} logged "
+                          f"no such diagnostic; it logged {', '.join(logged) or 'none'}")
     panels = curves.runs.sort_values("panel_rank")["panel"].drop_duplicates().tolist()
     if curves.lrs_selected:
         title += f"; LRs: best by {selection_metric(epochs)}"
