@@ -4,55 +4,24 @@ claim that ANP equals INP in a single-layer network."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
+from test_specs import CRGD_TABLE2, SWEEPS, curve  # CRGD Table 2 as SPEC.md restates it
 
 from corrgd.learn.losses import cross_entropy
 from corrgd.learn.models import build_network
 from corrgd.learn.rules import make_rule
-from corrgd.spec.config import RunConfig
 from corrgd.spec.sweeps import expand, load_spec
-
-SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
-
-# CRGD Table 2 as SPEC.md restates it: (dataset, network, algorithm, decor) -> (Adam LR,
-# decor LR); decor LR 0 without decorrelation.
-PUBLISHED = {
-    ("cifar10", "crgd-dense", "bp", False): (1e-4, 0.0),
-    ("cifar10", "crgd-dense", "bp", True): (1e-4, 1e-5),
-    ("cifar10", "crgd-dense", "fa", False): (1e-4, 0.0),
-    ("cifar10", "crgd-dense", "fa", True): (1e-4, 1e-6),
-    ("cifar10", "crgd-dense", "np", False): (1e-5, 0.0),
-    ("cifar10", "crgd-dense", "np", True): (1e-4, 1e-6),
-    ("cifar10", "crgd-conv", "bp", False): (1e-3, 0.0),
-    ("cifar10", "crgd-conv", "bp", True): (1e-3, 1e-5),
-    ("cifar10", "crgd-conv", "fa", False): (1e-4, 0.0),
-    ("cifar10", "crgd-conv", "fa", True): (1e-4, 1e-5),
-    ("cifar100", "crgd-conv", "bp", False): (1e-3, 0.0),
-    ("cifar100", "crgd-conv", "bp", True): (1e-3, 1e-5),
-    ("cifar100", "crgd-conv", "fa", False): (1e-4, 0.0),
-    ("cifar100", "crgd-conv", "fa", True): (1e-4, 1e-5),
-    ("tiny-imagenet", "crgd-conv", "bp", False): (1e-3, 0.0),
-    ("tiny-imagenet", "crgd-conv", "bp", True): (1e-3, 1e-5),
-    ("tiny-imagenet", "crgd-conv", "fa", False): (1e-5, 0.0),
-    ("tiny-imagenet", "crgd-conv", "fa", True): (1e-5, 1e-5),
-}
-
-
-def curve(run: RunConfig) -> tuple:
-    return (run.dataset, run.network, run.algorithm, run.decor)
 
 
 def test_figure4_published_trains_every_curve_at_crgd_table2() -> None:
     runs = expand(load_spec(SWEEPS / "figure4-published.yaml"))
-    assert sorted({curve(r) for r in runs}) == sorted(PUBLISHED)
+    assert sorted({curve(r) for r in runs}) == sorted(CRGD_TABLE2)
     for r in runs:
-        assert (r.lr, r.decor_lr) == PUBLISHED[curve(r)], curve(r)
+        assert (r.lr, r.decor_lr) == CRGD_TABLE2[curve(r)], curve(r)
     # the runs figure4.yaml makes when its grid search selects the published LRs
     chosen = [(dict(zip(("dataset", "network", "algorithm", "decor"), key, strict=True)),
-               {"lr": lr, "decor_lr": decor_lr}) for key, (lr, decor_lr) in PUBLISHED.items()]
+               {"lr": lr, "decor_lr": decor_lr}) for key, (lr, decor_lr) in CRGD_TABLE2.items()]
     figure4 = expand(load_spec(SWEEPS / "figure4.yaml"), lambda source, metric: chosen)
     assert sorted(r.hash() for r in runs) == sorted(r.hash() for r in figure4)
 
