@@ -119,7 +119,8 @@ def diagnostics(sweep: str | None = None, db: ResultsDB | str | None = None) -> 
     """The per-layer diagnostics of training epochs, one row per run, epoch and layer.
 
     Columns: run_id, epoch, layer, the run's axes, then one column per logged
-    statistic (``offdiag_corr``, ``gain``, ``norm_ratio``, ``angle_to_bp``, ...).
+    statistic (``offdiag_corr``, ``gain``, ``norm_ratio``, ``angle_to_bp``, and for
+    feedback alignment ``feedback_angle``, ...).
     """
     with _database(db) as database:
         name = source.resolve_sweep(database, sweep)

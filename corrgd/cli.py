@@ -723,8 +723,9 @@ def report(
     metric: Annotated[str | None, typer.Option(
         "--metric", help="Figures: what to plot, mean and min-max over seeds: train/val/test "
                          "_acc or _loss, or a diagnostic (offdiag_corr, input_offdiag_corr, "
-                         "gain, norm_ratio, angle_to_bp; NAME@L for layer L) [default: "
-                         "test_acc]. Tables: the score to select by [default: val_acc]")]
+                         "gain, norm_ratio, angle_to_bp, feedback_angle; NAME@L for layer L) "
+                         "[default: test_acc]. Tables: the score to select by [default: "
+                         "val_acc]")]
     = None,
     lrs: Annotated[str, typer.Option(
         help="Curves with several LRs: best (by mean peak val_acc over seeds) or all")]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from rich.console import Console
 
-from corrgd.results.analysis import METRICS
+from corrgd.results.analysis import FINISHED, METRICS
 from corrgd.results.listings import RunDetails
 from corrgd.results.reports import ReportError, figures, labels, progress, source
 from corrgd.results.reports.best_params import best_params_tables
@@ -97,7 +97,7 @@ def best_params(db: ResultsDB, *, sweep: str | None, metric: str | None, out: Pa
     metric = _regression_aware((metric or ("val_acc" if logs_accuracy(epochs) or epochs.empty
                                            else "val_loss"),), epochs, name)[0]
     split = METRICS[metric][0]
-    finished_ids = runs.loc[runs["status"].isin(("done", "diverged")), "run_id"]
+    finished_ids = runs.loc[runs["status"].isin(FINISHED), "run_id"]
     if not finished_ids.empty and not (epochs["run_id"].isin(finished_ids)
                                        & (epochs["split"] == split)).any():
         raise ReportError(f"sweep {name} has no {split!r} results to select by "
@@ -121,7 +121,7 @@ def _logged_diagnostics(epochs: pd.DataFrame) -> list[str]:
 def _check_finished(runs: pd.DataFrame, sweep: str) -> None:
     """A table needs finished runs: an empty one would say nothing (nor its kind of
     sweep)."""
-    if not runs["status"].isin(("done", "diverged")).any():
+    if not runs["status"].isin(FINISHED).any():
         raise ReportError(f"sweep {sweep} has no finished runs yet, so no table to make; "
                           f"see corrgd status --sweep {sweep}")
 

@@ -102,7 +102,8 @@ def panel_label(dataset: Any, network: Any, extras: Iterable[tuple[str, Any]] = 
 
 DIAGNOSTIC_NAMES = {"offdiag_corr": "residual |correlation|",
                     "input_offdiag_corr": "input |correlation|", "gain": "gain",
-                    "norm_ratio": "norm ratio", "angle_to_bp": "angle to BP (°)"}
+                    "norm_ratio": "norm ratio", "angle_to_bp": "angle to BP (°)",
+                    "feedback_angle": "angle W to B (°)"}
 
 
 def metric_label(metric: str) -> str:
