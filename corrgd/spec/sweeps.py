@@ -45,8 +45,10 @@ from pydantic import ValidationError
 
 from corrgd.data import catalog
 from corrgd.spec.config import CURVE_KEYS, PER_MEMBER, FieldError, RunConfig, field_names
+from corrgd.spec.pruning import METRICS as PRUNE_METRICS
+from corrgd.spec.pruning import Pruning
 
-RESERVED = ("name", "description", "select", "grids")
+RESERVED = ("name", "description", "select", "prune", "grids")
 SELECT_METRICS = ("val_acc", "val_loss", "test_acc", "test_loss", "train_acc", "train_loss")
 SELECTED_PARAMS = ("lr", "decor_lr")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,100}")
@@ -81,6 +83,7 @@ class Sweep:
     grids: list[Grid]
     select: dict[str, Any] | None = None
     description: str = ""
+    prune: Pruning | None = None  # successive halving of its learning rates (`spec.pruning`)
 
     @property
     def axes(self) -> list[str]:
@@ -128,9 +131,10 @@ def parse_spec(text: str, *, source: str = "<spec>", default_name: str = "sweep"
     select = doc.get("select")
     if select is not None:
         _check_select(select, source)
-        _check_select_task(select, grids, source)
+        _check_metric_task(select.get("metric", "val_acc"), grids, source, "select.metric")
+    prune = _pruning(doc["prune"], grids, source) if "prune" in doc else None
     return Sweep(name=name, text=text, source=source, grids=grids, select=select,
-                 description=str(doc.get("description", "")))
+                 description=str(doc.get("description", "")), prune=prune)
 
 
 class SpecLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
@@ -208,11 +212,43 @@ def _check_select(select: Any, source: str) -> None:
                         f"must be a list drawn from: {', '.join(SELECTED_PARAMS)}")
 
 
-def _check_select_task(select: dict[str, Any], grids: list[Grid], source: str) -> None:
-    """An accuracy cannot select the LRs of regression runs: they log no accuracy."""
-    metric = select.get("metric", "val_acc")
-    if not metric.endswith("_acc"):
-        return
+def _pruning(value: Any, grids: list[Grid], source: str) -> Pruning:
+    """`prune:` as a `Pruning`: {metric, min_epochs, reduction}, every key optional (metric:
+    val_acc, or val_loss where the data are a regression's)."""
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise SpecError(source, "prune", "must be a mapping like {metric: val_acc, "
+                                         "min_epochs: 1, reduction: 3}")
+    keys = ("metric", "min_epochs", "reduction")
+    for key in value:
+        if key not in keys:
+            raise SpecError(source, f"prune.{key}", unknown_field(str(key), keys, "key"))
+    metric = value.get("metric") or ("val_loss" if _regression_data(grids) else "val_acc")
+    if metric not in PRUNE_METRICS:
+        raise SpecError(source, "prune.metric",
+                        f"{metric!r} is not one of: {', '.join(PRUNE_METRICS)}")
+    _check_metric_task(metric, grids, source, "prune.metric")
+    for key, least in (("min_epochs", 1), ("reduction", 2)):
+        number = value.get(key, getattr(Pruning, key))
+        if isinstance(number, bool) or not isinstance(number, int) or number < least:
+            raise SpecError(source, f"prune.{key}",
+                            f"must be an integer >= {least} (got {number!r})")
+    return Pruning(metric, value.get("min_epochs", Pruning.min_epochs),
+                   value.get("reduction", Pruning.reduction))
+
+
+def _check_metric_task(metric: str, grids: list[Grid], source: str, where: str) -> None:
+    """An accuracy cannot rank regression runs: they log no accuracy."""
+    name = _regression_data(grids)
+    if metric.endswith("_acc") and name is not None:
+        loss = metric.removesuffix("_acc") + "_loss"
+        raise SpecError(source, where, f"{metric} on regression data ({name}), which logs no "
+                                       f"accuracy: use {loss} (lowest is best)")
+
+
+def _regression_data(grids: list[Grid]) -> str | None:
+    """The name of a data set of the grids whose task is regression, if any."""
     for grid in grids:
         names = grid.settings.get("dataset", RunConfig.model_fields["dataset"].default)
         options = grid.settings.get("data") or {}
@@ -221,10 +257,8 @@ def _check_select_task(select: dict[str, Any], grids: list[Grid], source: str) -
                 if (isinstance(name, str) and isinstance(option, dict)
                         and name in catalog.DATASETS
                         and catalog.dataset_task(name, option) == "regression"):
-                    loss = metric.removesuffix("_acc") + "_loss"
-                    raise SpecError(source, "select.metric",
-                                    f"{metric} on regression data ({name}), which logs no "
-                                    f"accuracy: use {loss} (lowest is best)")
+                    return name
+    return None
 
 
 def _is_list_field(name: str) -> bool:
