@@ -32,7 +32,7 @@ from rich.progress import (
 from rich.table import Table
 
 from corrgd.results.listings import RunDetails, best_so_far, runs_table
-from corrgd.spec.cost import THROUGHPUTS, curve_costs, plan_groups
+from corrgd.spec.cost import THROUGHPUTS, curve_costs, plan_groups, pruned_cost
 from corrgd.spec.sweeps import Plan, Sweep
 from corrgd.storage import ResultsDB
 
@@ -55,8 +55,14 @@ def estimate(out: Console, sweep: Sweep, plan: Plan, *, device: str, group_size:
         table.add_row(data, curve, str(n), str(epochs), f"{macs / 1e12:,.1f}")
     out.print(table)
     total = sum(macs for _, _, macs in costs.values())
-    hours = ", ".join(f"{name}: {total / rate / 3600:,.1f} h" for name, rate in THROUGHPUTS.items())
-    out.print(f"{runs} runs, {plan.epochs} epochs, {total / 1e12:,.1f} TMAC in all ≈ {hours}")
+    out.print(f"{runs} runs, {plan.epochs} epochs, {total / 1e12:,.1f} TMAC in all ≈ "
+              f"{_hours(total)}")
+    if sweep.prune is not None:
+        p = sweep.prune
+        epochs, macs = pruned_cost(plan, p)
+        out.print(f"pruned by {p.metric} (η {p.reduction}, rungs from epoch {p.min_epochs}): "
+                  f"expected {epochs:,.0f} epochs ({100 * epochs / max(1, plan.epochs):.0f} % of "
+                  f"the full grid's), {macs / 1e12:,.1f} TMAC ≈ {_hours(macs)}")
     if not plan.exact:
         out.print("grids of the union overlap too intricately to count exactly: "
                   "the numbers above are upper bounds")
@@ -72,6 +78,10 @@ def estimate(out: Console, sweep: Sweep, plan: Plan, *, device: str, group_size:
     out.print(groups)
     out.print(f"{sum(p.groups for p in plans)} groups of runs that train together"
               + (f" ({assumed})" if assumed and not group_size else ""))
+
+
+def _hours(macs: float) -> str:
+    return ", ".join(f"{name}: {macs / rate / 3600:,.1f} h" for name, rate in THROUGHPUTS.items())
 
 
 class SweepProgress:

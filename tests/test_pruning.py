@@ -75,3 +75,23 @@ def test_expected_epochs_of_a_crgd_style_grid() -> None:
     assert expected_epochs(Pruning(), 18, 27) == 18 + 6 * 2 + 2 * 6 + 1 * 18 == 60
     assert expected_epochs(Pruning(), 6, 27) == 6 + 2 * 2 + 1 * 6 + 1 * 18
     assert expected_epochs(Pruning(min_epochs=30), 5, 27) == 5 * 27
+
+
+def test_a_dry_run_gives_the_full_and_the_expected_pruned_cost() -> None:
+    from rich.console import Console
+
+    from corrgd.console import estimate
+    from corrgd.spec.sweeps import Plan, expand, plan
+
+    text = ("name: p\ndataset: digits\nnetwork: mlp\nhidden: [64]\nval_size: 300\n"
+            "algorithm: [bp, fa]\ndecor: [false, true]\ndecor_lr: [1.0e-2, 1.0e-3, 1.0e-4]\n"
+            "lr: [1.0e-1, 1.0e-2, 1.0e-3, 1.0e-4, 1.0e-5, 1.0e-6]\nseed: [0, 1]\n"
+            "epochs: 27\nbatch_size: 64\nprune: {}\n")
+    sweep = parse_spec(text)
+    for counted in (plan(sweep), Plan.of_runs(sweep, expand(sweep))):
+        out = Console(record=True, width=250)
+        estimate(out, sweep, counted, device="cpu", group_size=None, free=2**34)
+        shown = out.export_text()
+        # per rule and seed: decor off 6 runs (34 epochs), decor on 18 runs (60 epochs)
+        assert "96 runs, 2592 epochs" in shown
+        assert "expected 376 epochs (15 % of the full grid's)" in shown

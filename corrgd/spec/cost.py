@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from corrgd.spec.config import RunConfig
+from corrgd.spec.pruning import Pruning, expected_epochs
 from corrgd.spec.sizing import (
     auto_group_size,
     dataset_shape,
@@ -66,6 +67,19 @@ def curve_costs(plan: Plan) -> dict[tuple[str, str], tuple[int, int, float]]:
         runs, epochs, macs = costs.get(key, (0, 0, 0.0))
         costs[key] = (runs + group.runs, epochs + group.epochs, macs + group.runs * run_macs(r))
     return dict(sorted(costs.items()))
+
+
+def pruned_cost(plan: Plan, pruning: Pruning) -> tuple[float, float]:
+    """(epochs, MACs) the sweep is expected to train with `pruning`: each rung group's runs
+    as `spec.pruning.expected_epochs` stops them, a run's MACs in proportion to its epochs."""
+    epochs = macs = 0.0
+    for group in plan.groups.values():
+        c = group.config
+        trained = group.runs / group.lr_combos * expected_epochs(pruning, group.lr_combos,
+                                                                  c.epochs)
+        epochs += trained
+        macs += run_macs(c) * trained / max(1, c.epochs)
+    return epochs, macs
 
 
 @dataclass

@@ -35,6 +35,7 @@ import itertools
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +46,8 @@ from pydantic import ValidationError
 
 from corrgd.data import catalog
 from corrgd.spec.config import CURVE_KEYS, PER_MEMBER, FieldError, RunConfig, field_names
+from corrgd.spec.pruning import LR_SETTINGS, Pruning, prune_key
 from corrgd.spec.pruning import METRICS as PRUNE_METRICS
-from corrgd.spec.pruning import Pruning
 
 RESERVED = ("name", "description", "select", "prune", "grids")
 SELECT_METRICS = ("val_acc", "val_loss", "test_acc", "test_loss", "train_acc", "train_loss")
@@ -322,6 +323,7 @@ class GroupCount:
 
     config: RunConfig
     runs: int
+    lr_combos: int = 1  # runs of a rung group: learning-rate settings per seed (`pruning`)
 
     @property
     def epochs(self) -> int:
@@ -350,12 +352,13 @@ class Plan:
     def of_runs(cls, sweep: Sweep, runs: Iterable[RunConfig]) -> Plan:
         """The plan of runs already expanded (e.g. `expand(sweep)` of a small sweep)."""
         configs: dict[str, RunConfig] = {}
-        counts: dict[str, int] = {}
+        counts: dict[str, Counter[str]] = {}  # group key -> runs per rung group
         for run in runs:
             key = run.group_key()
             configs.setdefault(key, run)
-            counts[key] = counts.get(key, 0) + 1
-        return cls(sweep, {k: GroupCount(configs[k], n) for k, n in counts.items()})
+            counts.setdefault(key, Counter())[prune_key(run)] += 1
+        return cls(sweep, {k: GroupCount(configs[k], n.total(), max(n.values()))
+                           for k, n in counts.items()})
 
 
 def needs_confirmation(count: int) -> bool:
@@ -389,9 +392,11 @@ def plan(sweep: Sweep, best_params: BestParamsLookup | None = None) -> Plan:
             configs.setdefault(key, config)
             boxes.setdefault(key, []).append(box)
     groups, exact = {}, True
+    lrs = [PER_MEMBER.index(k) for k in LR_SETTINGS]
     for key, config in configs.items():
         runs, counted = _union_size(boxes[key])
-        groups[key] = GroupCount(config, runs)
+        combos = max(math.prod(len(box[i]) for i in lrs) for box in boxes[key])
+        groups[key] = GroupCount(config, runs, combos)
         exact = exact and counted
     return Plan(sweep, groups, exact)
 
