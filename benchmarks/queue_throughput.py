@@ -5,7 +5,7 @@
     CORRGD_TEST_PG_URL=... python benchmarks/queue_throughput.py
 
 Each phase runs every run through one call at a time from one process (the
-worst case: one transaction per call), except ``concurrent``, where
+worst case: groups of one, one transaction per call), except ``concurrent``, where
 ``--workers`` processes loop claim -> log epochs -> finish on a second sweep.
 PostgreSQL runs in a throwaway schema that is dropped afterwards.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, make_url, text
 
-from corrgd.storage import RunSpec, open_db
+from corrgd.storage import EpochEntry, MetricRow, ResultsDB, RunOutcome, RunSpec, open_db
 
 LEASE = 600.0
 
@@ -39,19 +39,26 @@ def make_runs(n: int, tag: str) -> list[RunSpec]:
     return runs
 
 
-def epoch_rows(epoch: int, splits: int) -> list[dict[str, object]]:
+def epoch_rows(epoch: int, splits: int) -> list[MetricRow]:
     diagnostics = {f"layer{i}": {"offdiag": 0.01, "angle_bp": 30.0} for i in range(3)}
     return [
-        {
-            "split": split,
-            "loss": 1.0 / (epoch + 1),
-            "accuracy": 0.9,
-            "top5": 0.99,
-            "seconds": 1.5,
-            "diagnostics": diagnostics,
-        }  # fmt: skip
+        MetricRow(split, 1.0 / (epoch + 1), 0.9, seconds=1.5, top5=0.99, diagnostics=diagnostics)
         for split in ("train", "val", "test")[:splits]
     ]
+
+
+def claim_one(db: ResultsDB, worker: str, sweep: str | None = None) -> int | None:
+    """The id of the next run, claimed alone (a group of one); None when none is left."""
+    group = db.claim_group(worker, "cpu", sweep=sweep, lease_seconds=LEASE, max_members=1)
+    return group[0].run_id if group else None
+
+
+def log_epoch(db: ResultsDB, run_id: int, epoch: int, splits: int, worker: str) -> None:
+    assert db.log_epochs([EpochEntry(run_id, epoch, epoch_rows(epoch, splits))], worker) == []
+
+
+def finish(db: ResultsDB, run_id: int, worker: str) -> None:
+    assert db.finish_runs([RunOutcome(run_id, "done")], worker) == []
 
 
 def report(backend: str, phase: str, n: int, unit: str, seconds: float) -> None:
@@ -71,10 +78,10 @@ def _concurrent_worker(
 ) -> None:
     db = open_db(url)
     barrier.wait()  # start together, once every process has imported and connected
-    while (run := db.claim_run(name, "cpu", sweep=sweep, lease_seconds=LEASE)) is not None:
+    while (run_id := claim_one(db, name, sweep)) is not None:
         for epoch in range(epochs):
-            db.log_epoch(run.run_id, epoch, epoch_rows(epoch, splits), name)
-        db.finish_run(run.run_id, "done", worker=name)
+            log_epoch(db, run_id, epoch, splits, name)
+        finish(db, run_id, name)
     db.close()
 
 
@@ -90,29 +97,30 @@ def bench(backend: str, url: str, args: argparse.Namespace) -> None:
     claimed: list[int] = []
 
     def claim_all() -> None:
-        while (run := db.claim_run("bench:1", "cpu", lease_seconds=LEASE)) is not None:
-            claimed.append(run.run_id)
+        while (run_id := claim_one(db, "bench:1")) is not None:
+            claimed.append(run_id)
 
-    report(backend, "claim_run", n, "runs", timed(claim_all))
+    report(backend, "claim_group (groups of one)", n, "runs", timed(claim_all))
     assert len(claimed) == n
 
     def log_all() -> None:
         for epoch in range(epochs):
             for run_id in claimed:
-                db.log_epoch(run_id, epoch, epoch_rows(epoch, splits), "bench:1")
+                log_epoch(db, run_id, epoch, splits, "bench:1")
 
-    report(backend, f"log_epoch ({splits} splits)", n * epochs, "epochs", timed(log_all))
+    report(backend, f"log_epochs (1 run, {splits} splits)", n * epochs, "epochs",
+           timed(log_all))
 
     def heartbeat_all() -> None:
         for run_id in claimed:
-            db.heartbeat(run_id, "bench:1")
+            assert db.heartbeat_runs([run_id], "bench:1") == []
 
     def finish_all() -> None:
         for run_id in claimed:
-            db.finish_run(run_id, "done", worker="bench:1")
+            finish(db, run_id, "bench:1")
 
-    report(backend, "heartbeat", n, "calls", timed(heartbeat_all))
-    report(backend, "finish_run", n, "runs", timed(finish_all))
+    report(backend, "heartbeat_runs (1 run)", n, "calls", timed(heartbeat_all))
+    report(backend, "finish_runs (1 run)", n, "runs", timed(finish_all))
     report(backend, "runs_frame", n, "rows", timed(lambda: db.runs_frame("b")))
     rows = n * epochs * splits
     report(backend, "epochs_frame", rows, "rows", timed(lambda: db.epochs_frame("b")))

@@ -33,8 +33,7 @@ from corrgd.learn.losses import get_loss
 from corrgd.learn.models import build_network
 from corrgd.learn.rules import make_rule
 from corrgd.results.reports import ReportError
-from corrgd.run.runner import run
-from corrgd.spec.config import RunConfig
+from corrgd.run.worker import Worker
 from corrgd.spec.sweeps import expand, parse_spec
 from corrgd.storage import ResultsDB, RunSpec, open_db
 
@@ -241,19 +240,6 @@ diagnostics: false
 """
 
 
-class DBReporter:
-    """Logs each epoch of a run (and its checkpoint) as a worker would."""
-
-    def __init__(self, db: ResultsDB, run_id: int, worker: str) -> None:
-        self.db, self.run_id, self.worker = db, run_id, worker
-
-    def epoch_end(self, epoch: int, rows: list[dict[str, Any]], checkpoint: str | None) -> None:
-        self.db.log_epoch(self.run_id, epoch, rows, self.worker, checkpoint)
-
-    def progress(self, epoch: int, step: int, steps: int, loss: float) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def copi_db(tmp_path_factory: pytest.TempPathFactory) -> ResultsDB:
     folder = tmp_path_factory.mktemp("copi")
@@ -262,13 +248,7 @@ def copi_db(tmp_path_factory: pytest.TempPathFactory) -> ResultsDB:
     specs = [RunSpec(config=r.model_dump(mode="json"),
                      axes={k: getattr(r, k) for k in sweep.axes}) for r in expand(sweep)]
     db.add_sweep(sweep.name, sweep.text, specs)
-    worker = "test-worker"
-    while (claimed := db.claim_run(worker, "cpu", sweep=sweep.name,
-                                   lease_seconds=600)) is not None:
-        result = run(RunConfig(**claimed.config),
-                     checkpoint=folder / "checkpoints" / f"{claimed.config_hash}.pt",
-                     reporter=DBReporter(db, claimed.run_id, worker))
-        db.finish_run(claimed.run_id, result.status, worker=worker)
+    Worker(db, sweep=sweep.name, checkpoint_dir=folder / "checkpoints", group_size=1).run()
     return db
 
 

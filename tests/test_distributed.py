@@ -34,7 +34,7 @@ from slurm_cluster import slurm_conf_or_skip
 from corrgd.run.executors import slurm_job_states
 from corrgd.run.runner import run
 from corrgd.spec.config import RunConfig
-from corrgd.storage import ResultsDB, UnknownSweep, open_db
+from corrgd.storage import MetricRow, ResultsDB, UnknownSweep, open_db
 
 SPLITS = ("train", "val", "test")
 HOST = socket.gethostname()
@@ -129,9 +129,9 @@ def straight_run_rows(config: dict[str, Any]) -> dict[tuple[int, str], tuple[flo
     rows: dict[tuple[int, str], tuple[float, float]] = {}
 
     class Collect:
-        def epoch_end(self, epoch: int, epoch_rows: list[dict[str, Any]],
+        def epoch_end(self, epoch: int, epoch_rows: list[MetricRow],
                       checkpoint: str | None) -> None:
-            rows.update({(epoch, r["split"]): (r["loss"], r["accuracy"]) for r in epoch_rows})
+            rows.update({(epoch, r.split): (r.loss, r.accuracy) for r in epoch_rows})
 
         def progress(self, epoch: int, step: int, steps: int, loss: float) -> None:
             pass

@@ -23,6 +23,7 @@ import pytest
 
 from corrgd.run.runner import MemberEpoch, load_data, run, train_group
 from corrgd.spec.config import RunConfig
+from corrgd.storage import MetricRow
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
 
@@ -65,7 +66,7 @@ def configs(rule: str, kind: str, decor: bool) -> list[RunConfig]:
 
 class Recorder:
     def __init__(self, members: int) -> None:
-        self.rows: list[list[list[dict[str, Any]]]] = [[] for _ in range(members)]
+        self.rows: list[list[list[MetricRow]]] = [[] for _ in range(members)]
         self.status: list[str] = [""] * members
 
     def epoch_end(self, epoch: int, members: list[MemberEpoch]) -> None:
@@ -79,23 +80,24 @@ class Recorder:
 
 class Alone:
     def __init__(self) -> None:
-        self.rows: list[list[dict[str, Any]]] = []
+        self.rows: list[list[MetricRow]] = []
 
-    def epoch_end(self, epoch: int, rows: list[dict[str, Any]], checkpoint: str | None) -> None:
+    def epoch_end(self, epoch: int, rows: list[MetricRow], checkpoint: str | None) -> None:
         self.rows.append(rows)
 
     def progress(self, epoch: int, step: int, steps: int, loss: float) -> None:
         pass
 
 
-def assert_same_rows(grouped: list[list[dict[str, Any]]], alone: list[list[dict[str, Any]]],
+def assert_same_rows(grouped: list[list[MetricRow]], alone: list[list[MetricRow]],
                      label: str) -> None:
     assert len(grouped) == len(alone) == 4, label  # epochs 0-3
     for epoch, (rows_g, rows_a) in enumerate(zip(grouped, alone, strict=True)):
         for g, a in zip(rows_g, rows_a, strict=True):
-            assert g["split"] == a["split"]
+            assert g.split == a.split
             for key in ("loss", "accuracy"):
-                assert g[key] == a[key], (label, epoch, g["split"], key, g[key] - a[key])
+                got, want = getattr(g, key), getattr(a, key)
+                assert got == want, (label, epoch, g.split, key, got - want)
 
 
 @pytest.mark.parametrize("rule,kind,decor", CASES,

@@ -18,11 +18,12 @@ from typing import Any
 import cli_helper
 import pytest
 import torch
+from queue_helper import claim_one
 
 from corrgd.run.runner import NullReporter, run
 from corrgd.run.worker import Worker
 from corrgd.spec.config import RunConfig
-from corrgd.storage import open_db
+from corrgd.storage import MetricRow, RunOutcome, open_db
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -160,7 +161,7 @@ class StopAfter(NullReporter):
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def epoch_end(self, epoch: int, rows: list[dict[str, Any]], checkpoint: str | None) -> None:
+    def epoch_end(self, epoch: int, rows: list[MetricRow], checkpoint: str | None) -> None:
         if epoch == self.epoch:
             raise KeyboardInterrupt
 
@@ -253,10 +254,10 @@ def test_failed_runs_are_listed_with_their_error_and_retried(folder: Path) -> No
     url = db_url(folder)
     enqueue(folder, url)
     db = open_db(url)
-    claimed = db.claim_run("w", "cpu", sweep="tiny", lease_seconds=60)
+    claimed = claim_one(db, "w", sweep="tiny")
     assert claimed is not None
-    db.finish_run(claimed.run_id, "failed", "RuntimeError: out of memory\nTraceback ...",
-                  worker="w")
+    db.finish_runs([RunOutcome(claimed.run_id, "failed",
+                               "RuntimeError: out of memory\nTraceback ...")], "w")
     status = cli("status", "--sweep", "tiny", "--db", url, cwd=folder)
     assert status.exit_code == 0
     assert "RuntimeError: out of memory" in status.output and "--retry-failed" in status.output
@@ -274,8 +275,9 @@ def test_worker_retry_failed_puts_failed_runs_back(folder: Path) -> None:
     url = db_url(folder)
     enqueue(folder, url)
     db = open_db(url)
-    claimed = db.claim_run("w", "cpu", sweep="tiny", lease_seconds=60)
-    db.finish_run(claimed.run_id, "failed", "boom", worker="w")
+    claimed = claim_one(db, "w", sweep="tiny")
+    assert claimed is not None
+    db.finish_runs([RunOutcome(claimed.run_id, "failed", "boom")], "w")
     result = cli("worker", "--db", url, "--retry-failed", "--checkpoint-dir",
                  str(folder / "checkpoints"), cwd=folder)
     assert result.exit_code == 0 and "1 failed runs back in the queue" in result.output
@@ -286,18 +288,20 @@ def test_a_run_whose_workers_keep_dying_is_failed_after_max_attempts(folder: Pat
     url = db_url(folder)
     enqueue(folder, url)
     db = open_db(url)
-    first = db.claim_run("w1", "cpu", sweep="tiny", lease_seconds=60, max_attempts=3)
+    first = claim_one(db, "w1", sweep="tiny", max_attempts=3)
+    assert first is not None
     for worker in ("w2", "w3"):  # its worker dies; the lease expires; another claims it
-        again = db.claim_run(worker, "cpu", sweep="tiny", lease_seconds=0, max_attempts=3)
+        again = claim_one(db, worker, sweep="tiny", lease_seconds=0, max_attempts=3)
         assert again is not None and again.run_id == first.run_id
     # third death: not reclaimed again, failed with the reason
-    nxt = db.claim_run("w4", "cpu", sweep="tiny", lease_seconds=0, max_attempts=3)
+    nxt = claim_one(db, "w4", sweep="tiny", lease_seconds=0, max_attempts=3)
     runs = db.runs_frame("tiny").set_index("run_id")
     assert runs.loc[first.run_id, "status"] == "failed"
     assert "gave up after 3 attempts" in runs.loc[first.run_id, "error"]
     assert nxt is None or nxt.run_id != first.run_id
     # the same for runs given back because their worker process is known dead
-    orphan = db.claim_run("host:1", "cpu", sweep="tiny", lease_seconds=60)
+    orphan = claim_one(db, "host:1", sweep="tiny")
+    assert orphan is not None
     assert db.give_back_dead([orphan.run_id], "host:1", max_attempts=1) == [orphan.run_id]
     assert db.runs_frame("tiny").set_index("run_id").loc[orphan.run_id, "status"] == "failed"
 

@@ -104,9 +104,9 @@ def test_gpu_kernels_train_as_the_cpu_kernels(rule: str, kind: str, decor: bool,
         for epoch, (cpu, gpu) in enumerate(zip(rows["cpu"][member], rows["gpu"][member],
                                                strict=True)):
             for a, b in zip(cpu, gpu, strict=True):
-                where = (member, epoch, a["split"])
-                assert b["loss"] == pytest.approx(a["loss"], rel=1e-10, abs=0), where
-                assert b["accuracy"] == a["accuracy"], where
+                where = (member, epoch, a.split)
+                assert b.loss == pytest.approx(a.loss, rel=1e-10, abs=0), where
+                assert b.accuracy == a.accuracy, where
     cpu, gpu = used["cpu"], used["gpu"]
     if "conv" in kind:
         assert gpu.get("grouped conv") and not cpu.get("grouped conv")

@@ -23,6 +23,7 @@ import torch
 from corrgd.data import DataNotFoundError, DataSplits, Split, load_dataset
 from corrgd.run.runner import NullReporter, run
 from corrgd.spec.config import RunConfig
+from corrgd.storage import MetricRow
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
 
@@ -88,8 +89,8 @@ class TrainLoss(NullReporter):
     def __init__(self) -> None:
         self.losses: list[float] = []
 
-    def epoch_end(self, epoch: int, rows: list[dict[str, Any]], checkpoint: str | None) -> None:
-        self.losses.append(next(r["loss"] for r in rows if r["split"] == "train"))
+    def epoch_end(self, epoch: int, rows: list[MetricRow], checkpoint: str | None) -> None:
+        self.losses.append(next(r.loss for r in rows if r.split == "train"))
 
 
 def train_losses(data: dict[bool, DataSplits], settings: dict[str, Any], seed: int

@@ -9,9 +9,19 @@ from typing import Any
 import pytest
 import torch
 
+from corrgd.learn.losses import get_loss
 from corrgd.learn.rules import NodePerturbation
-from corrgd.run.runner import MemberEpoch, learning_rates, run, train_group
+from corrgd.learn.training import evaluate
+from corrgd.run.runner import (
+    MemberEpoch,
+    learning_rates,
+    load_data,
+    load_trained,
+    run,
+    train_group,
+)
 from corrgd.spec.config import RunConfig
+from corrgd.storage import MetricRow
 
 CONFIG = dict(dataset="digits", network="mlp", hidden=[32], algorithm="bp", decor=True,
               decor_lr=1e-3, lr=1e-3, epochs=4, batch_size=64, val_size=200, seed=3)
@@ -19,10 +29,10 @@ CONFIG = dict(dataset="digits", network="mlp", hidden=[32], algorithm="bp", deco
 
 class Recorder:
     def __init__(self, stop_after: int | None = None) -> None:
-        self.epochs: list[tuple[int, list[dict[str, Any]]]] = []
+        self.epochs: list[tuple[int, list[MetricRow]]] = []
         self.stop_after = stop_after
 
-    def epoch_end(self, epoch: int, rows: list[dict[str, Any]], checkpoint: str | None) -> None:
+    def epoch_end(self, epoch: int, rows: list[MetricRow], checkpoint: str | None) -> None:
         self.epochs.append((epoch, rows))
         if self.stop_after is not None and epoch == self.stop_after:
             raise KeyboardInterrupt  # as if the process died right after this epoch
@@ -37,18 +47,21 @@ def test_epoch_zero_then_every_epoch_with_all_splits() -> None:
     assert result.status == "done"
     assert [e for e, _ in rec.epochs] == [0, 1, 2, 3, 4]
     for epoch, rows in rec.epochs:
-        assert [r["split"] for r in rows] == ["train", "val", "test"]
-        assert (rows[0]["seconds"] > 0) == (epoch > 0)
-        layers = rows[0]["diagnostics"]["layers"]
+        assert [r.split for r in rows] == ["train", "val", "test"]
+        assert (rows[0].seconds > 0) == (epoch > 0)
+        assert rows[0].diagnostics is not None and rows[1].diagnostics is None
+        layers = rows[0].diagnostics["layers"]
         assert len(layers) == 2 and {"offdiag_corr", "gain", "norm_ratio"} <= set(layers[0])
     first, last = rec.epochs[0][1][0], rec.epochs[-1][1][0]
-    assert last["loss"] < first["loss"]
+    assert last.loss < first.loss
 
 
-@pytest.mark.parametrize("layout", ["json", "pickled"])
+@pytest.mark.parametrize("layout", ["json", "pickled", "last rows"])
 def test_resume_after_kill_continues_where_it_stopped_and_matches(tmp_path: Path,
                                                                   layout: str) -> None:
-    """`pickled`: a checkpoint written before the rows were kept as JSON text resumes too."""
+    """Checkpoints of older layouts resume too, their rows being dicts: `pickled`, written
+    before the rows were kept as JSON text; `last rows`, before checkpoints kept every
+    epoch's rows (only the last epoch is reported again)."""
     config = RunConfig(**CONFIG)
     straight = Recorder()
     run(config, reporter=straight)
@@ -57,23 +70,26 @@ def test_resume_after_kill_continues_where_it_stopped_and_matches(tmp_path: Path
     killed = Recorder(stop_after=2)
     with pytest.raises(KeyboardInterrupt):
         run(config, reporter=killed, checkpoint=ckpt)
-    if layout == "pickled":
+    if layout != "json":
         state = torch.load(ckpt, weights_only=False)
-        state["history"] = json.loads(state.pop("history_json"))
-        state["rows"] = state["history"][-1]["rows"]
+        history = json.loads(state.pop("history_json"))
+        state["rows"] = history[-1]["rows"]
+        if layout == "pickled":
+            state["history"] = history
         torch.save(state, ckpt)
     resumed = Recorder()
     result = run(config, reporter=resumed, checkpoint=ckpt)
     assert result.status == "done"
     # every epoch the checkpoint holds is reported again (reporters upsert), with the very
     # numbers first reported, diagnostics included; then training goes on
-    assert [e for e, _ in resumed.epochs] == [0, 1, 2, 3, 4]
-    assert resumed.epochs[:3] == killed.epochs
-    for (e1, rows1), (e2, rows2) in zip(straight.epochs, resumed.epochs, strict=True):
+    first = 2 if layout == "last rows" else 0
+    assert [e for e, _ in resumed.epochs] == list(range(first, 5))
+    assert resumed.epochs[:3 - first] == killed.epochs[first:]
+    for (e1, rows1), (e2, rows2) in zip(straight.epochs[first:], resumed.epochs, strict=True):
         assert e1 == e2
         for r1, r2 in zip(rows1, rows2, strict=True):
-            assert r1["loss"] == pytest.approx(r2["loss"], rel=1e-5)
-            assert r1["accuracy"] == r2["accuracy"]
+            assert r1.loss == pytest.approx(r2.loss, rel=1e-5)
+            assert r1.accuracy == r2.accuracy
 
 
 @pytest.mark.parametrize("damage", ["other config", "truncated", "not a checkpoint"])
@@ -94,12 +110,29 @@ def test_a_checkpoint_it_cannot_use_is_set_aside_and_the_run_starts_afresh(
         result = run(config, reporter=again, checkpoint=ckpt)
     assert result.status == "done"
     assert [e for e, _ in again.epochs] == [0, 1, 2]  # from scratch
-    assert [r["loss"] for _, rows in again.epochs for r in rows] == \
-        [r["loss"] for _, rows in straight.epochs for r in rows]
+    assert [r.loss for _, rows in again.epochs for r in rows] == \
+        [r.loss for _, rows in straight.epochs for r in rows]
     (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith("run.pt.")]
     message = caplog.records[-1].getMessage()
     assert str(ckpt) in message and aside.name in message and "\n" not in message
     assert torch.load(ckpt, weights_only=False)["epoch"] == 2  # a sound checkpoint again
+
+
+def test_load_trained_gives_the_network_a_checkpoint_holds(tmp_path: Path) -> None:
+    config = RunConfig(**{**CONFIG, "epochs": 2})
+    ckpt = tmp_path / "run.pt"
+    result = run(config, checkpoint=ckpt)
+    data = load_data(config)
+    net, epoch = load_trained(config, data, ckpt)
+    assert epoch == 2
+    assert data.test is not None
+    (test,) = evaluate(net, [(data.eval_transform(data.test.x), data.test.y)],
+                       get_loss(config.loss))
+    final = {r.split: r for r in result.final}["test"]
+    assert (test["loss"], test["accuracy"]) == (pytest.approx(final.loss), final.accuracy)
+    with pytest.raises(ValueError, match="another config"):
+        load_trained(RunConfig(**{**CONFIG, "epochs": 3}), data, ckpt)
+    assert [p.name for p in tmp_path.iterdir()] == ["run.pt"]  # only read, not set aside
 
 
 def test_nan_loss_marks_run_diverged_and_stops() -> None:
@@ -173,7 +206,7 @@ def test_np_rules_draw_each_epochs_noise_from_its_own_stream(
 
 class GroupRecorder:
     def __init__(self) -> None:
-        self.epochs: dict[int, list[tuple[int, list[dict[str, Any]], str]]] = {}
+        self.epochs: dict[int, list[tuple[int, list[MetricRow], str]]] = {}
 
     def epoch_end(self, epoch: int, members: list[MemberEpoch]) -> None:
         for m in members:
@@ -202,7 +235,7 @@ def test_a_group_trains_each_member_as_it_would_train_alone() -> None:
         assert [e for e, _, _ in grouped] == [e for e, _ in alone.epochs] == [0, 1, 2, 3]
         for (_, rows1, _), (_, rows2) in zip(grouped, alone.epochs, strict=True):
             for r1, r2 in zip(rows1, rows2, strict=True):
-                assert r1["split"] == r2["split"]
-                assert r1["loss"] == pytest.approx(r2["loss"], rel=1e-5)
-                assert r1["accuracy"] == r2["accuracy"]
+                assert r1.split == r2.split
+                assert r1.loss == pytest.approx(r2.loss, rel=1e-5)
+                assert r1.accuracy == r2.accuracy
     assert rec.epochs[2][-1][2] == "diverged"

@@ -13,12 +13,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from queue_helper import claim_one, record
 from typer.testing import CliRunner
 
 from corrgd.results import analysis
 from corrgd.spec.config import CURVE_KEYS, RunConfig
 from corrgd.spec.sweeps import Sweep, expand, load_spec
-from corrgd.storage import ResultsDB, RunSpec, open_db
+from corrgd.storage import MetricRow, ResultsDB, RunSpec, open_db
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 LRS = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7]
@@ -162,17 +163,14 @@ def fill_table2(db: ResultsDB) -> None:
              for r in expand(sweep)]
     _, added = db.add_sweep(sweep.name, sweep.text, specs)
     assert added == EXPECTED_RUNS["table2"]
-    worker = "test-worker"
-    while (run := db.claim_run(worker, "cpu", sweep="table2", lease_seconds=60)) is not None:
+    while (run := claim_one(db, "test-worker", sweep="table2")) is not None:
         config = RunConfig(**run.config)
         best_lr, best_decor_lr = CRGD_TABLE2[curve(config)]
         miss = abs(math.log10(config.lr / best_lr))
         if config.decor:
             miss += abs(math.log10(config.decor_lr / best_decor_lr))
-        for epoch, accuracy in ((0, 0.1), (1, 0.9 - 0.05 * miss), (2, 0.85 - 0.05 * miss)):
-            db.log_epoch(run.run_id, epoch, [{"split": "val", "loss": 1.0 - accuracy,
-                                              "accuracy": accuracy, "seconds": 0.0}], worker)
-        db.finish_run(run.run_id, "done", worker=worker)
+        record(db, run, [[MetricRow("val", 1.0 - accuracy, accuracy, seconds=0.0)]
+                         for accuracy in (0.1, 0.9 - 0.05 * miss, 0.85 - 0.05 * miss)], "done")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import pickle
-import queue
 import shutil
 import threading
 import time
@@ -16,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from queue_helper import claim_one
 from sqlalchemy import create_engine, inspect, text
 
 from corrgd.spec.config import canonical_json, config_hash
 from corrgd.storage import (
-    LostLease,
+    EpochEntry,
+    MetricRow,
     ResultsDB,
+    RunOutcome,
     RunSpec,
     SchemaTooNew,
     UnknownSweep,
@@ -44,18 +46,19 @@ def make_runs(n: int, start: int = 0, **fixed: object) -> list[RunSpec]:
     return specs
 
 
-def epoch_rows(epoch: int, loss: float = 1.0) -> list[dict[str, object]]:
+def epoch_rows(epoch: int, loss: float = 1.0) -> list[MetricRow]:
     return [
-        {"split": "train", "loss": loss, "accuracy": 0.5, "seconds": 0.1 * epoch},
-        {
-            "split": "val",
-            "loss": loss + 0.1,
-            "accuracy": 0.4,
-            "top5": 0.9,
-            "seconds": 0.1 * epoch,
-            "diagnostics": {"layer0": {"offdiag": 0.01 * epoch, "angle_bp": 12.5}},
-        },
+        MetricRow("train", loss, 0.5, seconds=0.1 * epoch),
+        MetricRow("val", loss + 0.1, 0.4, seconds=0.1 * epoch, top5=0.9,
+                  diagnostics={"layer0": {"offdiag": 0.01 * epoch, "angle_bp": 12.5}}),
     ]
+
+
+def log(db: ResultsDB, run_id: int, worker: str, epochs: range, loss: float = 1.0,
+        checkpoint_path: str | None = None) -> None:
+    """Log `epochs` of a run `worker` owns, in one transaction."""
+    entries = [EpochEntry(run_id, e, epoch_rows(e, loss), checkpoint_path) for e in epochs]
+    assert db.log_epochs(entries, worker) == []
 
 
 def count(db: ResultsDB, table: str) -> int:
@@ -120,9 +123,9 @@ def downgrade():
 def test_upgrade_from_older_revision_keeps_data(db_url: str, tmp_path: Path) -> None:
     with open_db(db_url) as old:  # a database written by "this" corrgd
         old.add_sweep("s", "spec", make_runs(4))
-        run = old.claim_run("w", "cpu", lease_seconds=LEASE)
+        run = claim_one(old, "w")
         assert run is not None
-        old.log_epoch(run.run_id, 0, epoch_rows(0), "w")
+        log(old, run.run_id, "w", range(1))
     # a "newer corrgd" ships one more migration
     newer = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, newer, ignore=shutil.ignore_patterns("__pycache__"))
@@ -240,20 +243,6 @@ def test_axis_columns_come_from_axes_then_config(db: ResultsDB) -> None:
 # -- claiming, leases and logging ---------------------------------------------------
 
 
-def _worker_process(url: str, barrier: Any, results: Any, name: str) -> None:
-    barrier.wait()  # all processes open the fresh database at the same moment
-    db = open_db(url)
-    barrier.wait()  # the parent has enqueued the sweep
-    claimed: list[int] = []
-    while (run := db.claim_run(name, "cpu", lease_seconds=LEASE)) is not None:
-        claimed.append(run.run_id)
-        for epoch in range(3):
-            db.log_epoch(run.run_id, epoch, epoch_rows(epoch), name)
-        db.finish_run(run.run_id, "done", worker=name)
-    db.close()
-    results.put((name, claimed))
-
-
 def _open_fresh(path: str, barrier: Any, results: Any) -> None:
     engine = make_engine(f"sqlite:///{path}")  # connects on first use
     barrier.wait()  # every process opens the new file at the same moment
@@ -283,152 +272,72 @@ def test_processes_opening_a_new_sqlite_file_at_once_all_get_it_in_wal_mode(
         assert outcomes == ["wal"] * 6, outcomes
 
 
-def test_claim_exactly_once_across_processes(db_url: str) -> None:
-    """4 processes migrate a fresh database at once, then drain a 40-run queue together."""
-    ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(5, timeout=60), ctx.Queue()
-    procs = [
-        ctx.Process(target=_worker_process, args=(db_url, barrier, results, f"host:{i}"))
-        for i in range(4)
-    ]
-    for p in procs:
-        p.start()
-    try:
-        barrier.wait()
-        with open_db(db_url) as db:
-            db.add_sweep("s", "spec", make_runs(40))
-        barrier.wait()
-    except BaseException:
-        barrier.abort()
-        raise
-    claims: dict[str, list[int]] = {}
-    deadline = time.monotonic() + 120
-    while len(claims) < len(procs):
-        try:
-            name, ids = results.get(timeout=0.5)
-        except queue.Empty:
-            crashed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
-            assert not crashed, f"a worker process failed (exit codes {crashed})"
-            assert time.monotonic() < deadline, "workers did not finish in time"
-            continue
-        claims[name] = ids
-    for p in procs:
-        p.join(timeout=30)
-        assert p.exitcode == 0
-    claimed = [run_id for ids in claims.values() for run_id in ids]
-    with open_db(db_url) as db:
-        runs = db.runs_frame("s")
-        epochs = db.epochs_frame("s")
-    assert sorted(claimed) == sorted(runs["run_id"])  # every run claimed, none twice
-    assert set(runs["status"]) == {"done"} and set(runs["attempts"]) == {1}
-    assert set(runs["last_epoch"]) == {2}
-    for worker, ids in claims.items():  # recorded as run by whoever claimed it
-        assert set(runs.loc[runs["run_id"].isin(ids), "worker"]) <= {worker}
-    assert len(epochs) == 40 * 3 * 2
-    assert not epochs.duplicated(["run_id", "epoch", "split"]).any()
-
-
-def test_claim_order_sweep_filter_and_empty_queue(db: ResultsDB) -> None:
+def test_claim_order_and_what_a_claim_hands_out(db: ResultsDB) -> None:
+    """The oldest claimable run first, of any sweep unless one is named; it comes with its
+    config, axes and hash, and is marked running on the device with a fresh heartbeat."""
     db.add_sweep("a", "spec", make_runs(2))
     db.add_sweep("b", "spec", make_runs(2, start=10))
-    run = db.claim_run("w", "cuda:0", sweep="b", lease_seconds=LEASE, slurm_job_id="123")
-    assert run is not None and run.sweep == "b" and run.axes["seed"] == 10
-    assert run.config["seed"] == 10 and run.attempts == 1 and run.last_epoch == -1
+    [run] = db.claim_group("w", "cuda:0", sweep="b", lease_seconds=LEASE, max_members=1,
+                           slurm_job_id="123")
+    assert run.sweep == "b" and run.axes["seed"] == 10 and run.config["seed"] == 10
+    assert (run.attempts, run.last_epoch, run.checkpoint_path) == (1, -1, None)
     assert run.config_hash == config_hash(run.config)
-    first = db.claim_run("w", "cpu", lease_seconds=LEASE)
+    first = claim_one(db, "w")
     assert first is not None and first.sweep == "a" and first.axes["seed"] == 0
-    assert db.claim_run("w", "cpu", sweep="b", lease_seconds=LEASE) is not None
-    assert db.claim_run("w", "cpu", sweep="b", lease_seconds=LEASE) is None
-    with pytest.raises(UnknownSweep):
-        db.claim_run("w", "cpu", sweep="nope", lease_seconds=LEASE)
+    assert claim_one(db, "w", sweep="b") is not None
+    assert claim_one(db, "w", sweep="b") is None
     row = db.runs_frame("b").set_index("run_id").loc[run.run_id]
     assert row["status"] == "running" and row["device"] == "cuda:0"
     assert row["slurm_job_id"] == "123" and row["heartbeat_at"] is not None
 
 
-def test_stale_lease_is_reclaimed_and_zombie_refused(db: ResultsDB) -> None:
+def test_a_runs_progress_passes_to_whoever_takes_it_over(db: ResultsDB) -> None:
+    """Reclaimed once its lease expired, or released: the next worker resumes the run from
+    its last epoch and checkpoint."""
     db.add_sweep("s", "spec", make_runs(1))
-    run = db.claim_run("host:1", "cpu", lease_seconds=LEASE)
+    run = claim_one(db, "host:1")
     assert run is not None
-    db.log_epoch(run.run_id, 0, epoch_rows(0), "host:1", checkpoint_path="/ck/0.pt")
-    assert db.claim_run("host:2", "cpu", lease_seconds=LEASE) is None  # lease still valid
+    log(db, run.run_id, "host:1", range(1), checkpoint_path="/ck/0.pt")
+    assert claim_one(db, "host:2") is None  # the lease is still valid
     time.sleep(0.05)
-    again = db.claim_run("host:2", "cpu", lease_seconds=0.01)  # host:1 looks dead
+    again = claim_one(db, "host:2", lease_seconds=0.01)  # host:1 looks dead
     assert again is not None and again.run_id == run.run_id
-    assert again.attempts == 2 and again.last_epoch == 0 and again.checkpoint_path == "/ck/0.pt"
-    # the zombie can no longer touch the run
-    with pytest.raises(LostLease, match="host:2"):
-        db.log_epoch(run.run_id, 1, epoch_rows(1, loss=99.0), "host:1", "/zombie.pt")
-    for attempt in (
-        lambda: db.heartbeat(run.run_id, "host:1"),
-        lambda: db.release_run(run.run_id, "host:1"),
-        lambda: db.finish_run(run.run_id, "failed", "zombie", worker="host:1"),
-        lambda: db.set_checkpoint(run.run_id, "/zombie.pt", worker="host:1"),
-    ):
-        with pytest.raises(LostLease):
-            attempt()
-    epochs = db.epochs_frame("s")
-    assert list(epochs["epoch"]) == [0, 0]  # nothing the zombie logged
-    db.heartbeat(run.run_id, "host:2")
-    db.log_epoch(run.run_id, 1, epoch_rows(1), "host:2")
-    db.finish_run(run.run_id, "done", worker="host:2")
-    row = db.runs_frame("s").iloc[0]
-    assert row["status"] == "done" and row["worker"] == "host:2"
-    assert row["checkpoint_path"] == "/ck/0.pt" and row["last_epoch"] == 1
-    assert row["error"] is None
-    with pytest.raises(LostLease):  # a finished run is nobody's
-        db.heartbeat(run.run_id, "host:2")
-
-
-def test_release_keeps_progress_for_the_next_worker(db: ResultsDB) -> None:
-    db.add_sweep("s", "spec", make_runs(1))
-    run = db.claim_run("a", "cpu", lease_seconds=LEASE)
-    assert run is not None
-    for epoch in range(2):
-        db.log_epoch(run.run_id, epoch, epoch_rows(epoch), "a")
-    db.set_checkpoint(run.run_id, "/ck/1.pt", worker="a")
-    db.release_run(run.run_id, "a")
+    assert (again.attempts, again.last_epoch, again.checkpoint_path) == (2, 0, "/ck/0.pt")
+    assert db.runs_frame("s").iloc[0]["error"] == "lease of host:1 expired; reclaimed"
+    log(db, run.run_id, "host:2", range(1, 3))
+    assert db.release_runs([run.run_id], "host:2") == []
     assert db.runs_frame("s").iloc[0]["status"] == "queued"
-    resumed = db.claim_run("b", "cpu", lease_seconds=LEASE)
+    resumed = claim_one(db, "host:3")
     assert resumed is not None and resumed.run_id == run.run_id
-    assert (resumed.last_epoch, resumed.checkpoint_path, resumed.attempts) == (1, "/ck/1.pt", 2)
+    assert (resumed.attempts, resumed.last_epoch, resumed.checkpoint_path) == (3, 2, "/ck/0.pt")
+    assert db.finish_runs([RunOutcome(run.run_id, "done")], "host:3") == []
+    row = db.runs_frame("s").iloc[0]
+    assert (row["status"], row["worker"], row["last_epoch"]) == ("done", "host:3", 2)
+    assert row["error"] is None
 
 
-def test_log_epoch_is_idempotent(db: ResultsDB) -> None:
+def test_logging_an_epoch_again_replaces_its_rows(db: ResultsDB) -> None:
     db.add_sweep("s", "spec", make_runs(1))
-    run = db.claim_run("w", "cpu", lease_seconds=LEASE)
+    run = claim_one(db, "w")
     assert run is not None
-    db.log_epoch(run.run_id, 0, epoch_rows(0, loss=2.0), "w")
-    db.log_epoch(run.run_id, 1, epoch_rows(1, loss=1.0), "w")
-    db.log_epoch(run.run_id, 1, epoch_rows(1, loss=0.5), "w")  # e.g. resumed from epoch 0
-    db.log_epoch(run.run_id, 0, epoch_rows(0, loss=float("nan")), "w")
+    log(db, run.run_id, "w", range(1), loss=2.0)
+    log(db, run.run_id, "w", range(1, 2), loss=1.0)
+    log(db, run.run_id, "w", range(1, 2), loss=0.5)  # e.g. resumed from epoch 0
+    log(db, run.run_id, "w", range(1), loss=float("nan"))
     epochs = db.epochs_frame("s")
     assert len(epochs) == 4
     train = epochs[epochs["split"] == "train"].set_index("epoch")["loss"]
     assert train[1] == 0.5 and train.isna()[0]  # replaced; NaN loss stored as missing
     assert db.runs_frame("s").iloc[0]["last_epoch"] == 1  # highest epoch logged
-    # invalid rows are refused before anything is written
-    for rows in (
-        [{"split": "dev", "loss": 1.0, "accuracy": 0.1, "seconds": 1.0}],
-        [{"split": "train", "loss": 1.0, "seconds": 1.0}],
-        [{"split": "train", "loss": 1.0, "accuracy": 0.1, "seconds": 1.0, "acc5": 0.1}],
-        epoch_rows(2)[:1] * 2,
-        [],
-    ):
-        with pytest.raises(ValueError):
-            db.log_epoch(run.run_id, 2, rows, "w")
-    assert len(db.epochs_frame("s")) == 4
 
 
 def test_finish_requeue_and_reset_stale(db: ResultsDB) -> None:
     db.add_sweep("s", "spec", make_runs(4))
-    runs = [db.claim_run("w", "cpu", lease_seconds=LEASE) for _ in range(4)]
+    runs = [claim_one(db, "w") for _ in range(4)]
     ids = [r.run_id for r in runs if r is not None]
-    db.finish_run(ids[0], "done", worker="w")
-    db.finish_run(ids[1], "failed", "Traceback: boom", worker="w")
-    db.finish_run(ids[2], "diverged", "loss is nan")  # without ownership check
-    with pytest.raises(ValueError):
-        db.finish_run(ids[3], "queued")
+    outcomes = [RunOutcome(ids[0], "done"), RunOutcome(ids[1], "failed", "Traceback: boom"),
+                RunOutcome(ids[2], "diverged", "loss is nan")]
+    assert db.finish_runs(outcomes, "w") == []
     counts = db.sweep_counts().set_index("sweep").loc["s"]
     assert (counts["done"], counts["failed"], counts["diverged"], counts["running"]) == (1, 1, 1, 1)
     assert db.requeue_failed("s") == 1
@@ -451,9 +360,8 @@ def test_frames(db: ResultsDB) -> None:
     db.add_sweep("b", "spec b", make_runs(2, start=5, optimizer="adam"))
     db.add_sweep("empty", "spec", [])
     logged = []
-    while (run := db.claim_run("w", "cpu", sweep="a", lease_seconds=LEASE)) is not None:
-        for epoch in range(2):
-            db.log_epoch(run.run_id, epoch, epoch_rows(epoch), "w")
+    while (run := claim_one(db, "w", sweep="a")) is not None:
+        log(db, run.run_id, "w", range(2))
         logged.append(run.run_id)
 
     runs = db.runs_frame()
@@ -496,7 +404,7 @@ def test_frames(db: ResultsDB) -> None:
 def test_waits_for_a_held_write_lock(db: ResultsDB) -> None:
     """A writer holding the lock (or row locks) for a while delays, but does not fail, others."""
     db.add_sweep("s", "spec", make_runs(1))
-    run = db.claim_run("w", "cpu", lease_seconds=LEASE)
+    run = claim_one(db, "w")
     assert run is not None
     blocker = db.engine.connect().execution_options(**WRITE_OPTIONS)
     blocker.begin()
@@ -504,7 +412,7 @@ def test_waits_for_a_held_write_lock(db: ResultsDB) -> None:
     release = threading.Timer(0.3, lambda: (blocker.commit(), blocker.close()))
     release.start()
     start = time.monotonic()
-    db.log_epoch(run.run_id, 0, epoch_rows(0), "w")
+    log(db, run.run_id, "w", range(1))
     assert time.monotonic() - start >= 0.2
     release.join()
     assert len(db.epochs_frame("s")) == 2
@@ -523,7 +431,7 @@ def test_dropped_postgres_connection_is_retried(
         assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
     killer.dispose()
     with caplog.at_level(logging.WARNING, logger="corrgd.storage.retry"):
-        run = db.claim_run("w", "cpu", lease_seconds=LEASE)  # fails once, retried
+        run = claim_one(db, "w")  # fails once, retried
     assert run is not None
     assert "transient database error" in caplog.text
 

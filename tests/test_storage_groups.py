@@ -20,6 +20,7 @@ from test_storage import LEASE, count, epoch_rows, make_runs
 from corrgd.spec.config import canonical_json, config_hash
 from corrgd.storage import (
     EpochEntry,
+    MetricRow,
     ResultsDB,
     RunOutcome,
     RunSpec,
@@ -166,11 +167,11 @@ def test_stale_group_is_reclaimed_as_a_new_group(db: ResultsDB) -> None:
     assert len(db.epochs_frame("s")) == 2 * 2 and set(run_rows(db)["last_epoch"]) == {0, -1}
     queued = db.claim_group("new:2", "cpu", lease_seconds=LEASE, max_members=4)
     assert ids(queued) == [3, 4] and run_rows(db).loc[[3, 4], "error"].isna().all()
-    # claim_run reclaims a stale grouped run alone, without a group id
+    # a stale grouped run reclaimed alone is a group of one
     time.sleep(0.05)
-    single = db.claim_run("other:3", "cpu", lease_seconds=0.01)
-    assert single is not None and single.run_id == 1 and single.group_id is None
-    assert pd.isna(run_rows(db).loc[1, "group_id"])
+    [single] = db.claim_group("other:3", "cpu", lease_seconds=0.01, max_members=1)
+    assert (single.run_id, single.group_id) == (1, "1.3")
+    assert list(run_rows(db).loc[[1, 2], "group_id"]) == ["1.3", "1.2"]
 
 
 # -- the group writes ---------------------------------------------------------------
@@ -186,9 +187,9 @@ def test_log_epochs_writes_all_members_atomically(db: ResultsDB) -> None:
     assert list(rows["checkpoint_path"]) == [f"/ck/{r}.pt" for r in group]
     assert len(db.epochs_frame("s")) == 3 * 2
     # one bad row anywhere: ValueError, and nothing of any member is written
-    bad_rows: list[list[dict[str, object]]] = [
-        [{"split": "dev", "loss": 1.0, "accuracy": 0.1, "seconds": 1.0}],
-        [{"split": "train", "loss": 1.0, "seconds": 1.0}],
+    bad_rows: list[list[MetricRow]] = [
+        [MetricRow("dev", 1.0, 0.1, seconds=1.0)],
+        [*epoch_rows(1), MetricRow("dev", 1.0, 0.1, seconds=1.0)],
         epoch_rows(1)[:1] * 2,
         [],
     ]
@@ -251,8 +252,8 @@ def test_heartbeat_release_and_finish_report_runs_not_owned(db: ResultsDB) -> No
 def test_group_id_is_cleared_when_runs_go_back_to_the_queue(db: ResultsDB) -> None:
     db.add_sweep("s", "spec", keyed_runs(["k"] * 4))
     a, b, c, d = ids(db.claim_group("w", "cpu", lease_seconds=LEASE, max_members=4))
-    db.release_run(a, "w")
-    db.finish_run(b, "failed", "boom", worker="w")
+    assert db.release_runs([a], "w") == []
+    assert db.finish_runs([RunOutcome(b, "failed", "boom")], "w") == []
     assert db.requeue_failed("s") == 1
     time.sleep(0.05)
     assert db.reset_stale(0.01) == 2
@@ -275,27 +276,26 @@ def test_group_counts_lists_running_groups(db: ResultsDB) -> None:
     g1 = db.claim_group("w1", "cuda:0", sweep="a", lease_seconds=LEASE, max_members=8)
     g2 = db.claim_group("w2", "cuda:1", sweep="a", lease_seconds=LEASE, max_members=2)
     g3 = db.claim_group("w3", "cpu", sweep="b", lease_seconds=LEASE, max_members=8)
-    alone = db.claim_run("w4", "cpu", sweep="b", lease_seconds=LEASE)  # not a group
-    assert alone is not None
+    g4 = db.claim_group("w4", "cpu", sweep="b", lease_seconds=LEASE, max_members=8)  # NULL key
     db.log_epochs(entries(ids(g1), 0), "w1")
     db.finish_runs([RunOutcome(g1[0].run_id, "done")], "w1")
 
     groups = db.group_counts()
-    assert list(groups["group_id"]) == [g.group_id for g in (g1[0], g2[0], g3[0])]
-    assert list(groups["sweep"]) == ["a", "a", "b"]
-    assert list(groups["members"]) == [2, 2, 2]  # g1's finished run no longer counts
-    assert list(groups["run_ids"]) == [ids(g1)[1:], ids(g2), ids(g3)]
-    assert list(groups["worker"]) == ["w1", "w2", "w3"]
-    assert list(groups["device"]) == ["cuda:0", "cuda:1", "cpu"]
-    assert list(groups["group_key"]) == ["k1", "k2", "k1"]
-    assert list(groups["last_epoch"]) == [0, -1, -1]
+    assert list(groups["group_id"]) == [g[0].group_id for g in (g1, g2, g3, g4)]
+    assert list(groups["sweep"]) == ["a", "a", "b", "b"]
+    assert list(groups["members"]) == [2, 2, 2, 1]  # g1's finished run no longer counts
+    assert list(groups["run_ids"]) == [ids(g1)[1:], ids(g2), ids(g3), ids(g4)]
+    assert list(groups["worker"]) == ["w1", "w2", "w3", "w4"]
+    assert list(groups["device"]) == ["cuda:0", "cuda:1", "cpu", "cpu"]
+    assert values(groups["group_key"]) == ["k1", "k2", "k1", None]
+    assert list(groups["last_epoch"]) == [0, -1, -1, -1]
     assert groups["heartbeat_at"].notna().all()
-    assert dict(groups.groupby("sweep").size()) == {"a": 2, "b": 1}
-    assert list(db.group_counts("b")["group_id"]) == [g3[0].group_id]
+    assert dict(groups.groupby("sweep").size()) == {"a": 2, "b": 2}
+    assert list(db.group_counts("b")["group_id"]) == [g3[0].group_id, g4[0].group_id]
     with pytest.raises(UnknownSweep):
         db.group_counts("nope")
-    db.release_runs(ids(g3), "w3")
-    assert list(db.group_counts()["sweep"]) == ["a", "a"] and db.group_counts("b").empty
+    assert db.release_runs(ids(g3), "w3") == []
+    assert list(db.group_counts("b")["group_id"]) == [g4[0].group_id]
 
 
 # -- many processes, one queue ------------------------------------------------------

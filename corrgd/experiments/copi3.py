@@ -32,7 +32,7 @@ from corrgd.data import DataSplits, Split
 from corrgd.learn.nn import Net
 from corrgd.results.reports import ReportError
 from corrgd.results.reports.figures import new_figure, save
-from corrgd.run.runner import build, data_key, load_data, split_rows
+from corrgd.run.runner import data_key, load_data, load_trained, split_rows
 from corrgd.spec.config import RunConfig
 from corrgd.storage import ResultsDB, UnknownSweep
 
@@ -184,17 +184,6 @@ def _finished_copi_runs(db: ResultsDB, sweep: str) -> pd.DataFrame:
     return done.assign(feedback=feedback).sort_values(["feedback", "seed", "run_id"])
 
 
-def _trained_net(config: RunConfig, data: DataSplits, checkpoint: str | Path
-                 ) -> tuple[Net, int]:
-    """The network of a run as its checkpoint holds it (on the CPU), and the epoch it
-    was saved after. (Reads the runner's checkpoint format: `corrgd.run.runner` has no
-    public reader yet.)"""
-    net, _, _ = build([config], data, "cpu")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    net.load_member_state(0, state["net"])  # a checkpoint holds one member
-    return net, state["epoch"]
-
-
 def _run_splits(data: DataSplits, config: RunConfig) -> tuple[Split, Split | None]:
     """(training rows, validation rows or None) of one run of the whole training split
     `data.train`, held out as `corrgd.run.runner` holds them out for it."""
@@ -287,7 +276,7 @@ def compute_copi3(db: ResultsDB, sweep: str = "copi-mnist", *, data_dir: str | N
             loaded = None  # free the previous set first
             loaded = (data_key(config), load_data(config, data_dir))
         data = loaded[1]
-        net, epoch = _trained_net(config, data, run.checkpoint_path)
+        net, epoch = load_trained(config, data, run.checkpoint_path)
         train, val = _run_splits(data, config)
         x_train = data.eval_transform(train.x)
         stats = layer_statistics(net, x_train)

@@ -16,11 +16,11 @@ the group; the others go on. A run's results do not depend on the group it
 trained in.
 
 The runner knows nothing of sweeps or databases: it hands each epoch's metric
-rows to `GroupReporter.epoch_end`. Resuming: a member whose checkpoint (a file
-saved by an earlier, interrupted run of the same config) exists continues after
-its last finished epoch, and that epoch's rows are reported again (reporters must
-treat a repeated epoch as already written). Members saved at different epochs
-resume as separate groups, one after the other.
+rows (`corrgd.storage.MetricRow`, one per split) to `GroupReporter.epoch_end`.
+Resuming: a member whose checkpoint (a file saved by an earlier, interrupted run of
+the same config) exists continues after its last finished epoch, and that epoch's
+rows are reported again (reporters must treat a repeated epoch as already written).
+Members saved at different epochs resume as separate groups, one after the other.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import math
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -49,6 +49,7 @@ from corrgd.learn.optim import MemberAdam, MemberOptimizer, MemberSGD
 from corrgd.learn.rules import LearningRule, NodePerturbation, make_rule
 from corrgd.learn.training import evaluate, train_step
 from corrgd.spec.config import PER_MEMBER, RunConfig
+from corrgd.storage import MetricRow
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def group_key(config: RunConfig) -> str:
 class RunResult:
     status: str  # "done" or "diverged"
     epochs: int  # last finished epoch
-    final: list[dict[str, Any]]  # rows of the last finished epoch
+    final: list[MetricRow]  # rows of the last finished epoch
 
 
 @dataclass
@@ -72,7 +73,7 @@ class MemberEpoch:
     """One finished epoch of one member of a group."""
 
     member: int  # its index in the configs given to `train_group`
-    rows: list[dict[str, Any]]  # one per split
+    rows: list[MetricRow]  # one per split
     checkpoint: str | None
     status: str  # "running", "done" or "diverged"
 
@@ -89,7 +90,7 @@ class GroupReporter(Protocol):
 class Reporter(Protocol):
     """The callback of a single run (`run`)."""
 
-    def epoch_end(self, epoch: int, rows: list[dict[str, Any]], checkpoint: str | None) -> None:
+    def epoch_end(self, epoch: int, rows: list[MetricRow], checkpoint: str | None) -> None:
         """Metric rows of one finished epoch (one per split), after its checkpoint is saved."""
 
     def progress(self, epoch: int, step: int, steps: int, loss: float) -> None:
@@ -97,7 +98,7 @@ class Reporter(Protocol):
 
 
 class NullReporter:
-    def epoch_end(self, epoch: int, rows: list[dict[str, Any]], checkpoint: str | None) -> None:
+    def epoch_end(self, epoch: int, rows: list[MetricRow], checkpoint: str | None) -> None:
         pass
 
     def progress(self, epoch: int, step: int, steps: int, loss: float) -> None:
@@ -286,7 +287,7 @@ def train_group(configs: Sequence[RunConfig], *, device: str = "cpu",
         if state is not None and (state["status"] == "diverged" or state["epoch"] >= c.epochs):
             status = "diverged" if state["status"] == "diverged" else "done"
             _replay(reporter, [i], history, paths, last_status=status)
-            results[i] = RunResult(status, state["epoch"], state["rows"])
+            results[i] = RunResult(status, state["epoch"], history[i][-1]["rows"])
         else:
             pending.setdefault(-1 if state is None else state["epoch"], []).append(i)
     for start, members in sorted(pending.items()):
@@ -330,12 +331,12 @@ def _train(configs: list[RunConfig], members: list[int], start: int,
             seconds, diverged = _train_epoch(group, epoch, x_train, y_train, reporter)
         rows = _evaluate(group, x_train, y_train, test, seconds) if len(group) else []
         for pos, member_rows in enumerate(rows):
-            if any(not math.isfinite(r["loss"]) for r in member_rows):
+            if any(not math.isfinite(r.loss) for r in member_rows):
                 diverged[group.members[pos]] = (None, member_rows)
         if c.diagnostics and len(group):
             for pos, diag in enumerate(_diagnostics(group, x_train, y_train, epoch)):
                 if group.members[pos] not in diverged:
-                    rows[pos][0]["diagnostics"] = diag
+                    rows[pos][0] = replace(rows[pos][0], diagnostics=diag)
         finished = []
         for pos, i in enumerate(group.members):
             if i in diverged:
@@ -359,8 +360,13 @@ def _train(configs: list[RunConfig], members: list[int], start: int,
     return [results[i] for i in members]
 
 
+#: Members that diverged in an epoch: (their state when their loss turned NaN in training,
+#: None if it did in the evaluation; their rows, None until they are evaluated).
+_Diverged = dict[int, tuple[dict[str, Any] | None, list[MetricRow] | None]]
+
+
 def _train_epoch(group: Group, epoch: int, x: Tensor, y: Tensor, reporter: GroupReporter
-                 ) -> tuple[float, dict[int, tuple[dict[str, Any] | None, Any]]]:
+                 ) -> tuple[float, _Diverged]:
     """One epoch of training; members whose loss turns NaN leave the group at once (their
     state as it was then is kept for their last evaluation)."""
     c = group.shared
@@ -372,7 +378,7 @@ def _train_epoch(group: Group, epoch: int, x: Tensor, y: Tensor, reporter: Group
     order = group.epoch_order(epoch)
     n = order.shape[1]
     steps = math.ceil(n / c.batch_size)
-    diverged: dict[int, tuple[dict[str, Any] | None, Any]] = {}
+    diverged: _Diverged = {}
     for step in range(steps):
         rows = order[:, step * c.batch_size:(step + 1) * c.batch_size]
         xb = group.batch(x, rows, crops)
@@ -415,7 +421,7 @@ def _eval_batches(x: Tensor, y: Tensor, rows: Tensor | None, size: int, group: G
 
 
 def _evaluate(group: Group, x: Tensor, y: Tensor, test: tuple[Tensor, Tensor] | None,
-              seconds: float) -> list[list[dict[str, Any]]]:
+              seconds: float) -> list[list[MetricRow]]:
     """Per member, one row per split (train, val, test)."""
     size = group.shared.eval_batch_size
     splits: list[tuple[str, Iterator[tuple[Tensor, Tensor]]]] = [
@@ -425,12 +431,12 @@ def _evaluate(group: Group, x: Tensor, y: Tensor, test: tuple[Tensor, Tensor] | 
     if test is not None:
         splits.append(("test", _eval_batches(*test, None, size, group)))
     classification = group.data.task == "classification"
-    per_member: list[list[dict[str, Any]]] = [[] for _ in range(len(group))]
+    per_member: list[list[MetricRow]] = [[] for _ in range(len(group))]
     for split, batches in splits:
         metrics = evaluate(group.net, batches, group.loss_fn, classification=classification)
         for rows, m in zip(per_member, metrics, strict=True):
-            rows.append({"split": split, **m, "seconds": seconds if split == "train" else 0.0,
-                         "diagnostics": None})
+            rows.append(MetricRow(split, m["loss"], m["accuracy"],
+                                  seconds if split == "train" else 0.0, top5=m["top5"]))
     return per_member
 
 
@@ -463,15 +469,17 @@ def _finish(group: Group, pos: int, member: int, epoch: int, status: str, path: 
     being `epoch`'s) and say so."""
     rows = history[-1]["rows"]
     if path is not None:  # the rows as JSON text: pickled, their every number costs a call
+        history_json = json.dumps([{"epoch": e["epoch"], "rows": [asdict(r) for r in e["rows"]]}
+                                   for e in history])
         _save(path, {"config_hash": group.configs[pos].hash(), "epoch": epoch,
-                     "history_json": json.dumps(history), "status": status,
+                     "history_json": history_json, "status": status,
                      "net": group.net.member_state(pos),
                      "optimizer": group.optimizer.member_state(pos)})
     return MemberEpoch(member, rows, None if path is None else str(path), status)
 
 
 def _finish_diverged(group: Group, member: int, epoch: int, snapshot: dict[str, Any] | None,
-                     rows: list[dict[str, Any]] | None, path: Path | None, config: RunConfig,
+                     rows: list[MetricRow] | None, path: Path | None, config: RunConfig,
                      data: DataSplits, dev: torch.device,
                      history: list[dict[str, Any]]) -> MemberEpoch:
     """A member that diverged: evaluate it (as a group of one, from the state it had when
@@ -512,6 +520,49 @@ def run(config: RunConfig, *, device: str = "cpu", data_dir: str | None = None,
 
 
 # --- checkpoints -------------------------------------------------------------------------
+def load_trained(config: RunConfig, data: DataSplits, checkpoint: str | Path,
+                 device: torch.device | str = "cpu") -> tuple[Net, int]:
+    """The network of a run (a group of one) as its checkpoint holds it, and the epoch it was
+    saved after; ValueError if the file is not this config's checkpoint."""
+    dev = torch.device(device)
+    state = _read_checkpoint(Path(checkpoint), config, dev)
+    net, _, _ = build([config], data, dev)
+    net.load_member_state(0, state["net"])
+    return net, state["epoch"]
+
+
+class _Unusable(ValueError):
+    """A checkpoint file that cannot be read (`tag` "corrupt") or that belongs to another
+    config ("other-config")."""
+
+    def __init__(self, path: Path, tag: str, why: str) -> None:
+        super().__init__(f"checkpoint {path} {why}")
+        self.tag, self.why = tag, why
+
+
+def _read_checkpoint(path: Path, config: RunConfig, dev: torch.device) -> dict[str, Any]:
+    """The state a run's checkpoint holds, its `history` (every epoch it holds, with its
+    rows as `MetricRow`s) read from any layout written so far; `_Unusable` otherwise."""
+    try:
+        state = torch.load(path, map_location=dev, weights_only=False)
+        if not isinstance(state, dict) or "config_hash" not in state:
+            raise ValueError("not a corrgd checkpoint")
+        if "history_json" in state:
+            history = json.loads(state.pop("history_json"))
+        elif "history" in state:  # pickled, before the rows were kept as JSON text
+            history = state["history"]
+        else:  # written before checkpoints kept every epoch's rows
+            history = [{"epoch": state["epoch"], "rows": state["rows"]}]
+        state["history"] = [{"epoch": e["epoch"], "rows": [MetricRow(**r) for r in e["rows"]]}
+                            for e in history]
+    except Exception as e:
+        raise _Unusable(path, "corrupt", f"cannot be read ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''})") from e
+    if state["config_hash"] != config.hash():
+        raise _Unusable(path, "other-config", "belongs to another config")
+    return state
+
+
 def _load_checkpoint(path: Path | None, config: RunConfig, dev: torch.device
                      ) -> dict[str, Any] | None:
     """A run's checkpoint, or None to start afresh. A file that cannot be read, or that
@@ -520,22 +571,10 @@ def _load_checkpoint(path: Path | None, config: RunConfig, dev: torch.device
     if path is None or not path.exists():
         return None
     try:
-        state = torch.load(path, map_location=dev, weights_only=False)
-        if not isinstance(state, dict) or "config_hash" not in state:
-            raise ValueError("not a corrgd checkpoint")
-        if "history_json" in state:
-            state["history"] = json.loads(state.pop("history_json"))
-            state["rows"] = state["history"][-1]["rows"]
-    except Exception as e:
-        _set_aside(path, "corrupt", f"cannot be read ({type(e).__name__}: "
-                   f"{str(e).splitlines()[0] if str(e) else ''})")
+        return _read_checkpoint(path, config, dev)
+    except _Unusable as e:
+        _set_aside(path, e.tag, e.why)
         return None
-    if state["config_hash"] != config.hash():
-        _set_aside(path, "other-config", "belongs to another config")
-        return None
-    if "history" not in state:  # written before checkpoints kept every epoch's rows
-        state["history"] = [{"epoch": state["epoch"], "rows": state["rows"]}]
-    return state
 
 
 def _set_aside(path: Path, tag: str, why: str) -> None:

@@ -29,6 +29,7 @@ from corrgd.spec.sizing import auto_group_size
 from corrgd.storage import (
     ClaimedRun,
     EpochEntry,
+    MetricRow,
     ResultsDB,
     RunOutcome,
     default_worker_id,
@@ -59,7 +60,7 @@ class WorkerEvents(Protocol):
     """What a worker tells whoever follows it (`corrgd worker` and `corrgd train` print
     it): each epoch a run finished, once it is written, and how each run ended."""
 
-    def epoch(self, run: ClaimedRun, epoch: int, rows: list[dict[str, Any]]) -> None: ...
+    def epoch(self, run: ClaimedRun, epoch: int, rows: list[MetricRow]) -> None: ...
 
     def ended(self, run: ClaimedRun, status: str, error: str | None = None) -> None: ...
 

@@ -7,13 +7,10 @@ The only package of corrgd that knows SQLAlchemy. Typical use::
     db = open_db()  # $CORRGD_DB, else sqlite:///results/corrgd.sqlite
     db.add_sweep("mnist-copi", spec_yaml, [RunSpec(config=c, axes=a) for c, a in runs])
 
-    # in each worker process
-    run = db.claim_run(worker, device, sweep="mnist-copi", lease_seconds=600)
-    db.log_epoch(run.run_id, epoch, [{"split": "val", "loss": ..., ...}], worker)
-    db.finish_run(run.run_id, "done", worker=worker)
-
-    # or, training several runs of one group key together as one batched model
+    # in each worker process: a group of runs of one group key, trained together as one
+    # batched model (max_members=1: a run alone)
     group = db.claim_group(worker, device, sweep="mnist-copi", lease_seconds=600, max_members=8)
+    rows = {r.run_id: [MetricRow("val", loss=..., accuracy=..., seconds=...)] for r in group}
     lost = db.log_epochs([EpochEntry(r.run_id, epoch, rows[r.run_id]) for r in group], worker)
     lost = db.finish_runs([RunOutcome(r.run_id, "done") for r in group], worker)
 
@@ -32,27 +29,27 @@ DEFAULT_URL = "sqlite:///results/corrgd.sqlite"
 if TYPE_CHECKING:
     from corrgd.storage.db import ResultsDB, open_db
     from corrgd.storage.errors import (
-        LostLease,
         MissingDatabase,
         SchemaTooNew,
         SchemaTooOld,
         StorageError,
         SweepBusy,
-        UnknownRun,
         UnknownSweep,
     )
     from corrgd.storage.models import FINAL_STATUSES, SPLITS, RunStatus
-    from corrgd.storage.queue import ClaimedRun, EpochEntry, RunOutcome, default_worker_id
+    from corrgd.storage.queue import ClaimedRun, default_worker_id
     from corrgd.storage.retry import is_transient, retry_transient
+    from corrgd.storage.rows import EpochEntry, MetricRow, RunOutcome
     from corrgd.storage.runspec import RunSpec
 
 # Imported on first use, so that the CLI reads the two settings above without SQLAlchemy.
 _HOMES = {
     "ResultsDB": "db", "open_db": "db",
-    **dict.fromkeys(("LostLease", "MissingDatabase", "SchemaTooNew", "SchemaTooOld",
-                     "StorageError", "SweepBusy", "UnknownRun", "UnknownSweep"), "errors"),
+    **dict.fromkeys(("MissingDatabase", "SchemaTooNew", "SchemaTooOld", "StorageError",
+                     "SweepBusy", "UnknownSweep"), "errors"),
     "FINAL_STATUSES": "models", "SPLITS": "models", "RunStatus": "models",
-    **dict.fromkeys(("ClaimedRun", "EpochEntry", "RunOutcome", "default_worker_id"), "queue"),
+    "ClaimedRun": "queue", "default_worker_id": "queue",
+    **dict.fromkeys(("EpochEntry", "MetricRow", "RunOutcome"), "rows"),
     "is_transient": "retry", "retry_transient": "retry",
     "RunSpec": "runspec",
 }
@@ -74,7 +71,7 @@ __all__ = [
     "SPLITS",
     "ClaimedRun",
     "EpochEntry",
-    "LostLease",
+    "MetricRow",
     "MissingDatabase",
     "ResultsDB",
     "RunOutcome",
@@ -84,7 +81,6 @@ __all__ = [
     "SchemaTooOld",
     "StorageError",
     "SweepBusy",
-    "UnknownRun",
     "UnknownSweep",
     "default_worker_id",
     "is_transient",

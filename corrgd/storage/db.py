@@ -2,7 +2,7 @@
 
 The queue operations live in :mod:`corrgd.storage.queue` and the report queries
 in :mod:`corrgd.storage.queries`; ``ResultsDB`` exposes both as methods so that
-callers need only ``db = open_db(); db.claim_run(...)``.
+callers need only ``db = open_db(); db.claim_group(...)``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from corrgd.storage.retry import retry_transient
 if TYPE_CHECKING:
     import pandas as pd
 
-    from corrgd.storage.queue import ClaimedRun, EpochEntry, MaxMembers, RunOutcome
+    from corrgd.storage.queue import ClaimedRun, MaxMembers
+    from corrgd.storage.rows import EpochEntry, RunOutcome
     from corrgd.storage.runspec import RunSpec
 
 R = TypeVar("R")
@@ -121,27 +122,6 @@ class ResultsDB:
         """Create/update a sweep and enqueue its new runs -> ``(sweep_id, n_added)``."""
         return queue.add_sweep(self, name, spec_text, runs)
 
-    def claim_run(
-        self,
-        worker: str,
-        device: str,
-        *,
-        sweep: str | None = None,
-        lease_seconds: float,
-        slurm_job_id: str | None = None,
-        max_attempts: int | None = None,
-    ) -> ClaimedRun | None:
-        """Atomically take the next stale or queued run, or ``None`` if there is none."""
-        return queue.claim_run(
-            self,
-            worker,
-            device,
-            sweep=sweep,
-            lease_seconds=lease_seconds,
-            slurm_job_id=slurm_job_id,
-            max_attempts=max_attempts,
-        )
-
     def claim_group(
         self,
         worker: str,
@@ -169,44 +149,16 @@ class ResultsDB:
             max_attempts=max_attempts,
         )
 
-    def heartbeat(self, run_id: int, worker: str) -> None:
-        """Refresh the lease of ``worker`` on the run (:class:`LostLease` if not its)."""
-        queue.heartbeat(self, run_id, worker)
-
-    def log_epoch(
-        self,
-        run_id: int,
-        epoch: int,
-        rows: Sequence[dict[str, Any]],
-        worker: str,
-        checkpoint_path: str | None = None,
-    ) -> None:
-        """Write one epoch's rows, progress and heartbeat in one transaction (idempotent)."""
-        queue.log_epoch(self, run_id, epoch, rows, worker, checkpoint_path)
-
-    def set_checkpoint(self, run_id: int, path: str | None, *, worker: str | None = None) -> None:
-        """Record the run's latest checkpoint path."""
-        queue.set_checkpoint(self, run_id, path, worker=worker)
-
-    def release_run(self, run_id: int, worker: str) -> None:
-        """Give an owned run back to the queue, keeping its progress."""
-        queue.release_run(self, run_id, worker)
-
-    def finish_run(
-        self, run_id: int, status: str, error: str | None = None, *, worker: str | None = None
-    ) -> None:
-        """Mark a run done / failed / diverged."""
-        queue.finish_run(self, run_id, status, error, worker=worker)
-
-    # -- a group's writes: one transaction each; they skip the listed runs ``worker``
-    # -- does not own (any more) and return their ids instead of raising LostLease
+    # -- a worker's writes about its group: one transaction each; they skip the listed
+    # -- runs ``worker`` does not own (any more) and return their ids
     def heartbeat_runs(self, run_ids: Iterable[int], worker: str) -> list[int]:
         """Refresh the heartbeat of the listed runs ``worker`` owns -> the ids it does not."""
         return queue.heartbeat_runs(self, run_ids, worker)
 
     def log_epochs(self, entries: Sequence[EpochEntry], worker: str) -> list[int]:
-        """Write several runs' epochs as ``log_epoch`` would, all or nothing (bad rows:
-        ``ValueError``, nothing written), skipping runs ``worker`` does not own -> their ids."""
+        """Write several runs' epochs (rows, progress, heartbeat; idempotent), all or nothing
+        (bad rows: ``ValueError``, nothing written), skipping runs ``worker`` does not own
+        -> their ids."""
         return queue.log_epochs(self, entries, worker)
 
     def release_runs(self, run_ids: Iterable[int], worker: str) -> list[int]:

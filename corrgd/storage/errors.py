@@ -7,19 +7,6 @@ class StorageError(Exception):
     """Base class for errors raised by :mod:`corrgd.storage`."""
 
 
-class LostLease(StorageError):
-    """The run is not (or no longer) owned by the calling worker.
-
-    Raised when a worker heartbeats, logs, releases or finishes a run that was
-    reclaimed by another worker after its lease expired, was finished, or never
-    belonged to it. The worker must stop working on the run and discard its work.
-    """
-
-
-class UnknownRun(StorageError, LookupError):
-    """No run with the given id exists in the database."""
-
-
 class UnknownSweep(StorageError, LookupError):
     """No sweep with the given name exists in the database."""
 

@@ -107,10 +107,10 @@ class Run(Base):
     __table_args__ = (
         UniqueConstraint("sweep_id", "config_hash"),
         CheckConstraint(f"status IN ({_in(RunStatus)})", name="status"),
-        # claim_run: oldest queued run, optionally within one sweep
+        # claim_group: oldest queued run, optionally within one sweep
         Index(None, "status", "id"),
         Index(None, "sweep_id", "status", "id"),
-        # claim_run / reset_stale: running runs whose heartbeat is old
+        # claim_group / reset_stale: running runs whose heartbeat is old
         Index(None, "status", "heartbeat_at"),
         # claim_group: the other claimable runs of one group key within a sweep
         Index(None, "sweep_id", "group_key", "status", "id"),
@@ -147,7 +147,7 @@ class Run(Base):
     # train together as one batched model; NULL = never grouped. Computed by the caller.
     group_key: Mapped[str | None] = mapped_column(String(64))
     # Shared by the runs claim_group claimed together (their latest attempt); NULL while
-    # queued and for runs claimed alone by claim_run. Kept once the run has finished.
+    # queued (and on runs an older corrgd claimed alone). Kept once the run has finished.
     group_id: Mapped[str | None] = mapped_column(String(100))
 
     sweep: Mapped[Sweep] = relationship(back_populates="runs")

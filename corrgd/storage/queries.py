@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Select, func, select
 
 from corrgd.spec.config import AXIS_COLUMNS
 from corrgd.storage.models import EpochMetric, Run, RunStatus, Sweep
-from corrgd.storage.queue import _sweep_id
+from corrgd.storage.queue import sweep_id_of
 
 if TYPE_CHECKING:
     from corrgd.storage.db import ResultsDB
@@ -133,7 +133,7 @@ def _runs_stmt(conn: Connection, sweep: str | None, *extra: Any) -> Select[Any]:
         .order_by(Run.id)
     )
     if sweep is not None:
-        stmt = stmt.where(Run.sweep_id == _sweep_id(conn, sweep))
+        stmt = stmt.where(Run.sweep_id == sweep_id_of(conn, sweep))
     return stmt
 
 
@@ -188,8 +188,8 @@ def group_counts(db: ResultsDB, sweep: str | None = None) -> pd.DataFrame:
     list), ``last_epoch`` (the lowest of theirs), ``started_at`` and
     ``heartbeat_at`` (the latest heartbeat of its runs; an old one means the
     worker may be dead). Groups running per sweep:
-    ``group_counts().groupby("sweep").size()``. Runs claimed alone by
-    ``claim_run`` have no group and are not listed.
+    ``group_counts().groupby("sweep").size()``. A run claimed alone is a group of
+    one; runs an older corrgd claimed alone have no group and are not listed.
     """
 
     def query(conn: Connection) -> pd.DataFrame:
@@ -212,7 +212,7 @@ def group_counts(db: ResultsDB, sweep: str | None = None) -> pd.DataFrame:
             .order_by(Run.sweep_id, Run.started_at, Run.id)
         )
         if sweep is not None:
-            stmt = stmt.where(Run.sweep_id == _sweep_id(conn, sweep))
+            stmt = stmt.where(Run.sweep_id == sweep_id_of(conn, sweep))
         return _frame(conn, stmt)
 
     runs = db.read(query)
@@ -257,7 +257,7 @@ def epochs_frame(
             .order_by(EpochMetric.run_id, EpochMetric.epoch, EpochMetric.split)
         )
         if sweep is not None:
-            metrics_stmt = metrics_stmt.where(Run.sweep_id == _sweep_id(conn, sweep))
+            metrics_stmt = metrics_stmt.where(Run.sweep_id == sweep_id_of(conn, sweep))
         if ids is None:
             return _frame(conn, runs_stmt), _frame(conn, metrics_stmt)
         chunks = [ids[i : i + _ID_CHUNK] for i in range(0, len(ids), _ID_CHUNK)] or [[]]

@@ -1,44 +1,35 @@
 """The run queue: enqueue a sweep's runs, claim them exactly once, record progress.
 
-Life of a run::
+Runs of one sweep that differ only in per-member settings (learning rates, seeds, noise
+variance ...) can train together as one batched model in one worker. The caller gives
+such runs equal ``group_key`` values when it enqueues them (NULL: the run always trains
+alone). Workers claim and write runs in groups; a single run is a group of one
+(``claim_group`` with ``max_members=1``, or a NULL key). Life of a group::
 
-    queued --claim_run--> running --finish_run--> done | failed | diverged
-      ^                     |  ^
-      +----release_run------+  +-- claim_run by another worker once the
-                                   heartbeat is older than the lease (attempts += 1)
-
-A worker owns a run while ``status == "running"`` and ``worker`` is its id.
-Every write a worker makes about its run (heartbeat, log_epoch, release,
-finish) checks that ownership in the same transaction and raises
-:class:`LostLease` otherwise, so a worker whose lease expired (a "zombie")
-cannot overwrite the work of the worker that took the run over.
-
-Grouped training: runs of one sweep that differ only in per-member settings
-(learning rates, seeds, noise variance ...) can train together as one batched
-model in one worker. The caller gives such runs equal ``group_key`` values when
-it enqueues them (NULL: the run always trains alone). Life of a group::
-
-    claim_group --> members m1..mk running, one shared group_id, equal last_epoch
+    queued --claim_group--> members m1..mk running, one shared group_id, equal last_epoch
       every epoch:  log_epochs([EpochEntry(m1, ...), ...])  (heartbeat_runs in between)
       at the end:   finish_runs([RunOutcome(m1, "done"), RunOutcome(m2, "diverged"), ...])
+                    -> done | failed | diverged
       on SIGTERM:   release_runs([m1, ..., mk])  -> queued again, group_id cleared
       worker died:  once the heartbeats are older than the lease, claim_group
                     reclaims the members (as a new group, attempts += 1)
 
-``claim_group`` takes the first run exactly as ``claim_run`` would, then up to
-``max_members - 1`` more runs of its sweep with its group key, in the same
-claimable state (all stale or all queued) and with the same ``last_epoch``, so
-that every member resumes from the same epoch. Ownership stays per run: each
-group write (``heartbeat_runs``, ``log_epochs``, ``release_runs``,
-``finish_runs``) is one transaction that acts on the listed runs ``worker``
-still owns and returns the ids of those it does not (instead of raising
-:class:`LostLease`): the worker drops just those members and trains the rest on.
+``claim_group`` takes the oldest stale run (its worker's heartbeat is older than the
+lease), else the oldest queued run, then up to ``max_members - 1`` more runs of its
+sweep with its group key, in the same claimable state (all stale or all queued) and with
+the same ``last_epoch``, so that every member resumes from the same epoch.
 
-``group_id`` is ``"<first member's run id>.<its attempt>"`` (e.g. ``"17.2"``),
-unique per claim. It is set on every member at claim time and kept when a run
-finishes (reports can show which runs trained together); like ``worker`` it is
-cleared whenever the run goes back to the queue (release, ``reset_stale``,
-``requeue_failed``), and ``claim_run``, which claims runs alone, sets it to NULL.
+A worker owns a run while ``status == "running"`` and ``worker`` is its id. Ownership
+is per run: each group write (``heartbeat_runs``, ``log_epochs``, ``release_runs``,
+``finish_runs``, ``give_back_dead``) is one transaction that acts on the listed runs
+``worker`` still owns and returns the ids of those it does not, so a worker whose lease
+expired (a "zombie") cannot overwrite the work of the worker that took a run over: it
+drops just those members and trains the rest on.
+
+``group_id`` is ``"<first member's run id>.<its attempt>"`` (e.g. ``"17.2"``), unique
+per claim. It is set on every member at claim time and kept when a run finishes (reports
+can show which runs trained together); like ``worker`` it is cleared whenever the run
+goes back to the queue (release, ``reset_stale``, ``requeue_failed``).
 """
 
 from __future__ import annotations
@@ -65,8 +56,9 @@ from sqlalchemy import (
 )
 
 from corrgd.spec.config import AXIS_COLUMNS, canonical_json, config_hash
-from corrgd.storage.errors import LostLease, SweepBusy, UnknownRun, UnknownSweep
+from corrgd.storage.errors import SweepBusy, UnknownSweep
 from corrgd.storage.models import FINAL_STATUSES, SPLITS, EpochMetric, Run, RunStatus, Sweep
+from corrgd.storage.rows import EpochEntry, MetricRow, RunOutcome
 from corrgd.storage.runspec import RunSpec
 
 if TYPE_CHECKING:
@@ -92,13 +84,11 @@ AXIS_TYPES: dict[str, Callable[[Any], Any]] = {
     name: _CONVERTERS[Run.__table__.c[name].type.python_type] for name in AXIS_COLUMNS}
 
 _METRIC_FIELDS = ("loss", "accuracy", "top5")
-_ROW_KEYS = {"split", "seconds", "diagnostics", *_METRIC_FIELDS}
-_REQUIRED_ROW_KEYS = {"split", "loss", "accuracy", "seconds"}
 
 
 @dataclass(frozen=True)
 class ClaimedRun:
-    """A run handed to a worker by :func:`claim_run`, or one member of a :func:`claim_group`.
+    """One member of a group :func:`claim_group` handed to a worker.
 
     ``last_epoch`` (-1 if none) and ``checkpoint_path`` say where a previous
     attempt got to; ``attempts`` counts claims including this one.
@@ -114,36 +104,25 @@ class ClaimedRun:
     checkpoint_path: str | None
     worker: str
     device: str
-    #: the claim's group (shared by the runs claim_group took together); None from claim_run
-    group_id: str | None = None
+    #: the claim's group, shared by the runs claim_group took together
+    group_id: str
 
 
 #: claim_group's group size: a number, or a function of the first run's config giving one.
 MaxMembers = int | Callable[[dict[str, Any]], int]
 
 
-@dataclass(frozen=True)
-class EpochEntry:
-    """One run's epoch for :func:`log_epochs`: what :func:`log_epoch` takes for one run."""
-
-    run_id: int
-    epoch: int
-    rows: Sequence[dict[str, Any]]
-    checkpoint_path: str | None = None
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    """How one run ended, for :func:`finish_runs`: ``done``, ``failed`` or ``diverged``."""
-
-    run_id: int
-    status: str
-    error: str | None = None
-
-
 def default_worker_id() -> str:
     """``host:pid`` of this process, the conventional ``worker`` argument."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def sweep_id_of(conn: Connection, name: str) -> int:
+    """The id of sweep ``name`` (:class:`UnknownSweep` if there is none)."""
+    sweep_id = conn.execute(select(Sweep.id).where(Sweep.name == name)).scalar_one_or_none()
+    if sweep_id is None:
+        raise UnknownSweep(f"no sweep named {name!r}")
+    return sweep_id
 
 
 # -- enqueueing -------------------------------------------------------------------
@@ -223,34 +202,6 @@ def add_sweep(db: ResultsDB, name: str, spec_text: str, runs: Sequence[RunSpec])
 # -- claiming ---------------------------------------------------------------------
 
 
-def claim_run(
-    db: ResultsDB,
-    worker: str,
-    device: str,
-    *,
-    sweep: str | None = None,
-    lease_seconds: float,
-    slurm_job_id: str | None = None,
-    max_attempts: int | None = None,
-) -> ClaimedRun | None:
-    """Atomically take one run to work on, or ``None`` when there is nothing to do.
-
-    Takes the oldest ``running`` run whose heartbeat is older than
-    ``lease_seconds`` (its worker died), else the oldest ``queued`` run; only
-    from sweep ``sweep`` if given. The run is marked ``running`` by ``worker``
-    on ``device`` with a fresh heartbeat, and its ``attempts`` is incremented.
-    Each run is handed to exactly one caller, also across processes and hosts
-    (PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED``; SQLite: the database
-    write lock, taken by ``BEGIN IMMEDIATE``). The run is claimed alone, whatever
-    its ``group_key``: its ``group_id`` is set to NULL.
-    """
-    claimed = _claim(
-        db, worker, device, sweep, lease_seconds, slurm_job_id, max_members=1, grouped=False,
-        max_attempts=max_attempts,
-    )
-    return claimed[0] if claimed else None
-
-
 def claim_group(
     db: ResultsDB,
     worker: str,
@@ -264,60 +215,42 @@ def claim_group(
 ) -> list[ClaimedRun]:
     """Atomically take a group of runs to train together; ``[]`` when there is nothing to do.
 
-    In one transaction: takes the first run exactly as :func:`claim_run` does
-    (the oldest stale run, else the oldest queued run; only from ``sweep`` if
-    given). If its ``group_key`` is not NULL, also takes up to ``max_members - 1``
-    more runs of the same sweep with the same ``group_key``, in the same state
-    (all stale, or all queued) and with the same ``last_epoch`` (so that every
-    member resumes from the same epoch), oldest first. A NULL key gives a group
-    of one.
+    In one transaction: takes the oldest ``running`` run whose heartbeat is older
+    than ``lease_seconds`` (its worker died), else the oldest ``queued`` run; only
+    from sweep ``sweep`` if given, never from a cancelled sweep. If its ``group_key``
+    is not NULL, also takes up to ``max_members - 1`` more runs of the same sweep with
+    the same ``group_key``, in the same state (all stale, or all queued) and with the
+    same ``last_epoch`` (so that every member resumes from the same epoch), oldest
+    first. A NULL key, or ``max_members=1``, gives a group of one.
 
-    Every member is marked as :func:`claim_run` marks its run (``running`` by
-    ``worker`` on ``device``, fresh heartbeat, ``attempts + 1``, the "lease of
-    ... expired; reclaimed" error for stale runs) and gets one shared
-    ``group_id``, ``"<first run id>.<its attempt>"``; the list starts with the
-    first run, the others follow by id. Exactly-once as for :func:`claim_run`:
-    every member row is locked (PostgreSQL ``FOR UPDATE SKIP LOCKED``, SQLite the
-    write lock), so no run is in two groups; runs another worker is claiming at
-    that moment are skipped, so a group may come out smaller than it could be.
+    Every member is marked ``running`` by ``worker`` on ``device`` with a fresh
+    heartbeat, ``attempts + 1`` (and the "lease of ... expired; reclaimed" error for
+    stale runs), and gets one shared ``group_id``, ``"<first run id>.<its attempt>"``;
+    the list starts with the first run, the others follow by id. Each run is handed to
+    exactly one caller, also across processes and hosts: every member row is locked
+    (PostgreSQL ``SELECT ... FOR UPDATE SKIP LOCKED``; SQLite the database write lock,
+    taken by ``BEGIN IMMEDIATE``), so no run is in two groups; runs another worker is
+    claiming at that moment are skipped, so a group may come out smaller than it could be.
 
     ``max_members`` is a number, or a function of the first run's config (a
     dict) that gives it, e.g. how many such networks fit the device's memory.
     The function is called only for a non-NULL key, inside the transaction
     (on SQLite while holding the database's write lock), and again if the
     transaction is retried: it must be quick, pure and not use the database.
+
+    With ``max_attempts``, a stale run that was already claimed that many times is not
+    handed out again: it is marked ``failed`` with the reason, in the same transaction
+    (a run that keeps killing its workers must not kill them all).
     """
     if not callable(max_members):
         _check_max_members(max_members)
-    return _claim(db, worker, device, sweep, lease_seconds, slurm_job_id, max_members,
-                  grouped=True, max_attempts=max_attempts)
-
-
-def _claim(
-    db: ResultsDB,
-    worker: str,
-    device: str,
-    sweep: str | None,
-    lease_seconds: float,
-    slurm_job_id: str | None,
-    max_members: MaxMembers,
-    *,
-    grouped: bool,
-    max_attempts: int | None = None,
-) -> list[ClaimedRun]:
-    """claim_run (one run, no group id) and claim_group: see their docstrings.
-
-    With ``max_attempts``, a stale run (its worker died) that was already claimed that
-    many times is not handed out again: it is marked ``failed`` with the reason, in the
-    same transaction (a run that keeps killing its workers must not kill them all).
-    """
     if lease_seconds < 0:
         raise ValueError("lease_seconds must be >= 0")
     if max_attempts is not None and max_attempts < 1:
         raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
 
     def transaction(conn: Connection) -> list[ClaimedRun]:
-        sweep_filter = [] if sweep is None else [Run.sweep_id == _sweep_id(conn, sweep)]
+        sweep_filter = [] if sweep is None else [Run.sweep_id == sweep_id_of(conn, sweep)]
         # built once: the same cutoff for every statement of the transaction
         stale = (Run.status == RunStatus.RUNNING) & (
             Run.heartbeat_at < db.seconds_ago(lease_seconds)
@@ -373,7 +306,7 @@ def _claim(
                 attempts=Run.attempts + 1,
                 # evaluated on the row before the update: the previous owner
                 error="lease of " + Run.worker + " expired; reclaimed" if reclaimed else None,
-                group_id=f"{first.id}.{first.attempts + 1}" if grouped else None,
+                group_id=f"{first.id}.{first.attempts + 1}",
             )
             .returning(
                 Run.id,
@@ -432,120 +365,47 @@ def _give_up(db: ResultsDB, conn: Connection, where: ColumnElement[bool],
             heartbeat_at=now))
 
 
-# -- a worker's writes about the run it owns --------------------------------------
+# -- a worker's writes about the group of runs it owns ----------------------------
+#
+# One transaction each. They lock the listed runs the worker owns (PostgreSQL: row
+# locks, taken in id order, so that a worker's heartbeat thread and training thread
+# never deadlock on each other; SQLite: the write lock) and act on those only; the
+# ids of the others are returned, in the order given, for the worker to drop.
 
 
-def _update_owned(conn: Connection, run_id: int, worker: str, values: dict[str, Any]) -> None:
-    """UPDATE the run if ``worker`` owns it, else raise :class:`LostLease`."""
-    result = conn.execute(
-        update(Run)
-        .where(Run.id == run_id, Run.worker == worker, Run.status == RunStatus.RUNNING)
-        .values(**values)
-    )
-    if result.rowcount != 1:
-        raise LostLease(_ownership_report(conn, run_id, worker))
-
-
-def _ownership_report(conn: Connection, run_id: int, worker: str) -> str:
-    found = conn.execute(select(Run.status, Run.worker).where(Run.id == run_id)).first()
-    if found is None:
-        return f"run {run_id} does not exist"
-    owner = f" by {found.worker}" if found.worker else ""
-    return f"run {run_id} is not owned by {worker}: it is {found.status}{owner}"
-
-
-def _update_run(conn: Connection, run_id: int, values: dict[str, Any]) -> None:
-    if conn.execute(update(Run).where(Run.id == run_id).values(**values)).rowcount != 1:
-        raise UnknownRun(f"run {run_id} does not exist")
-
-
-def _write_run(
-    db: ResultsDB, run_id: int, worker: str | None, values: Callable[[], dict[str, Any]]
-) -> None:
-    """UPDATE one run with ``values()`` (evaluated in the transaction, for fresh timestamps).
-
-    With a ``worker``, only if that worker owns the run (else :class:`LostLease`).
-    """
-
-    def transaction(conn: Connection) -> None:
-        if worker is None:
-            _update_run(conn, run_id, values())
-        else:
-            _update_owned(conn, run_id, worker, values())
-
-    db.write(transaction)
-
-
-def heartbeat(db: ResultsDB, run_id: int, worker: str) -> None:
-    """Tell the queue ``worker`` is still alive and working on the run."""
-    _write_run(db, run_id, worker, lambda: {"heartbeat_at": db.now()})
-
-
-def _finite_or_none(value: Any) -> float | None:
+def _finite_or_none(value: float | None) -> float | None:
     if value is None:
         return None
     number = float(value)
     return number if math.isfinite(number) else None
 
 
-def _metric_rows(run_id: int, epoch: int, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def _metric_rows(run_id: int, epoch: int, rows: Sequence[MetricRow]) -> list[dict[str, Any]]:
+    """The ``epoch_metrics`` rows of one epoch of a run; ``ValueError`` if ``rows`` is
+    empty, names a split twice or one that is not in ``SPLITS``, or ``epoch`` < 0."""
     epoch = operator.index(epoch)
     if epoch < 0:
         raise ValueError(f"epoch must be >= 0, got {epoch}")
     if not rows:
-        raise ValueError("log_epoch needs at least one row")
+        raise ValueError(f"run {run_id}, epoch {epoch}: no metric rows")
     out = []
     for row in rows:
-        if unknown := set(row) - _ROW_KEYS:
-            raise ValueError(f"unknown metric keys {sorted(unknown)}; allowed: {sorted(_ROW_KEYS)}")
-        if missing := _REQUIRED_ROW_KEYS - set(row):
-            raise ValueError(f"metric row lacks {sorted(missing)}")
-        if row["split"] not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {row['split']!r}")
+        if row.split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {row.split!r}")
         out.append(
             {
                 "run_id": run_id,
                 "epoch": epoch,
-                "split": row["split"],
-                **{f: _finite_or_none(row.get(f)) for f in _METRIC_FIELDS},
-                "seconds": float(row["seconds"]),
-                "diagnostics": row.get("diagnostics"),
+                "split": row.split,
+                **{f: _finite_or_none(getattr(row, f)) for f in _METRIC_FIELDS},
+                "seconds": float(row.seconds),
+                "diagnostics": row.diagnostics,
             }
         )
     splits = [r["split"] for r in out]
     if len(set(splits)) != len(splits):
         raise ValueError(f"duplicate splits in one epoch: {splits}")
     return out
-
-
-def log_epoch(
-    db: ResultsDB,
-    run_id: int,
-    epoch: int,
-    rows: Sequence[dict[str, Any]],
-    worker: str,
-    checkpoint_path: str | None = None,
-) -> None:
-    """Record one epoch of a run owned by ``worker``, in one transaction.
-
-    ``rows`` holds one dict per split: ``split`` ("train"/"val"/"test"),
-    ``loss``, ``accuracy``, ``seconds`` (training time of this epoch; 0 for
-    epoch 0, which is evaluated before training), optional ``top5`` and
-    ``diagnostics`` (JSON-able dict; NaN there becomes null). A NaN loss is
-    stored as NULL. Also refreshes the heartbeat, raises ``last_epoch`` to
-    ``epoch`` and, if given, sets ``checkpoint_path``.
-
-    Idempotent: logging an epoch again replaces its rows (a run resumed from
-    an older checkpoint re-logs the epochs after it). Raises
-    :class:`LostLease`, writing nothing, if the run is not ``worker``'s.
-    """
-    metric_rows = _metric_rows(run_id, epoch, rows)
-
-    def transaction(conn: Connection) -> None:
-        _update_owned(conn, run_id, worker, _progress(db, epoch, checkpoint_path))
-        _upsert_metrics(db, conn, metric_rows)
-
-    db.write(transaction)
 
 
 def _progress(db: ResultsDB, epoch: int, checkpoint_path: str | None) -> dict[str, Any]:
@@ -570,26 +430,7 @@ def _upsert_metrics(db: ResultsDB, conn: Connection, metric_rows: list[dict[str,
     conn.execute(upsert, metric_rows)
 
 
-def set_checkpoint(
-    db: ResultsDB, run_id: int, path: str | None, *, worker: str | None = None
-) -> None:
-    """Record the run's latest checkpoint; checks ownership when ``worker`` is given."""
-    if worker is None:
-        _write_run(db, run_id, None, lambda: {"checkpoint_path": path})
-    else:
-        _write_run(db, run_id, worker, lambda: {"checkpoint_path": path, "heartbeat_at": db.now()})
-
-
-def release_run(db: ResultsDB, run_id: int, worker: str) -> None:
-    """Give an owned run back to the queue (e.g. on SIGTERM/preemption).
-
-    It becomes ``queued`` again, keeping ``last_epoch``, ``checkpoint_path``
-    and its metrics so that the next worker resumes it; ``group_id`` is cleared.
-    """
-    _write_run(db, run_id, worker, lambda: dict(_RELEASED))
-
-
-#: What giving a run back to the queue sets (release_run, release_runs).
+#: What giving a run back to the queue sets (release_runs, give_back_dead).
 _RELEASED: dict[str, Any] = {
     "status": RunStatus.QUEUED,
     "worker": None,
@@ -598,40 +439,15 @@ _RELEASED: dict[str, Any] = {
 }
 
 
-def finish_run(
-    db: ResultsDB,
-    run_id: int,
-    status: str,
-    error: str | None = None,
-    *,
-    worker: str | None = None,
-) -> None:
-    """Mark a run ``done``, ``failed`` or ``diverged`` (with an optional error text).
-
-    With ``worker`` given, raises :class:`LostLease` unless the run is still
-    that worker's; workers should always pass it.
-    """
-    _check_final(status)
-    _write_run(db, run_id, worker, lambda: _finished(db, status, error))
-
-
 def _check_final(status: str) -> None:
     if status not in FINAL_STATUSES:
         raise ValueError(f"status must be one of {sorted(FINAL_STATUSES)}, got {status!r}")
 
 
 def _finished(db: ResultsDB, status: str, error: str | None) -> dict[str, Any]:
-    """What finishing a run sets (finish_run, finish_runs); ``group_id`` is kept."""
+    """What finishing a run sets; ``group_id`` is kept."""
     now = db.now()
     return {"status": status, "error": error, "finished_at": now, "heartbeat_at": now}
-
-
-# -- a worker's writes about the group of runs it owns ----------------------------
-#
-# One transaction each. They lock the listed runs the worker owns (PostgreSQL: row
-# locks, taken in id order, so that a worker's heartbeat thread and training thread
-# never deadlock on each other; SQLite: the write lock) and act on those only; the
-# ids of the others are returned, in the order given, for the worker to drop.
 
 
 def _unique_ids(run_ids: Iterable[int]) -> list[int]:
@@ -675,7 +491,7 @@ def heartbeat_runs(db: ResultsDB, run_ids: Iterable[int], worker: str) -> list[i
 
     Returns the ids of the listed runs it no longer owns (reclaimed after its
     lease expired, finished, released, or never its): the worker drops those
-    members. Raises nothing for them, unlike :func:`heartbeat`.
+    members.
     """
 
     def write(conn: Connection, owned: set[int]) -> None:
@@ -687,13 +503,15 @@ def heartbeat_runs(db: ResultsDB, run_ids: Iterable[int], worker: str) -> list[i
 def log_epochs(db: ResultsDB, entries: Sequence[EpochEntry], worker: str) -> list[int]:
     """Record one epoch of each of several runs (a group's members), in one transaction.
 
-    Each entry is written exactly as :func:`log_epoch` writes one run's epoch
-    (same rows, same idempotent upsert, ``last_epoch``, heartbeat,
-    ``checkpoint_path`` if given), all together or not at all. Every entry is
-    validated before anything is written: one bad row raises ``ValueError``
-    and nothing is written; so does the same (run, epoch) twice. Entries of runs
-    ``worker`` no longer owns are skipped (nothing of theirs is written) and
-    their ids returned, in the order given.
+    Per entry: its rows (one :class:`~corrgd.storage.rows.MetricRow` per split), a fresh
+    heartbeat, ``last_epoch`` raised to its epoch and, if given, its ``checkpoint_path``;
+    all entries together or not at all. Idempotent: logging an epoch again replaces its
+    rows (a run resumed from an older checkpoint logs the epochs after it again); one
+    call may hold several epochs of a run. Every entry is checked before anything is
+    written: a row of an unknown split, a split twice in one epoch, an entry without
+    rows or the same (run, epoch) twice raises ``ValueError`` and nothing is written.
+    Entries of runs ``worker`` no longer owns are skipped (nothing of theirs is
+    written) and their ids returned, in the order given.
     """
     progress: dict[tuple[int, int], str | None] = {}  # (run id, epoch) -> checkpoint path
     metric_rows: dict[int, list[dict[str, Any]]] = {}  # run id -> its rows, all epochs
@@ -717,9 +535,10 @@ def log_epochs(db: ResultsDB, entries: Sequence[EpochEntry], worker: str) -> lis
 def release_runs(db: ResultsDB, run_ids: Iterable[int], worker: str) -> list[int]:
     """Give every listed run ``worker`` owns back to the queue, in one transaction.
 
-    As :func:`release_run` for each (``queued``, progress kept, ``group_id``
-    cleared). Returns the ids of the listed runs ``worker`` does not own, which
-    are left alone.
+    Each becomes ``queued`` again (on SIGTERM or preemption), keeping ``last_epoch``,
+    ``checkpoint_path`` and its metrics so that the next worker resumes it;
+    ``group_id`` is cleared. Returns the ids of the listed runs ``worker`` does not
+    own, which are left alone.
     """
 
     def write(conn: Connection, owned: set[int]) -> None:
@@ -754,8 +573,8 @@ def give_back_dead(db: ResultsDB, run_ids: Iterable[int], worker: str,
 def finish_runs(db: ResultsDB, outcomes: Sequence[RunOutcome], worker: str) -> list[int]:
     """Mark each listed run ``worker`` owns with its outcome, in one transaction.
 
-    As :func:`finish_run` (with ``worker``) for each: ``done``, ``failed`` or
-    ``diverged`` with an optional error text; ``group_id`` is kept. All statuses
+    Each becomes ``done``, ``failed`` or ``diverged``, with an optional error
+    text; ``group_id`` is kept. All statuses
     are checked first (``ValueError``, nothing written), as is each run listed
     once. Returns the ids of the listed runs ``worker`` does not own, which are
     left alone.
@@ -786,7 +605,7 @@ def cancel_sweep(db: ResultsDB, name: str) -> dict[str, int]:
     number of its runs per status."""
 
     def transaction(conn: Connection) -> dict[str, int]:
-        sweep_id = _sweep_id(conn, name)
+        sweep_id = sweep_id_of(conn, name)
         conn.execute(update(Sweep).where(Sweep.id == sweep_id).values(cancelled_at=db.now()))
         rows = conn.execute(select(Run.status, func.count(Run.id)).where(
             Run.sweep_id == sweep_id).group_by(Run.status)).all()
@@ -813,7 +632,7 @@ def delete_sweep(db: ResultsDB, name: str) -> int:
     """
 
     def transaction(conn: Connection) -> int:
-        sweep_id = _sweep_id(conn, name)
+        sweep_id = sweep_id_of(conn, name)
         running = conn.scalar(select(func.count(Run.id)).where(
             Run.sweep_id == sweep_id, Run.status == RunStatus.RUNNING))
         if running:
@@ -831,13 +650,6 @@ def delete_sweep(db: ResultsDB, name: str) -> int:
 # -- maintenance ------------------------------------------------------------------
 
 
-def _sweep_id(conn: Connection, name: str) -> int:
-    sweep_id = conn.execute(select(Sweep.id).where(Sweep.name == name)).scalar_one_or_none()
-    if sweep_id is None:
-        raise UnknownSweep(f"no sweep named {name!r}")
-    return sweep_id
-
-
 def requeue_failed(db: ResultsDB, sweep: str, *, statuses: Iterable[str] = ("failed",)) -> int:
     """Put a sweep's runs with one of ``statuses`` back in the queue; returns how many.
 
@@ -851,7 +663,7 @@ def requeue_failed(db: ResultsDB, sweep: str, *, statuses: Iterable[str] = ("fai
     def transaction(conn: Connection) -> int:
         result = conn.execute(
             update(Run)
-            .where(Run.sweep_id == _sweep_id(conn, sweep), Run.status.in_(wanted))
+            .where(Run.sweep_id == sweep_id_of(conn, sweep), Run.status.in_(wanted))
             .values(
                 status=RunStatus.QUEUED, worker=None, group_id=None, error=None, finished_at=None
             )
@@ -864,7 +676,7 @@ def requeue_failed(db: ResultsDB, sweep: str, *, statuses: Iterable[str] = ("fai
 def reset_stale(db: ResultsDB, lease_seconds: float, *, sweep: str | None = None) -> int:
     """Requeue running runs whose heartbeat is older than ``lease_seconds``.
 
-    ``claim_run`` reclaims such runs by itself; this makes them show as queued
+    ``claim_group`` reclaims such runs by itself; this makes them show as queued
     (e.g. before a status report) and returns how many there were.
     """
 
@@ -874,7 +686,7 @@ def reset_stale(db: ResultsDB, lease_seconds: float, *, sweep: str | None = None
             Run.heartbeat_at < db.seconds_ago(lease_seconds),
         ]
         if sweep is not None:
-            where.append(Run.sweep_id == _sweep_id(conn, sweep))
+            where.append(Run.sweep_id == sweep_id_of(conn, sweep))
         result = conn.execute(
             update(Run)
             .where(*where)
