@@ -28,8 +28,9 @@ quickstart: setup     ## the main job: a real sweep on offline data, then its re
 	$(CORRGD) report --table peak --sweep quickstart
 	$(CORRGD) best-params --sweep quickstart
 
-test:                 ## lint + the whole test suite (service tests skip if no server runs)
+test:                 ## lint, layer contracts + the whole test suite (service tests skip if no server runs)
 	$(PYTHON) -m ruff check .
+	$(VENV)/bin/lint-imports
 	$(PYTHON) -m pytest -q --durations=15
 
 test-fast:            ## skip the slow end-to-end tests
@@ -37,6 +38,7 @@ test-fast:            ## skip the slow end-to-end tests
 
 lint:
 	$(PYTHON) -m ruff check .
+	$(VENV)/bin/lint-imports
 
 bench:                ## decorrelation overhead, queue and grid throughput benchmarks
 	$(PYTHON) benchmarks/decor_overhead.py
