@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from corrgd.learn.rules import NodePerturbation
 from corrgd.learn.training import evaluate
 from corrgd.run.runner import (
     MemberEpoch,
+    build,
     learning_rates,
     load_data,
     load_trained,
@@ -54,6 +56,32 @@ def test_epoch_zero_then_every_epoch_with_all_splits() -> None:
         assert len(layers) == 2 and {"offdiag_corr", "gain", "norm_ratio"} <= set(layers[0])
     first, last = rec.epochs[0][1][0], rec.epochs[-1][1][0]
     assert last.loss < first.loss
+
+
+def test_fa_run_logs_the_angle_between_forward_and_feedback_weights() -> None:
+    """feedback_angle@L: the angle between W_l and B_l as the network holds them after the
+    epoch; epoch 0's (evaluated before training) checked by hand against the network as
+    built; absent for BP."""
+    config = RunConfig(**{**CONFIG, "algorithm": "fa", "epochs": 2})
+    rec = Recorder()
+    run(config, reporter=rec)
+    logged = [layer.get("feedback_angle") for layer in rec.epochs[-1][1][0].diagnostics["layers"]]
+    first = rec.epochs[0][1][0].diagnostics["layers"]
+    assert any(a is not None for a in logged)
+    assert all(0.0 < a < 180.0 for a in logged if a is not None)
+    # by hand, on a network of the same config after its epochs: cos = <W, B> / |W||B|
+    net, _, _ = build([config], load_data(config), "cpu")
+    for layer, a0 in zip(net.layers, first, strict=True):
+        if layer.feedback is None:
+            assert "feedback_angle" not in a0
+            continue
+        w, b = layer.weight[0].detach().flatten().double(), layer.feedback[0].flatten().double()
+        by_hand = math.degrees(math.acos(float(w @ b / (w.norm() * b.norm()))))
+        assert a0["feedback_angle"] == pytest.approx(by_hand, abs=1e-3)  # epoch 0: as built
+    bp = Recorder()
+    run(RunConfig(**{**CONFIG, "epochs": 1}), reporter=bp)
+    assert all("feedback_angle" not in layer
+               for layer in bp.epochs[-1][1][0].diagnostics["layers"])
 
 
 @pytest.mark.parametrize("layout", ["json", "pickled", "last rows"])

@@ -41,7 +41,7 @@ from torch import Tensor
 from corrgd.data import DataSplits, load_dataset
 from corrgd.data.prepare import hold_out_rows
 from corrgd.learn import streams
-from corrgd.learn.diagnostics import decorrelation_stats, update_angles
+from corrgd.learn.diagnostics import decorrelation_stats, feedback_angles, update_angles
 from corrgd.learn.losses import get_loss
 from corrgd.learn.models import build_network, takes_flat_input
 from corrgd.learn.nn import DecorSettings, Net
@@ -441,8 +441,9 @@ def _evaluate(group: Group, x: Tensor, y: Tensor, test: tuple[Tensor, Tensor] | 
 
 
 def _diagnostics(group: Group, x: Tensor, y: Tensor, epoch: int) -> list[dict[str, Any]]:
-    """Per member and layer: decorrelation stats (decorrelated layers) and the update's
-    angle to BP, on the first samples of the member's training split."""
+    """Per member and layer: decorrelation stats (decorrelated layers), the update's
+    angle to BP, on the first samples of the member's training split, and the angle
+    between the forward weights and the feedback matrix (layers that have one)."""
     rows = group.train_rows[:, :DIAGNOSTIC_SAMPLES]
     xb, yb = group.batch(x, rows, None), y[rows]
     net, rule = group.net, group.rule
@@ -460,6 +461,10 @@ def _diagnostics(group: Group, x: Tensor, y: Tensor, epoch: int) -> list[dict[st
         for layer, angles in enumerate(update_angles(net, rule, xb, yb, group.loss_fn)):
             for member, a in zip(layers, angles, strict=True):
                 member[layer]["angle_to_bp"] = a
+    for layer, angles in enumerate(feedback_angles(net)):  # FA: how far W_l is from B_l
+        if angles is not None:
+            for member, a in zip(layers, angles, strict=True):
+                member[layer]["feedback_angle"] = a
     return [{"layers": member} for member in layers]
 
 
