@@ -8,13 +8,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_integrity import TINY, assert_refused, bad, cli, db_url, enqueue
+from test_integrity import TINY, assert_refused, bad, cli, db_url, enqueue, snapshot
 
 from corrgd.storage import RunOutcome, open_db
 
@@ -247,3 +249,55 @@ def test_tables_of_a_sweep_without_finished_runs_are_refused(folder: Path,
                                                              args: list[str]) -> None:
     enqueue(folder)
     assert_refused(bad(folder, *args, "--db", db_url(folder)), "no finished runs yet")
+
+
+@pytest.mark.parametrize("args", [["sweep", "tiny.yaml", "--enqueue-only"], ["status"],
+                                  ["worker"]])
+def test_another_applications_database_is_refused_and_left_untouched(folder: Path,
+                                                                     args: list[str]) -> None:
+    other = folder / "notes.sqlite"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE notes (text TEXT)")
+        conn.execute("INSERT INTO notes VALUES ('mine')")
+    conn.close()
+    before = other.read_bytes()
+    assert_refused(cli(*args, "--db", str(other), cwd=folder), "--db", "notes.sqlite",
+                   "not corrgd's", "(notes)")
+    assert other.read_bytes() == before  # not even switched to WAL mode
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.sqlite", "tiny.yaml"]
+
+
+def _on_read_only_fs(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`corrgd ARGS` with `folder` mounted read-only (a private mount namespace)."""
+    command = f"mount --bind -o ro {folder} {folder} && exec {sys.executable} -m corrgd " + \
+        " ".join(args)
+    return subprocess.run(["unshare", "--map-root-user", "--mount", "sh", "-c", command],
+                          cwd=folder, capture_output=True, text=True, timeout=120)
+
+
+def _can_mount_read_only(folder: Path) -> bool:
+    return shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "--map-root-user", "--mount", "sh", "-c",
+         f"mount --bind -o ro {folder} {folder}"], capture_output=True).returncode == 0
+
+
+def test_a_database_on_a_read_only_file_system_is_read_and_never_written(
+        folder: Path) -> None:
+    if not _can_mount_read_only(folder):
+        pytest.skip("needs unshare with user and mount namespaces")
+    url = db_url(folder)
+    _corrgd(folder, "sweep", "tiny.yaml", "--db", url, "--enqueue-only")
+    assert not list(folder.glob("results/*-shm"))  # closed: SQLite cannot make its -shm
+    before = snapshot(folder)
+    status = _on_read_only_fs(folder, "status", "--db", url)
+    assert status.returncode == 0 and "tiny" in status.stdout, status.stderr
+    runs = _on_read_only_fs(folder, "runs", "--sweep", "tiny", "--db", url)
+    assert runs.returncode == 0 and "queued" in runs.stdout, runs.stderr
+    for args in (["sweep", "tiny.yaml", "--enqueue-only"], ["worker"]):
+        write = _on_read_only_fs(folder, *args, "--db", url)
+        assert write.returncode == 2, write.stderr
+        assert write.stderr.strip().splitlines() == [
+            f"error: --db {url}: cannot write results to {folder}/results/corrgd.sqlite: "
+            "it is on a read-only file system; commands that only read (status, runs, "
+            "report) still work"]
+    assert snapshot(folder) == before

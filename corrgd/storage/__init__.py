@@ -29,7 +29,9 @@ DEFAULT_URL = "sqlite:///results/corrgd.sqlite"
 if TYPE_CHECKING:
     from corrgd.storage.db import ResultsDB, open_db
     from corrgd.storage.errors import (
+        ForeignDatabase,
         MissingDatabase,
+        ReadOnlyDatabase,
         SchemaTooNew,
         SchemaTooOld,
         StorageError,
@@ -45,7 +47,8 @@ if TYPE_CHECKING:
 # Imported on first use, so that the CLI reads the two settings above without SQLAlchemy.
 _HOMES = {
     "ResultsDB": "db", "open_db": "db",
-    **dict.fromkeys(("MissingDatabase", "SchemaTooNew", "SchemaTooOld", "StorageError",
+    **dict.fromkeys(("ForeignDatabase", "MissingDatabase", "ReadOnlyDatabase",
+                     "SchemaTooNew", "SchemaTooOld", "StorageError",
                      "SweepBusy", "UnknownSweep"), "errors"),
     "FINAL_STATUSES": "models", "SPLITS": "models", "RunStatus": "models",
     "ClaimedRun": "queue", "default_worker_id": "queue",
@@ -71,8 +74,10 @@ __all__ = [
     "SPLITS",
     "ClaimedRun",
     "EpochEntry",
+    "ForeignDatabase",
     "MetricRow",
     "MissingDatabase",
+    "ReadOnlyDatabase",
     "ResultsDB",
     "RunOutcome",
     "RunSpec",

@@ -18,7 +18,8 @@ from typing import Any
 from sqlalchemy import URL, Engine, create_engine, event, make_url
 
 from corrgd.storage import DEFAULT_URL, ENV_VAR
-from corrgd.storage.errors import MissingDatabase
+from corrgd.storage.errors import MissingDatabase, ReadOnlyDatabase
+from corrgd.storage.files import nearest_existing
 from corrgd.storage.runspec import dumps_jsonable
 
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
@@ -76,7 +77,13 @@ def _sqlite_readonly_engine(url: URL) -> Engine:
     if not path.is_file():
         raise MissingDatabase(f"no results database at {path}: a corrgd sweep or worker "
                               "creates it")
-    engine = create_engine(f"sqlite:///file:{path.resolve()}?mode=ro&uri=true",
+    # A WAL database is read through its -shm file. Where there is none and SQLite cannot
+    # create one (a read-only file system, another user's folder), nobody is writing, so
+    # the file is read as immutable; otherwise the open would fail.
+    no_shm = not Path(f"{path}-shm").exists() and (
+        _read_only_file_system(path) or not os.access(path.parent, os.W_OK))
+    immutable = "&immutable=1" if no_shm else ""
+    engine = create_engine(f"sqlite:///file:{path.resolve()}?mode=ro{immutable}&uri=true",
                            json_serializer=dumps_jsonable)
 
     @event.listens_for(engine, "connect")
@@ -85,6 +92,22 @@ def _sqlite_readonly_engine(url: URL) -> Engine:
         dbapi_connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
 
     return engine
+
+
+def _read_only_file_system(path: Path) -> bool:
+    return bool(os.statvfs(nearest_existing(path)).f_flag & os.ST_RDONLY)
+
+
+def unwritable(path: Path) -> str | None:
+    """Why results cannot be written to the SQLite file `path`, or None if they can."""
+    if _read_only_file_system(path):
+        return "it is on a read-only file system"
+    if path.exists() and not os.access(path, os.W_OK):
+        return "the file is write-protected"
+    folder = nearest_existing(path.parent)
+    if not os.access(folder, os.W_OK):
+        return f"the folder {folder} is not writable (SQLite writes a -wal file beside it)"
+    return None
 
 
 def _enable_wal(cursor: Any) -> None:
@@ -103,9 +126,21 @@ def _enable_wal(cursor: Any) -> None:
 
 
 def _sqlite_engine(url: URL) -> Engine:
-    database = url.database or ""
-    if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    if (path := sqlite_path(url)) is not None:
+        if problem := unwritable(path):
+            raise ReadOnlyDatabase(f"cannot write results to {path}: {problem}; commands "
+                                   "that only read (status, runs, report) still work")
+        if path.is_file() and path.stat().st_size:
+            # look before writing: a connection for writes switches the file to WAL
+            # mode, which must not happen to another application's file
+            from corrgd.storage.migrate import check_not_foreign
+
+            probe = _sqlite_readonly_engine(url)
+            try:
+                check_not_foreign(probe)
+            finally:
+                probe.dispose()
+        path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, json_serializer=dumps_jsonable)
 
     @event.listens_for(engine, "connect")

@@ -19,6 +19,14 @@ class SchemaTooOld(StorageError):
     """A command that only reads met a database an older corrgd wrote (not upgraded)."""
 
 
+class ReadOnlyDatabase(StorageError):
+    """A command that writes was given an SQLite file it cannot write."""
+
+
+class ForeignDatabase(StorageError):
+    """The database holds tables but no corrgd schema: another application's."""
+
+
 class SchemaTooNew(StorageError):
     """The database was written by a newer corrgd whose migrations this one lacks."""
 

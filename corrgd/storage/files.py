@@ -21,7 +21,21 @@ def write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
     try:
         write(temporary)
         os.replace(temporary, path)
+    except OSError as e:
+        temporary.unlink(missing_ok=True)
+        if e.filename is None:  # a failed write() names no file: name the one meant
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+    return path
+
+
+def nearest_existing(path: str | Path) -> Path:
+    """`path` made absolute, or its nearest folder that exists (where a file system can be
+    asked about a file yet to be written)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
     return path

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection, Engine, inspect, text
 
 from corrgd.storage.engine import WRITE_OPTIONS
-from corrgd.storage.errors import SchemaTooNew, SchemaTooOld
+from corrgd.storage.errors import ForeignDatabase, SchemaTooNew, SchemaTooOld
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -51,11 +51,24 @@ def current_revision(connection: Connection) -> str | None:
 
 
 def _current(engine: Engine) -> str | None:
+    """The database's revision; a database that holds tables but no corrgd schema is
+    :class:`ForeignDatabase` (corrgd adds its tables only to an empty one)."""
     with engine.connect() as connection:
         current = current_revision(connection)
+        tables = [] if current is not None else inspect(connection).get_table_names()
         connection.rollback()
-    _check_known(current)
+    if tables:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise ForeignDatabase(
+            f"holds tables that are not corrgd's ({shown}): give a new file, or an empty "
+            "database, for corrgd's results")
     return current
+
+
+def check_not_foreign(engine: Engine) -> None:
+    """Raise :class:`ForeignDatabase` if the database is another application's (reads
+    only)."""
+    _current(engine)
 
 
 def upgrade(
@@ -64,6 +77,7 @@ def upgrade(
     """Upgrade the database behind ``engine`` to ``revision``; a no-op when it is there
     (then without loading Alembic)."""
     current = _current(engine)
+    _check_known(current)
     if revision == "head" and script_location is None and current == REVISIONS[-1]:
         return
     from alembic import command
@@ -81,6 +95,7 @@ def upgrade(
 def check_current(engine: Engine) -> None:
     """Raise unless the database is at this corrgd's newest schema (reads only)."""
     current = _current(engine)
+    _check_known(current)
     if current is None:
         raise SchemaTooOld(f"{engine.url.render_as_string()} holds no corrgd results: a "
                            "corrgd sweep or worker creates them")
