@@ -91,8 +91,32 @@ def _open_db(url: str | None, *, readonly: bool = False) -> Any:
     except (StorageError, ValueError, OSError) as e:
         raise fail(f"{_db_source(url)}: {e}") from None
     except Exception as e:  # driver errors: unreachable server, bad URL, read-only file
+        from corrgd.run.faults import DiskFull, full_disk
+
+        if what := full_disk(e, sqlite_path(resolved)):
+            raise _disk_full(DiskFull.of(what, e)) from None
         raise fail(f"{_db_source(url)}: {type(e).__name__}: "
                    f"{str(e).splitlines()[0]}") from None
+
+
+@contextmanager
+def _training() -> Iterator[None]:
+    """How training in this process may end early, each in one line: Ctrl-C (exit 130), a
+    full disk (exit 1; the runs are back in the queue and resume on a rerun)."""
+    from corrgd.run.faults import DiskFull
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except DiskFull as e:
+        raise _disk_full(e) from None
+
+
+def _disk_full(e: Exception) -> typer.Exit:
+    """Print the one line of a full disk on stderr; exit code 1 (not bad input)."""
+    err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
 
 
 def _check_positive(flag: str, value: float | None, *, strict: bool = True) -> None:
@@ -202,6 +226,11 @@ def sweep(
             _dry_run(parsed, plan, device=devices.split(",")[0] if devices else
                      "cuda" if executor == "slurm" and gpus_per_job else "cpu",
                      group_size=group_size)
+            if executor == "local":
+                from corrgd.run.launch import local_workers
+
+                started = local_workers(devices, workers, threads, plan.runs)[2]
+                console.print(f"would start {started}")
             return
         if sweeps.needs_confirmation(plan.runs) and not yes:
             raise fail(f"{spec}: {plan.runs:,} runs: more than {CONFIRM_ABOVE:,}; check the "
@@ -245,13 +274,14 @@ def sweep(
     if executor == "slurm" and not wait:
         return
     try:
-        with SweepProgress(console, parsed.name) as progress:
+        with _training(), SweepProgress(console, parsed.name) as progress:
             launch.supervise(database, parsed.name, started, max_attempts=max_attempts,
                              lease=lease, on_tick=progress.show)
-    except KeyboardInterrupt:
-        console.print("interrupted: stopping workers; rerun the sweep to resume")
-        launch.stop_workers(started)
-        raise typer.Exit(130) from None
+    except typer.Exit as e:
+        if e.exit_code == 130:
+            console.print("interrupted: stopping workers; rerun the sweep to resume")
+            launch.stop_workers(started)
+        raise
     raise typer.Exit(sweep_summary(console, database, parsed.name))
 
 
@@ -368,20 +398,13 @@ def worker(
         console.print(f"{sum(database.requeue_failed(n) for n in names)} failed runs back "
                       "in the queue")
     from corrgd.console import EpochLines
-    from corrgd.run.launch import local_threads
     from corrgd.run.worker import Worker
 
-    if device == "cpu":
-        import torch
-
-        torch.set_num_threads(threads or local_threads(1))
     w = Worker(database, sweep=sweep, device=device, lease_seconds=lease,
                data_dir=data_dir, checkpoint_dir=checkpoint_dir, group_size=group_size,
-               max_attempts=max_attempts, events=EpochLines(console))
-    try:
+               max_attempts=max_attempts, events=EpochLines(console), threads=threads)
+    with _training():
         n = w.run(max_runs)
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
     console.print(f"worker {w.id}: {n} runs finished; queue empty" if max_runs is None
                   else f"worker {w.id}: {n} runs finished")
 
@@ -649,10 +672,8 @@ def _train_one(database: Any, parsed: Any, config: Any, *, device: str, data_dir
         console.print(f"sweep {escape(parsed.name)}: its run has finished already, "
                       f"{run['status']} (corrgd show {run['run_id']})", highlight=False)
         return 0 if run["status"] == "done" else 1
-    try:
+    with _training():
         worker.run()
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
     run = database.runs_frame(parsed.name).iloc[0]
     if logged:
         console.print(f"run {run['run_id']} of sweep {escape(parsed.name)} in {database.url}: "

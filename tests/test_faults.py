@@ -109,3 +109,141 @@ def test_a_sweep_waits_for_runs_a_worker_outside_it_holds(tmp_path: Path) -> Non
     assert "2 done, 0 diverged, 0 failed, 0 unfinished of 2" in out
     runs = db.runs_frame("beside").set_index("run_id")
     assert (runs["attempts"] == 1).all()  # nothing taken from the live worker
+
+
+# --- a full disk: one line, no run failed, no partial file; a rerun resumes exactly ----------
+TINY = """\
+name: tiny
+dataset: digits
+network: mlp
+hidden: [8]
+val_size: 100
+algorithm: bp
+decor: [false, true]
+decor_lr: 1.0e-3
+lr: 1.0e-3
+seed: [0, 1]
+epochs: 2
+batch_size: 256
+diagnostics: false
+"""
+CORRGD = f"{sys.executable} -m corrgd"
+
+
+def in_namespace(folder: Path, script: str) -> subprocess.CompletedProcess[str]:
+    """`script` (sh) in a private mount namespace, where it may mount small file systems."""
+    return subprocess.run(["unshare", "--map-root-user", "--mount", "sh", "-c", script],
+                          cwd=folder, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Path:
+    if subprocess.run(["unshare", "--map-root-user", "--mount", "sh", "-c",
+                       f"mount -t tmpfs -o size=64k tmpfs {tmp_path}"],
+                      capture_output=True).returncode != 0:
+        pytest.skip("needs unshare with user and mount namespaces")
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    return tmp_path
+
+
+def rows_of(url: str) -> list[tuple]:
+    db = open_db(url)
+    frame = db.epochs_frame("tiny", diagnostics=False)
+    statuses = set(db.runs_frame("tiny")["status"])
+    db.close()
+    assert statuses == {"done"}, statuses
+    return sorted((int(r.run_id), int(r.epoch), r.split, float(r.loss), float(r.accuracy))
+                  for r in frame.itertuples())
+
+
+def reference_rows(folder: Path) -> list[tuple]:
+    """The epoch rows of the tiny sweep trained with room to spare."""
+    (folder / "reference").mkdir()
+    url = f"sqlite:///{folder / 'reference' / 'r.sqlite'}"
+    done = subprocess.run([*CORRGD.split(), "sweep", "tiny.yaml", "--db", url,
+                           "--checkpoint-dir", "reference/ck", "--workers", "1"],
+                          cwd=folder, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return rows_of(url)
+
+
+def assert_one_line_disk_full(stderr: str, what: str) -> None:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith(f"error: {what}") and \
+        "is full (No space left on device); free space and rerun" in lines[0], lines[0]
+
+
+def test_a_full_checkpoint_disk_stops_the_sweep_and_a_rerun_resumes(tiny: Path) -> None:
+    url = f"sqlite:///{tiny / 'results.sqlite'}"
+    (tiny / "ck").mkdir()
+    # checkpoints of the first epochs fit in 48 KiB, not all 12
+    full = in_namespace(tiny, f"mount -t tmpfs -o size=48k tmpfs ck && {CORRGD} sweep "
+                        f"tiny.yaml --db {url} --checkpoint-dir ck --workers 1; "
+                        "echo exit=$?; ls -a ck/tiny")
+    assert "exit=1" in full.stdout, full.stdout + full.stderr
+    assert_one_line_disk_full(full.stderr, "the disk holding ck/tiny/")
+    left = full.stdout.split("exit=1")[1].split()
+    assert not [name for name in left if "tmp" in name], left  # no partial checkpoint
+    db = open_db(url)
+    assert set(db.runs_frame("tiny")["status"]) <= {"queued", "done"}  # none failed
+    db.close()
+    # the small disk is gone with its checkpoints: the rerun retrains what the database
+    # lacks and tops up the rest, to the very numbers of a run with room to spare
+    rerun = subprocess.run([*CORRGD.split(), "sweep", "tiny.yaml", "--db", url,
+                            "--checkpoint-dir", "ck", "--workers", "1"],
+                           cwd=tiny, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert rows_of(url) == reference_rows(tiny)
+
+
+def test_a_full_database_disk_stops_the_sweep_and_a_rerun_resumes(tiny: Path) -> None:
+    url = "sqlite:///db/results.sqlite"
+    (tiny / "db").mkdir()
+    # the database on a 2 MiB disk that a filler leaves ~100 KiB of: enough to open it,
+    # not to log every epoch; then the filler goes and the sweep is run again
+    script = f"""
+        mount -t tmpfs -o size=2m tmpfs db && {CORRGD} sweep tiny.yaml --db {url} \\
+            --enqueue-only > /dev/null || exit 9
+        free=$(df -k --output=avail db | tail -1)
+        dd if=/dev/zero of=db/filler bs=4k count=$(( (free - 100) / 4 )) 2> /dev/null
+        {CORRGD} sweep tiny.yaml --db {url} --checkpoint-dir ck --workers 1 > /dev/null
+        echo "exit=$?" >&2
+        rm db/filler
+        {CORRGD} sweep tiny.yaml --db {url} --checkpoint-dir ck --workers 1 > /dev/null
+        echo "rerun=$?" >&2
+        cp db/results.sqlite kept.sqlite
+    """
+    done = in_namespace(tiny, script)
+    first, rest = done.stderr.split("exit=")
+    assert rest.split() == ["1", "rerun=0"], done.stderr
+    assert_one_line_disk_full(first, "the disk holding ")
+    assert rows_of(f"sqlite:///{tiny / 'kept.sqlite'}") == reference_rows(tiny)
+
+
+def test_a_full_disk_is_told_apart_from_other_errors(tmp_path: Path) -> None:
+    import errno
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from corrgd.run.faults import full_disk
+
+    class PgDiskFull(Exception):
+        sqlstate = "53100"  # psycopg's errors.DiskFull
+
+    sqlite_full = sqlite3.OperationalError("database or disk is full")
+    sqlite_full.sqlite_errorcode = 13
+    sqlite_io = sqlite3.OperationalError("disk I/O error")
+    sqlite_io.sqlite_errorcode = 10
+    wrapped = RuntimeError("while saving")
+    wrapped.__cause__ = OSError(errno.ENOSPC, "No space left on device", "ck/1.pt")
+    assert full_disk(wrapped) == "the disk holding ck/1.pt"
+    assert full_disk(OSError(errno.EDQUOT, "Disk quota exceeded")) == "a disk"
+    assert full_disk(OperationalError("INSERT", {}, sqlite_full)) == \
+        "the disk holding the results database"
+    assert full_disk(OperationalError("INSERT", {}, PgDiskFull())) == \
+        "the disk holding the results database"
+    assert full_disk(OSError(errno.EACCES, "Permission denied", "x")) is None
+    # an SQLite I/O error is a full disk only where the disk is full
+    assert full_disk(OperationalError("BEGIN", {}, sqlite_io), tmp_path / "r.sqlite") is None

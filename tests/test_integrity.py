@@ -94,7 +94,7 @@ def epoch_rows(url: str) -> list[tuple]:
     db = open_db(url)
     frame = db.epochs_frame("tiny", diagnostics=False)
     db.close()
-    return sorted((int(r.run_id), int(r.epoch), r.split, round(float(r.loss), 6))
+    return sorted((int(r.run_id), int(r.epoch), r.split, float(r.loss), float(r.accuracy))
                   for r in frame.itertuples())
 
 

@@ -14,7 +14,6 @@ local processes or SLURM array tasks on other machines; `corrgd.console` shows i
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +21,9 @@ from typing import Any
 
 import pandas as pd
 
+from corrgd.run.cores import cores, cpu_workers_running, fair_threads
 from corrgd.run.devices import default_devices
+from corrgd.run.faults import DiskFull, full_disk
 from corrgd.run.liveness import slurm_jobs, worker_gone
 from corrgd.storage import ResultsDB
 
@@ -53,9 +54,28 @@ def reclaim_orphans(db: ResultsDB, sweep: str, max_attempts: int | None = None
     return released, failed
 
 
-def local_threads(workers: int, cores: int | None = None) -> int:
-    """Torch threads per local CPU worker: the machine's cores shared among its workers."""
-    return max(1, (cores or os.cpu_count() or 1) // max(1, workers))
+def local_workers(devices: str | None, workers: int | None, threads: int | None,
+                  runs: int) -> tuple[list[str], int, str]:
+    """The devices and number of local workers a sweep of `runs` runs starts, and that in
+    words: one worker per GPU; on a CPU one per core (a worker's small kernels use one core
+    well, and several groups or runs train side by side)."""
+    device_list = devices.split(",") if devices else default_devices()
+    n = workers or (cores() if device_list == ["cpu"] else len(device_list))
+    n = max(1, min(n, runs))
+    cpu_workers = sum(device_list[i % len(device_list)] == "cpu" for i in range(n))
+    return device_list, n, f"{n} local worker{'s' * (n != 1)} on {', '.join(device_list)}" + (
+        f" ({cpu_threads(cpu_workers, threads)})" if cpu_workers else "")
+
+
+def cpu_threads(workers: int, threads: int | None) -> str:
+    """How many torch threads each of `workers` CPU workers about to start here gets, in
+    words: `threads`, or their share of the cores beside the CPU workers running here."""
+    if threads:
+        return f"{threads} torch thread{'s' * (threads > 1)} each"
+    running = cpu_workers_running()
+    share = fair_threads(workers)
+    return (f"{share} torch thread{'s' * (share > 1)} each: {cores()} cores, {running} "
+            f"other corrgd CPU worker{'s' * (running != 1)} running here")
 
 
 @dataclass
@@ -78,8 +98,9 @@ def start_workers(db: ResultsDB, sweep: str, *, executor: str, workers: int | No
                   devices: str | None, slurm: dict[str, Any], data_dir: str | None,
                   checkpoint_dir: str, lease: float, group_size: int | None,
                   max_attempts: int, threads: int | None) -> Launch:
-    """Start workers for the queued runs of `sweep`: locally one per GPU, or on a CPU one per
-    core (each with `threads` torch threads, default `local_threads`); or a SLURM array."""
+    """Start workers for the queued runs of `sweep`: locally (`local_workers`; each CPU
+    worker with `threads` torch threads, default its share of the cores, `corrgd.run.cores`);
+    or a SLURM array."""
     from corrgd.run.executors import LocalExecutor, SlurmExecutor
     from corrgd.run.worker import WorkerTask
 
@@ -89,19 +110,10 @@ def start_workers(db: ResultsDB, sweep: str, *, executor: str, workers: int | No
               "checkpoint_dir": checkpoint_dir, "group_size": group_size,
               "max_attempts": max_attempts}
     if executor == "local":
-        device_list = devices.split(",") if devices else default_devices()
-        # one worker per GPU; on a CPU one per core (a worker's small kernels use one core
-        # well, and several groups or runs train side by side)
-        n = workers or ((os.cpu_count() or 1) if device_list == ["cpu"] else len(device_list))
-        n = max(1, min(n, todo))
-        cpu_workers = sum(device_list[i % len(device_list)] == "cpu" for i in range(n))
-        threads = threads or local_threads(cpu_workers)
-        per_worker = [{**kwargs, "threads": threads if device_list[i % len(device_list)] == "cpu"
-                       else None} for i in range(n)]
+        device_list, n, where = local_workers(devices, workers, threads, todo)
+        per_worker = [{**kwargs, "threads": threads} for _ in range(n)]
         local: Any = LocalExecutor(device_list)
         task = WorkerTask()
-        where = f"{n} local workers on {', '.join(device_list)}" + \
-            (f" ({threads} torch thread{'s' * (threads > 1)} each)" if cpu_workers else "")
         return Launch(local, local.launch(task, per_worker), task, per_worker, where, True)
     n = workers or min(todo, slurm.get("array_parallelism") or 16)
     cluster = SlurmExecutor(**{k: v for k, v in slurm.items() if v is not None})
@@ -135,6 +147,32 @@ class Tick:
 
 def supervise(db: ResultsDB, sweep: str, launch: Launch, *, max_attempts: int | None,
               lease: float, on_tick: Callable[[Tick], None], interval: float = 1.0) -> None:
+    """Follow the sweep (`_follow`); when a disk it writes to is full (a local worker
+    stopped with `DiskFull`, or this process could not write the database), stop the other
+    local workers, which give their runs back, and raise `DiskFull`."""
+    try:
+        _follow(db, sweep, launch, max_attempts=max_attempts, lease=lease, on_tick=on_tick,
+                interval=interval)
+    except DiskFull:
+        stop_workers(launch)
+        raise
+    except Exception as e:
+        if (what := full_disk(e)) is None:
+            raise
+        stop_workers(launch)
+        raise DiskFull.of(what, e) from e
+
+
+def _disk_full(launch: Launch) -> DiskFull | None:
+    """The DiskFull a local worker of `launch` stopped with, if one did."""
+    for handle in launch.handles if launch.local else []:
+        if handle.done() and isinstance(error := handle.wait(0).exception, DiskFull):
+            return error
+    return None
+
+
+def _follow(db: ResultsDB, sweep: str, launch: Launch, *, max_attempts: int | None,
+            lease: float, on_tick: Callable[[Tick], None], interval: float) -> None:
     """Follow the sweep until its runs are finished, or nothing here can finish them.
 
     Every `interval` seconds: runs of workers that are gone (a local worker killed, a SLURM
@@ -144,6 +182,8 @@ def supervise(db: ResultsDB, sweep: str, launch: Launch, *, max_attempts: int | 
     workers hold (e.g. `corrgd worker` beside this sweep) are waited for. `on_tick` hears of
     each step, and of what was done or is waited for."""
     while True:
+        if (full := _disk_full(launch)) is not None:
+            raise full
         notes = []
         released, failed = reclaim_orphans(db, sweep, max_attempts)
         if released or failed:

@@ -25,6 +25,7 @@ Members saved at different epochs resume as separate groups, one after the other
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -50,6 +51,7 @@ from corrgd.learn.rules import LearningRule, NodePerturbation, make_rule
 from corrgd.learn.training import evaluate, train_step
 from corrgd.spec.config import PER_MEMBER, RunConfig
 from corrgd.storage import MetricRow
+from corrgd.storage.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -590,8 +592,9 @@ def _set_aside(path: Path, tag: str, why: str) -> None:
 
 
 def _save(path: Path, state: dict[str, Any]) -> None:
-    """Write atomically: a crash leaves either the old or the new checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Write atomically: a crash leaves either the old or the new checkpoint. Serialized in
+    memory first, so that a full disk is the OSError that says so (torch's own file writer
+    reports it as a zip position mismatch), and no partial file is left."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_atomic(path, lambda temporary: temporary.write_bytes(buffer.getbuffer()))

@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from corrgd.run import DEFAULT_CHECKPOINT_DIR, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS
+from corrgd.run.cores import fair_threads, registered
 from corrgd.run.devices import free_bytes
+from corrgd.run.faults import DiskFull, full_disk
 from corrgd.run.malloc import keep_freed_memory
 from corrgd.spec.config import RunConfig
 from corrgd.spec.sizing import auto_group_size
@@ -120,7 +122,7 @@ class Worker:
                  checkpoint_dir: str | Path = DEFAULT_CHECKPOINT_DIR,
                  group_size: int | None = None,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-                 events: WorkerEvents | None = None) -> None:
+                 events: WorkerEvents | None = None, threads: int | None = None) -> None:
         self.db = db if isinstance(db, ResultsDB) else open_db(db)
         self.events = events
         self.max_attempts = max_attempts
@@ -128,6 +130,7 @@ class Worker:
         self.data_dir = data_dir
         self.checkpoint_dir = Path(checkpoint_dir)
         self.group_size = group_size
+        self.threads = threads
         self.id = default_worker_id()
         self.current: list[ClaimedRun] = []
         self._data_key: tuple | None = None
@@ -142,9 +145,28 @@ class Worker:
     def run(self, max_runs: int | None = None, stop: threading.Event | None = None) -> int:
         """Train queued groups until the queue is empty (or `max_runs` runs, or `stop`);
         returns the number of runs finished."""
+        try:
+            with registered() if self.device == "cpu" else contextlib.nullcontext():
+                return self._run(max_runs, stop)
+        except Exception as e:  # the database's disk full, say, while claiming
+            if isinstance(e, DiskFull) or (what := full_disk(e)) is None:
+                raise
+            raise DiskFull.of(what, e) from e
+
+    def share_cores(self) -> None:
+        """A CPU worker's torch threads: `threads` if given, else its fair share of the
+        machine's cores among the CPU workers running on it now (`corrgd.run.cores`),
+        looked at before each group: oversubscribed threads spin and crawl."""
+        if self.device == "cpu":
+            import torch
+
+            torch.set_num_threads(self.threads or fair_threads())
+
+    def _run(self, max_runs: int | None, stop: threading.Event | None) -> int:
         finished = 0
         while (max_runs is None or finished < max_runs) and not (stop and stop.is_set()):
             left = None if max_runs is None else max_runs - finished
+            self.share_cores()
             group = self.db.claim_group(self.id, self.device, sweep=self.sweep,
                                         lease_seconds=self.lease,
                                         max_members=partial(self.members_for, left=left),
@@ -201,6 +223,9 @@ class Worker:
             self.release()
             raise
         except Exception as e:
+            if (what := full_disk(e)) is not None:  # not the runs' fault: they resume later
+                self.release()
+                raise DiskFull.of(what, e) from e
             log.exception("group of runs %s failed", ids)
             error = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=8)}"
             with contextlib.suppress(Exception):
@@ -246,13 +271,9 @@ class WorkerTask:
                  group_size: int | None = None,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> int:
         keep_freed_memory()  # tensors of a step reuse memory, no page faults (corrgd.run.malloc)
-        if threads:  # CPU workers sharing a machine: oversubscribed threads spin and crawl
-            import torch
-
-            torch.set_num_threads(threads)
         self.worker = Worker(db_url, sweep=sweep, device=device, lease_seconds=lease_seconds,
                              data_dir=data_dir, checkpoint_dir=checkpoint_dir,
-                             group_size=group_size, max_attempts=max_attempts)
+                             group_size=group_size, max_attempts=max_attempts, threads=threads)
         try:
             return self.worker.run(max_runs, stop)
         finally:

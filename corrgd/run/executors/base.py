@@ -26,6 +26,11 @@ def job_ended(state: str) -> bool:
     return bool(parts) and all(part in ENDED_STATES for part in parts)
 
 
+class WorkerStopped(Exception):
+    """A worker stopped for a reason its message tells in full (a full disk, say): an
+    executor passes it on without printing a traceback."""
+
+
 @dataclass(frozen=True)
 class WorkerResult:
     """How one worker ended."""
@@ -35,6 +40,7 @@ class WorkerResult:
     value: Any = None  # what the worker function returned (runs finished), if it returned
     exit_code: int | None = None  # process exit code, where known
     error: str | None = None  # traceback or scheduler message when it did not complete
+    exception: BaseException | None = None  # what the worker function raised, where known
 
     @property
     def ok(self) -> bool:

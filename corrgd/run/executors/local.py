@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import pickle
 import signal
 import sys
 import time
@@ -15,7 +16,7 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
 from typing import Any
 
-from corrgd.run.executors.base import WorkerFn, WorkerResult, with_defaults
+from corrgd.run.executors.base import WorkerFn, WorkerResult, WorkerStopped, with_defaults
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,11 @@ def _child_main(fn: WorkerFn, kwargs: dict[str, Any], conn: Connection) -> None:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         value = fn(**kwargs)
-    except BaseException:
-        conn.send(("error", traceback.format_exc()))
+    except BaseException as e:
+        conn.send(("error", (traceback.format_exc(), _picklable(e))))
+        if isinstance(e, WorkerStopped):  # the parent tells the user
+            conn.close()
+            os._exit(1)
         raise
     conn.send(("ok", value))
     conn.close()
@@ -47,6 +51,15 @@ def _child_main(fn: WorkerFn, kwargs: dict[str, Any], conn: Connection) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def _picklable(e: BaseException) -> BaseException | None:
+    """`e` if it can travel to the parent process, else None (its traceback still does)."""
+    try:
+        pickle.loads(pickle.dumps(e))
+    except Exception:
+        return None
+    return e
 
 
 class LocalJob:
@@ -114,12 +127,14 @@ class LocalJob:
                 state = "COMPLETED"
             else:
                 state = "FAILED"
+            error, exception = payload if outcome == "error" else (None, None)
             self._result = WorkerResult(
                 job_id=self.job_id,
                 state=state,
                 value=payload if outcome == "ok" else None,
                 exit_code=code,
-                error=payload if outcome == "error" else None,
+                error=error,
+                exception=exception,
             )
             self._conn.close()
         return self._result
