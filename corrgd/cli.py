@@ -288,11 +288,15 @@ def sweep(
 def _enqueue(database: Any, parsed: Any, runs: list[Any]) -> int:
     """Add the sweep's runs the database lacks (with their swept axes and group keys);
     how many were new."""
+    from corrgd.spec.pruning import prune_key
     from corrgd.storage import RunSpec
 
+    prune = parsed.prune
     specs = [RunSpec(config=r.model_dump(mode="json"), axes=_axes(parsed, r),
-                     group_key=r.group_key()) for r in runs]
-    return database.add_sweep(parsed.name, parsed.text, specs)[1]
+                     group_key=r.group_key(), prune_key=prune_key(r) if prune else None)
+             for r in runs]
+    return database.add_sweep(parsed.name, parsed.text, specs,
+                              prune.as_dict() if prune else None)[1]
 
 
 def _dry_run(parsed: Any, plan: Any, *, device: str, group_size: int | None) -> None:
@@ -431,7 +435,8 @@ def status(
 
 
 FORMATS = ("table", "csv", "json")
-SHOWN_STATUSES = ("queued", "running", "done", "diverged", "failed", "cancelled", "orphaned")
+SHOWN_STATUSES = ("queued", "running", "done", "diverged", "pruned", "failed", "cancelled",
+                  "orphaned")
 
 
 @app.command()
@@ -668,7 +673,7 @@ def _train_one(database: Any, parsed: Any, config: Any, *, device: str, data_dir
         raise fail(str(e)) from None
     _enqueue(database, parsed, [config])
     run = database.runs_frame(parsed.name).iloc[0]
-    if run["status"] in ("done", "diverged", "failed"):
+    if run["status"] in ("done", "diverged", "pruned", "failed"):
         console.print(f"sweep {escape(parsed.name)}: its run has finished already, "
                       f"{run['status']} (corrgd show {run['run_id']})", highlight=False)
         return 0 if run["status"] == "done" else 1
@@ -751,6 +756,9 @@ def report(
     lrs: Annotated[str, typer.Option(
         help="Curves with several LRs: best (by mean peak val_acc over seeds) or all")]
     = "best",
+    pruned: Annotated[bool, typer.Option(
+        "--pruned", help="Figures: draw the runs successive halving stopped too (they are "
+                         "never chosen as a curve's best LRs)")] = False,
     db: DbOption = None,
     out: OutOption = Path("results"),
 ) -> None:
@@ -777,7 +785,8 @@ def report(
     if compare:
         database = _open_db(db, readonly=True)
         _reporting(lambda: commands.report_compare(list(compare), database, metric=metric,
-                                                   lrs=lrs, out=out, console=console))
+                                                   lrs=lrs, out=out, console=console,
+                                                   pruned=pruned))
     elif table is not None:
         database = _open_db(db, readonly=True)
         _reporting(lambda: commands.report_table(database, table, sweep=sweep, metric=metric,
@@ -785,4 +794,4 @@ def report(
     else:
         _reporting(lambda: report_figure(str(figure), lambda: _open_db(db, readonly=True),
                                          sweep=sweep, lrs=lrs, out=out, console=console,
-                                         metric=metric))
+                                         metric=metric, pruned=pruned))

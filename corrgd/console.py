@@ -154,6 +154,7 @@ def sweep_summary(out: Console, db: ResultsDB, sweep: str) -> int:
     `corrgd sweep`: 0 when every run finished without failing."""
     c = db.run_counts(sweep)
     out.print(f"sweep [bold]{escape(sweep)}[/]: {c['done']} done, {c['diverged']} diverged, "
+              + (f"{c['pruned']} pruned, " if c["pruned"] else "") +
               f"{c['failed']} failed, {c['queued'] + c['running']} unfinished of {c['total']}"
               + (f" ({c['cancelled']} cancelled)" if c["cancelled"] else ""))
     if c["failed"]:
@@ -243,7 +244,8 @@ def print_status(out: Console, db: ResultsDB, sweep: str | None) -> None:
     """`corrgd status`: runs per sweep and state; the groups training now; the runs of
     `sweep` with the best score so far (else every running run); failed runs."""
     counts = db.sweep_counts()
-    columns = ("queued", "running", "done", "diverged", "failed", "cancelled", "total")
+    columns = ("queued", "running", "done", "diverged", "pruned", "failed", "cancelled",
+               "total")
     out.print(frame_table(counts[["sweep", *columns]], "sweeps", out.width))
     groups = db.group_counts(sweep)
     if not groups.empty:

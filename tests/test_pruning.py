@@ -4,11 +4,18 @@ the epochs it saves."""
 
 from __future__ import annotations
 
+import math
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+from sqlalchemy import text as sql
 
 from corrgd.spec.config import RunConfig
 from corrgd.spec.pruning import Pruning, decide, expected_epochs, prune_key
 from corrgd.spec.sweeps import SpecError, parse_spec
+from corrgd.storage import EpochEntry, MetricRow, ResultsDB, RunOutcome, RunSpec, open_db
 
 BASE = "dataset: digits\nnetwork: mlp\nalgorithm: bp\nepochs: 27\n"
 
@@ -95,3 +102,135 @@ def test_a_dry_run_gives_the_full_and_the_expected_pruned_cost() -> None:
         # per rule and seed: decor off 6 runs (34 epochs), decor on 18 runs (60 epochs)
         assert "96 runs, 2592 epochs" in shown
         assert "expected 376 epochs (15 % of the full grid's)" in shown
+
+
+# --- in the database: decisions made where the epochs are logged ---------------------------
+PRUNE = {"metric": "val_acc", "min_epochs": 1, "reduction": 3}
+
+
+def _pruned_sweep(db: ResultsDB, n: int, prune: dict | None = PRUNE, key: str = "k") -> None:
+    runs = [RunSpec(config={"dataset": "digits", "network": "mlp", "epochs": 9, "lr": 10.0**-i,
+                            "seed": 0}, axes={"lr": 10.0**-i}, group_key="g",
+                    prune_key=key if prune else None) for i in range(n)]
+    db.add_sweep("s", "spec", runs, prune)
+
+
+def _rows(acc: float) -> list[MetricRow]:
+    return [MetricRow("train", 1.0, acc, seconds=0.1), MetricRow("val", 1.0, acc, seconds=0.0)]
+
+
+def _log(db: ResultsDB, scores: dict[int, float], epoch: int = 1) -> None:
+    """Log one epoch of several runs together, as a group's members are."""
+    assert db.log_epochs([EpochEntry(i, epoch, _rows(a)) for i, a in scores.items()], "w") == []
+
+
+def _statuses(db: ResultsDB) -> dict[int, str]:
+    return dict(zip(db.runs_frame("s")["run_id"], db.runs_frame("s")["status"], strict=True))
+
+
+def test_runs_reaching_a_rung_are_ranked_against_those_that_reached_it_before(
+        db: ResultsDB) -> None:
+    _pruned_sweep(db, 6)
+    claimed = db.claim_group("w", "cpu", lease_seconds=60, max_members=6)
+    assert [c.prune_key for c in claimed] == ["k"] * 6
+    ids = [c.run_id for c in claimed]
+    # three arrive together: ⌈3/3⌉ = 1 goes on
+    _log(db, {ids[0]: 0.5, ids[1]: 0.9, ids[2]: math.nan})
+    assert db.pruned_runs(ids) == [ids[0], ids[2]]  # NaN ranks last
+    # three more: of the 6 scores ⌈6/3⌉ = 2 go on (0.95 and the earlier 0.9)
+    _log(db, {ids[3]: 0.95, ids[4]: 0.2, ids[5]: 0.3})
+    assert db.pruned_runs(ids) == [ids[0], ids[2], ids[4], ids[5]]
+    statuses = _statuses(db)
+    assert [statuses[i] for i in ids] == ["pruned", "running", "pruned", "running", "pruned",
+                                          "pruned"]
+    # logging a rung again (a resumed run re-logs its checkpoint's epochs) decides nothing
+    _log(db, {ids[1]: 0.0, ids[3]: 0.0})
+    _log(db, {ids[1]: 0.6, ids[3]: 0.7}, epoch=2)  # not a rung
+    assert db.pruned_runs(ids) == [ids[0], ids[2], ids[4], ids[5]]
+    with db.engine.connect() as conn:
+        results = conn.execute(sql("SELECT run_id, rung, score, promoted FROM rung_results "
+                                    "ORDER BY run_id")).all()
+    assert [(r.run_id, r.rung, r.score, bool(r.promoted)) for r in results] == [
+        (ids[0], 1, 0.5, False), (ids[1], 1, 0.9, True), (ids[2], 1, None, False),
+        (ids[3], 1, 0.95, True), (ids[4], 1, 0.2, False), (ids[5], 1, 0.3, False)]
+    # at rung 3 the two survivors arrive one after the other: the first always goes on
+    _log(db, {ids[1]: 0.7}, epoch=3)
+    _log(db, {ids[3]: 0.6}, epoch=3)
+    assert _statuses(db)[ids[1]] == "running" and _statuses(db)[ids[3]] == "pruned"
+    # a pruned run has finished: it is not handed out again, nor can a worker finish it
+    assert db.finish_runs([RunOutcome(ids[3], "done")], "w") == [ids[3]]
+    assert db.claim_group("v", "cpu", lease_seconds=60, max_members=6) == []
+
+
+def test_runs_of_other_keys_or_of_a_sweep_that_does_not_prune_are_left_alone(
+        db: ResultsDB) -> None:
+    _pruned_sweep(db, 3, prune=None)
+    ids = [c.run_id for c in db.claim_group("w", "cpu", lease_seconds=60, max_members=3)]
+    _log(db, {ids[0]: 0.9, ids[1]: 0.1, ids[2]: 0.2})
+    assert db.pruned_runs(ids) == [] and set(_statuses(db).values()) == {"running"}
+
+
+# --- end to end: a pruned grid beside the full one ------------------------------------------
+GRID = """\
+name: {name}
+dataset: digits
+network: mlp
+hidden: [16]
+val_size: 200
+algorithm: bp
+lr: [1.0e-1, 3.0e-2, 1.0e-2, 1.0e-3, 1.0e-4, 1.0e-5]
+seed: [0]
+epochs: 9
+batch_size: 64
+diagnostics: false
+"""
+
+
+def _sweep(folder: Path, name: str, *args: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "corrgd", "sweep", f"{name}.yaml", "--db",
+                           "r.sqlite", *args], cwd=folder, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_a_pruned_grid_stops_members_inside_their_group_and_the_rest_train_on_bitwise(
+        tmp_path: Path) -> None:
+    (tmp_path / "full.yaml").write_text(GRID.format(name="full"))
+    (tmp_path / "pruned.yaml").write_text(GRID.format(name="pruned")
+                                          + "prune: {metric: val_acc, reduction: 3}\n")
+    _sweep(tmp_path, "full", "--workers", "1")
+    _sweep(tmp_path, "pruned", "--workers", "1")  # all six in one group
+    db = open_db(f"sqlite:///{tmp_path / 'r.sqlite'}")
+    full, pruned = db.runs_frame("full"), db.runs_frame("pruned")
+    assert set(full["status"]) == {"done"}
+    assert sorted(pruned["status"]) == ["done"] + ["pruned"] * 5  # 6 -> 2 -> 1 at rungs 1, 3
+    stopped = pruned[pruned["status"] == "pruned"]
+    assert sorted(stopped["last_epoch"]) == [1, 1, 1, 1, 3]  # stopped at the rung
+    epochs = {s: db.epochs_frame(s, diagnostics=False) for s in ("full", "pruned")}
+    trained = int(pruned["last_epoch"].sum())
+    assert trained == 9 + 3 + 4 * 1  # against 6 x 9 in the full grid
+    # every member, pruned or not, has the rows of the same run in the full grid, bit for
+    # bit, up to where it stopped: leaving the group changes nothing for the others
+    by_lr = dict(zip(full["lr"], full["run_id"], strict=True))
+    for run in pruned.itertuples():
+        mine = epochs["pruned"][epochs["pruned"]["run_id"] == run.run_id]
+        theirs = epochs["full"][(epochs["full"]["run_id"] == by_lr[run.lr])
+                                & (epochs["full"]["epoch"] <= run.last_epoch)]
+        assert len(mine) == 3 * (run.last_epoch + 1)
+        columns = ["epoch", "split", "loss", "accuracy"]
+        assert mine[columns].sort_values(columns[:2]).values.tolist() == \
+            theirs[columns].sort_values(columns[:2]).values.tolist()
+    # best-params chooses among runs that went the distance; a rerun changes nothing
+    db.close()
+    result = subprocess.run([sys.executable, "-m", "corrgd", "best-params", "--sweep",
+                             "pruned", "--db", "r.sqlite", "--out", "out"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    survivor = float(pruned.loc[pruned["status"] == "done", "lr"].iloc[0])
+    table = (tmp_path / "out" / "tables" / "best-params-pruned-detail.csv").read_text()
+    assert f"{survivor:g}" in table or f"{survivor}" in table, table
+    _sweep(tmp_path, "pruned", "--workers", "1")
+    after = open_db(f"sqlite:///{tmp_path / 'r.sqlite'}").runs_frame("pruned")
+    assert after["status"].tolist() == pruned["status"].tolist()
+    assert after["attempts"].tolist() == [1] * 6  # nothing claimed or trained again

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from queue_helper import claim_one
 from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from corrgd.spec.config import canonical_json, config_hash
 from corrgd.storage import (
@@ -96,6 +97,34 @@ def test_reopen_is_a_noop_and_keeps_data(db_url: str) -> None:
         with second.engine.connect() as conn:
             assert current_revision(conn) == head_revision()
         assert len(second.runs_frame("s")) == 3
+
+
+def test_the_pruning_migration_keeps_every_epoch_row(db_url: str) -> None:
+    """0004 rewrites the runs table's status check: SQLite rebuilds the table, which must
+    not cascade into epoch_metrics."""
+    engine = make_engine(db_url)
+    try:
+        upgrade(engine, "0003")
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO sweeps (id, name, spec_text, created_at) "
+                              "VALUES (1, 's', 'spec', CURRENT_TIMESTAMP)"))
+            conn.execute(text("INSERT INTO runs (id, sweep_id, config, config_hash, axes, "
+                              "status, attempts, last_epoch) VALUES (1, 1, '{}', 'h', '{}', "
+                              "'done', 1, 1)"))
+            conn.execute(text("INSERT INTO epoch_metrics (run_id, epoch, split, loss, "
+                              "seconds) VALUES (1, 0, 'train', 1.0, 0), (1, 1, 'train', 0.5, 1)"))
+        upgrade(engine)
+        with engine.begin() as conn:
+            assert current_revision(conn) == head_revision() == "0004"
+            assert conn.execute(text("SELECT count(*) FROM epoch_metrics")).scalar_one() == 2
+            conn.execute(text("UPDATE runs SET status = 'pruned'"))  # the new status
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(text("UPDATE runs SET status = 'bogus'"))  # the check still holds
+        with engine.begin() as conn:  # and deleting a run still cascades
+            conn.execute(text("DELETE FROM runs"))
+            assert conn.execute(text("SELECT count(*) FROM epoch_metrics")).scalar_one() == 0
+    finally:
+        engine.dispose()
 
 
 SECOND_REVISION = """

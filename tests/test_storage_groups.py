@@ -412,7 +412,7 @@ def test_upgrade_from_0001_keeps_runs_and_downgrade_keeps_them_too(db_url: str) 
 
     with open_db(db_url) as db:  # upgrades in place
         with db.engine.connect() as conn:
-            assert current_revision(conn) == head_revision() == "0003"
+            assert current_revision(conn) == head_revision() == "0004"
         indexes = {ix["name"] for ix in inspect(db.engine).get_indexes("runs")}
         assert "ix_runs_sweep_id_group_key_status_id" in indexes
         row = run_rows(db, "old").loc[run_id]

@@ -23,10 +23,11 @@ if TYPE_CHECKING:
 
 
 def report_figure(figure_id: str, open_db: Callable[[], ResultsDB], *, sweep: str | None,
-                  lrs: str, out: Path, console: Console, metric: str | None = None
-                  ) -> list[Path]:
+                  lrs: str, out: Path, console: Console, metric: str | None = None,
+                  pruned: bool = False) -> list[Path]:
     """Draw figure ``figure_id`` (a registry id or a sweep name) under ``out/figures``;
-    ``metric`` replaces a sweep figure's (default: test accuracy)."""
+    ``metric`` replaces a sweep figure's (default: test accuracy); ``pruned``: draw the
+    runs successive halving stopped too."""
     check_lrs(lrs)
     if metric is not None:
         check_plot_metric(metric)
@@ -40,7 +41,8 @@ def report_figure(figure_id: str, open_db: Callable[[], ResultsDB], *, sweep: st
         title = f"{spec.paper} (reproduction): mean and {figures.BANDS[spec.band]}"
         return sweep_figure(db, list(sweeps), metrics=(metric,) if metric else spec.metrics,
                             band=spec.band, stem=spec.file_stem, title=title, lrs=lrs,
-                            out_dir=out_dir, console=console, figure_id=spec.id)
+                            out_dir=out_dir, console=console, figure_id=spec.id,
+                            pruned=pruned)
     names = source.sweep_names(db)
     if figure_id not in names:
         raise ReportError(f"unknown figure {figure_id!r}: choose an id ({', '.join(FIGURES)}) "
@@ -50,7 +52,7 @@ def report_figure(figure_id: str, open_db: Callable[[], ResultsDB], *, sweep: st
     stem = labels.slug(figure_id) + (f"-{labels.slug(metric)}" if metric else "")
     return sweep_figure(db, [figure_id], metrics=(metric,) if metric else None, band="minmax",
                         stem=stem, title=title, lrs=lrs, out_dir=out_dir, console=console,
-                        figure_id=figure_id)
+                        figure_id=figure_id, pruned=pruned)
 
 
 def _computed(spec: ComputedFigure, open_db: Callable[[], ResultsDB], sweep: str | None,

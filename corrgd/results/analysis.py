@@ -21,6 +21,9 @@ METRICS: dict[str, tuple[str, str, bool]] = {
     for short, column in (("acc", "accuracy"), ("loss", "loss"))
 }
 FINISHED = ("done", "diverged")
+#: Stopped at a rung of successive halving (`corrgd.spec.pruning`): trained no further, so
+#: neither finished nor eligible; figures leave such runs out unless asked.
+PRUNED = "pruned"
 #: Runs a selection may pick (`best_params`, a spec's `select:`): a run that diverged is not
 #: stable at its LRs, however high it peaked first (NPD Appendix F: "the highest stable
 #: learning rate"; CRGD does not say).

@@ -166,8 +166,11 @@ def run_details(db: ResultsDB, run_id: int) -> RunDetails:
     if match.empty:
         raise KeyError(run_id)
     row = next(match.itertuples())
+    status = live_status(row, slurm_jobs([row.slurm_job_id]))
+    if status == "pruned":  # successive halving stopped it at the rung it last logged
+        status = f"pruned at the rung of epoch {int(row.last_epoch)}"
     life = {
-        "status": live_status(row, slurm_jobs([row.slurm_job_id])),
+        "status": status,
         "attempts": str(row.attempts),
         "last epoch": str(max(int(row.last_epoch), 0)), "group": text(row.group_id),
         "worker": text(row.worker), "device": text(row.device),

@@ -27,7 +27,7 @@ from corrgd.run.faults import DiskFull, full_disk
 from corrgd.run.liveness import slurm_jobs, worker_gone
 from corrgd.storage import ResultsDB
 
-FINISHED = ("done", "failed", "diverged")
+FINISHED = ("done", "failed", "diverged", "pruned")
 REPLACEMENTS = 3  # local workers started in place of dead ones, per worker planned
 
 
@@ -227,7 +227,7 @@ def progress(db: ResultsDB, sweep: str) -> Tick:
         for c, le, f in zip(runs["config"], runs["last_epoch"], finished, strict=True)))
     counts = runs["status"].value_counts().to_dict()
     summary = (f"runs {int(finished.sum())}/{len(runs)} done"
-               + "".join(f", {counts[s]} {s}" for s in ("running", "failed", "diverged")
+               + "".join(f", {counts[s]} {s}" for s in ("running", "failed", "diverged", "pruned")
                          if counts.get(s)))
     running = runs[runs["status"] == "running"]
     latest: dict[int, pd.Series] = {}

@@ -31,7 +31,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -65,7 +65,7 @@ def group_key(config: RunConfig) -> str:
 
 @dataclass
 class RunResult:
-    status: str  # "done" or "diverged"
+    status: str  # "done", "diverged" or "pruned"
     epochs: int  # last finished epoch
     final: list[MetricRow]  # rows of the last finished epoch
 
@@ -81,9 +81,10 @@ class MemberEpoch:
 
 
 class GroupReporter(Protocol):
-    def epoch_end(self, epoch: int, members: list[MemberEpoch]) -> None:
+    def epoch_end(self, epoch: int, members: list[MemberEpoch]) -> Collection[int] | None:
         """Metric rows of one finished epoch of every member still training (and of those
-        that diverged in it), after their checkpoints are saved."""
+        that diverged in it), after their checkpoints are saved. Returns the members that
+        are to stop here (pruned at a rung of successive halving), if any."""
 
     def progress(self, epoch: int, step: int, steps: int, losses: list[float]) -> None:
         """Called every few training steps with the members' current losses; cheap."""
@@ -350,11 +351,14 @@ def _train(configs: list[RunConfig], members: list[int], start: int,
             finished.append(_finish_diverged(group, i, epoch, snapshot, member_rows, paths[i],
                                              configs[i], data, dev, history[i]))
         finished.sort(key=lambda m: m.member)
-        reporter.epoch_end(epoch, finished)
+        pruned = set(reporter.epoch_end(epoch, finished) or ())
         for m in finished:
             if m.status != "running":
                 results[m.member] = RunResult(m.status, epoch, m.rows)
-        keep = [pos for pos, i in enumerate(group.members) if i not in diverged]
+            elif m.member in pruned:  # it leaves the group as a diverged member does
+                results[m.member] = RunResult("pruned", epoch, m.rows)
+        keep = [pos for pos, i in enumerate(group.members)
+                if i not in diverged and i not in pruned]
         if len(keep) < len(group):
             group.select(keep)
         if not len(group):

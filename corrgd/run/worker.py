@@ -76,7 +76,9 @@ class _DBReporter:
         self.db, self.group, self.worker, self.stop = db, group, worker, stop
         self.events = events
 
-    def epoch_end(self, epoch: int, members: list[MemberEpoch]) -> None:
+    def epoch_end(self, epoch: int, members: list[MemberEpoch]) -> list[int]:
+        """Log the epoch of every member in one transaction (which also makes the rung
+        decisions of a pruning sweep); returns the members pruned there."""
         lost = self.db.log_epochs([EpochEntry(self.group[m.member].run_id, epoch, m.rows,
                                               m.checkpoint) for m in members], self.worker)
         if lost:
@@ -87,6 +89,10 @@ class _DBReporter:
                     self.events.epoch(self.group[m.member], epoch, m.rows)
         if self.db.cancelled_runs([c.run_id for c in self.group]):
             raise Cancelled
+        pruning = [self.group[m.member].run_id for m in members
+                   if self.group[m.member].prune_key is not None and m.status == "running"]
+        pruned = set(self.db.pruned_runs(pruning)) if pruning else set()
+        return [m.member for m in members if self.group[m.member].run_id in pruned]
 
     def progress(self, epoch: int, step: int, steps: int, losses: list[float]) -> None:
         if self.stop is not None and self.stop.is_set():
@@ -206,8 +212,10 @@ class Worker:
                                   reporter=_DBReporter(self.db, group, self.id, stop,
                                                        self.events),
                                   data=self.load_data(configs[0]))
+            # pruned runs were finished by the transaction that logged their rung
             lost = self.db.finish_runs([RunOutcome(i, r.status) for i, r in
-                                        zip(ids, results, strict=True)], self.id)
+                                        zip(ids, results, strict=True)
+                                        if r.status != "pruned"], self.id)
             if self.events is not None:
                 for claimed, result in zip(group, results, strict=True):
                     if claimed.run_id not in lost:

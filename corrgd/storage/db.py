@@ -118,9 +118,10 @@ class ResultsDB:
         return f"ResultsDB({self.engine.url!r})"
 
     # -- queue: enqueueing and running (documented in corrgd.storage.queue) ---------
-    def add_sweep(self, name: str, spec_text: str, runs: Sequence[RunSpec]) -> tuple[int, int]:
+    def add_sweep(self, name: str, spec_text: str, runs: Sequence[RunSpec],
+                  prune: dict[str, Any] | None = None) -> tuple[int, int]:
         """Create/update a sweep and enqueue its new runs -> ``(sweep_id, n_added)``."""
-        return queue.add_sweep(self, name, spec_text, runs)
+        return queue.add_sweep(self, name, spec_text, runs, prune)
 
     def claim_group(
         self,
@@ -184,6 +185,10 @@ class ResultsDB:
     def cancelled_runs(self, run_ids: Iterable[int]) -> list[int]:
         """Those of the runs whose sweep is cancelled."""
         return queue.cancelled_runs(self, run_ids)
+
+    def pruned_runs(self, run_ids: Iterable[int]) -> list[int]:
+        """Those of ``run_ids`` that successive halving stopped."""
+        return queue.pruned_runs(self, run_ids)
 
     def delete_sweep(self, name: str) -> int:
         """Delete the sweep, its runs and their metrics (none may be running) -> runs."""

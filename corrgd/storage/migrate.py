@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 #: The revisions of the scripts in migrations/versions, oldest first (a test checks them):
 #: commands that only read compare a database with these without loading Alembic.
-REVISIONS = ("0001", "0002", "0003")
+REVISIONS = ("0001", "0002", "0003", "0004")
 _PG_MIGRATION_LOCK = 0x636F7272  # arbitrary advisory-lock key ("corr")
 
 
@@ -83,13 +83,24 @@ def upgrade(
     from alembic import command
 
     config = alembic_config(script_location)
-    with engine.connect().execution_options(**WRITE_OPTIONS) as connection, connection.begin():
-        if connection.dialect.name == "postgresql":
-            connection.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
-            )
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+    with engine.connect().execution_options(**WRITE_OPTIONS) as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:  # a table rebuild must not cascade deletes (SQLite's 12-step recipe);
+            # the pragma only takes effect outside a transaction
+            connection.connection.driver_connection.execute("PRAGMA foreign_keys = OFF")
+        try:
+            with connection.begin():
+                if not sqlite:
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                       {"key": _PG_MIGRATION_LOCK})
+                config.attributes["connection"] = connection
+                command.upgrade(config, revision)
+                if sqlite and connection.exec_driver_sql(
+                        "PRAGMA foreign_key_check").first() is not None:
+                    raise RuntimeError("a migration left rows whose parent is gone")
+        finally:
+            if sqlite:
+                connection.connection.driver_connection.execute("PRAGMA foreign_keys = ON")
 
 
 def check_current(engine: Engine) -> None:

@@ -36,9 +36,11 @@ class RunStatus(StrEnum):
     DONE = "done"
     FAILED = "failed"
     DIVERGED = "diverged"
+    PRUNED = "pruned"  # stopped at a rung of its sweep's successive halving (`spec.pruning`)
 
 
-FINAL_STATUSES = frozenset({RunStatus.DONE, RunStatus.FAILED, RunStatus.DIVERGED})
+FINAL_STATUSES = frozenset({RunStatus.DONE, RunStatus.FAILED, RunStatus.DIVERGED,
+                            RunStatus.PRUNED})
 SPLITS = ("train", "val", "test")
 
 
@@ -98,6 +100,8 @@ class Sweep(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # set by `corrgd cancel`: queued runs are not handed out, running ones stop
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # the spec's `prune:` settings (`corrgd.spec.pruning.Pruning.as_dict`); NULL: none
+    prune: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
 
     runs: Mapped[list[Run]] = relationship(back_populates="sweep")
 
@@ -149,6 +153,9 @@ class Run(Base):
     # Shared by the runs claim_group claimed together (their latest attempt); NULL while
     # queued (and on runs an older corrgd claimed alone). Kept once the run has finished.
     group_id: Mapped[str | None] = mapped_column(String(100))
+    # Successive halving: runs of a pruned sweep with equal keys are ranked at its rungs
+    # (`corrgd.spec.pruning.prune_key`); NULL where the sweep does not prune.
+    prune_key: Mapped[str | None] = mapped_column(String(64))
 
     sweep: Mapped[Sweep] = relationship(back_populates="runs")
     metrics: Mapped[list[EpochMetric]] = relationship(back_populates="run")
@@ -172,3 +179,16 @@ class EpochMetric(Base):
     diagnostics: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
 
     run: Mapped[Run] = relationship(back_populates="metrics")
+
+
+class RungResult(Base):
+    """A run's score at a rung of its sweep's successive halving, and whether it went on.
+    Written once, in the transaction that logs the rung's epoch (`queue.log_epochs`)."""
+
+    __tablename__ = "rung_results"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"),
+                                        primary_key=True)
+    rung: Mapped[int] = mapped_column(Integer, primary_key=True)  # the epoch
+    score: Mapped[float | None] = mapped_column(Float)  # NULL: NaN, ranked last
+    promoted: Mapped[bool]

@@ -51,13 +51,23 @@ from sqlalchemy import (
     case,
     delete,
     func,
+    insert,
     select,
     update,
 )
 
 from corrgd.spec.config import AXIS_COLUMNS, canonical_json, config_hash
+from corrgd.spec.pruning import Pruning, decide
 from corrgd.storage.errors import SweepBusy, UnknownSweep
-from corrgd.storage.models import FINAL_STATUSES, SPLITS, EpochMetric, Run, RunStatus, Sweep
+from corrgd.storage.models import (
+    FINAL_STATUSES,
+    SPLITS,
+    EpochMetric,
+    Run,
+    RungResult,
+    RunStatus,
+    Sweep,
+)
 from corrgd.storage.rows import EpochEntry, MetricRow, RunOutcome
 from corrgd.storage.runspec import RunSpec
 
@@ -106,6 +116,8 @@ class ClaimedRun:
     device: str
     #: the claim's group, shared by the runs claim_group took together
     group_id: str
+    #: set where the run's sweep prunes (`corrgd.spec.pruning`): it may stop at a rung
+    prune_key: str | None = None
 
 
 #: claim_group's group size: a number, or a function of the first run's config giving one.
@@ -132,14 +144,16 @@ _GROUP_KEY_LENGTH = Run.group_key.type.length
 
 
 def _run_row(spec: RunSpec) -> dict[str, Any]:
-    key = spec.group_key
-    if key is not None and not (isinstance(key, str) and 0 < len(key) <= _GROUP_KEY_LENGTH):
-        raise ValueError(f"group_key must be None or 1 to {_GROUP_KEY_LENGTH} characters: {key!r}")
+    for name, key in (("group_key", spec.group_key), ("prune_key", spec.prune_key)):
+        if key is not None and not (isinstance(key, str) and 0 < len(key) <= _GROUP_KEY_LENGTH):
+            raise ValueError(f"{name} must be None or 1 to {_GROUP_KEY_LENGTH} characters: "
+                             f"{key!r}")
     row: dict[str, Any] = {
         "config": canonical_json(spec.config),
         "config_hash": config_hash(spec.config),
         "axes": spec.axes,
-        "group_key": key,
+        "group_key": spec.group_key,
+        "prune_key": spec.prune_key,
     }
     for column, convert in AXIS_TYPES.items():
         value = spec.axes.get(column, spec.config.get(column))
@@ -150,15 +164,17 @@ def _run_row(spec: RunSpec) -> dict[str, Any]:
     return row
 
 
-def add_sweep(db: ResultsDB, name: str, spec_text: str, runs: Sequence[RunSpec]) -> tuple[int, int]:
+def add_sweep(db: ResultsDB, name: str, spec_text: str, runs: Sequence[RunSpec],
+              prune: dict[str, Any] | None = None) -> tuple[int, int]:
     """Create or update sweep ``name`` and enqueue those of ``runs`` it lacks.
 
-    Runs are identified within a sweep by ``config_hash(config)``: enqueueing
-    the same sweep again adds only new configs, replaces the stored spec text,
-    and sets the ``group_key`` of the listed runs the sweep already has to the
-    one given now (so that runs enqueued before group keys existed, or under an
-    older definition of them, group as the caller now says). All in one
-    transaction: on any error nothing is written.
+    ``prune``: the sweep's successive halving (`corrgd.spec.pruning.Pruning.as_dict`),
+    None for none. Runs are identified within a sweep by ``config_hash(config)``:
+    enqueueing the same sweep again adds only new configs, replaces the stored spec text
+    and ``prune``, and sets the ``group_key`` and ``prune_key`` of the listed runs the
+    sweep already has to the ones given now (so that runs enqueued before the keys
+    existed, or under an older definition of them, group as the caller now says). All in
+    one transaction: on any error nothing is written.
     Returns ``(sweep_id, number of runs added)``.
 
     The typed axis columns (``dataset``, ``lr``, ``seed``, ...) are taken from
@@ -167,11 +183,13 @@ def add_sweep(db: ResultsDB, name: str, spec_text: str, runs: Sequence[RunSpec])
     rows = {row["config_hash"]: row for row in map(_run_row, runs)}  # also dedupes
 
     def transaction(conn: Connection) -> tuple[int, int]:
-        upsert = db.insert(Sweep).values(name=name, spec_text=spec_text, created_at=db.now())
+        upsert = db.insert(Sweep).values(name=name, spec_text=spec_text, created_at=db.now(),
+                                         prune=prune)
         upsert = upsert.on_conflict_do_update(
             index_elements=[Sweep.name],
             # enqueueing a sweep again also lifts a `cancel_sweep`
-            set_={"spec_text": upsert.excluded.spec_text, "cancelled_at": None},
+            set_={"spec_text": upsert.excluded.spec_text, "cancelled_at": None,
+                  "prune": upsert.excluded.prune},
         )
         sweep_id: int = conn.execute(upsert.returning(Sweep.id)).scalar_one()
         if not rows:
@@ -183,17 +201,19 @@ def add_sweep(db: ResultsDB, name: str, spec_text: str, runs: Sequence[RunSpec])
         )
         added = conn.execute(insert_runs, [{**r, "sweep_id": sweep_id} for r in rows.values()])
         n_added = len(added.all())
-        if n_added < len(rows):  # some were there already: refresh their group keys
+        if n_added < len(rows):  # some were there already: refresh their keys
             refresh = (
                 update(Run)
                 .where(
                     Run.sweep_id == sweep_id,
                     Run.config_hash == bindparam("hash"),
-                    Run.group_key.is_distinct_from(bindparam("key")),
+                    Run.group_key.is_distinct_from(bindparam("key"))
+                    | Run.prune_key.is_distinct_from(bindparam("pkey")),
                 )
-                .values(group_key=bindparam("key"))
+                .values(group_key=bindparam("key"), prune_key=bindparam("pkey"))
             )
-            conn.execute(refresh, [{"hash": h, "key": r["group_key"]} for h, r in rows.items()])
+            conn.execute(refresh, [{"hash": h, "key": r["group_key"], "pkey": r["prune_key"]}
+                                   for h, r in rows.items()])
         return sweep_id, n_added
 
     return db.write(transaction)
@@ -317,6 +337,7 @@ def claim_group(
                 Run.last_epoch,
                 Run.checkpoint_path,
                 Run.group_id,
+                Run.prune_key,
             )
         ).all()
         by_id = {row.id: row for row in claimed}
@@ -345,6 +366,7 @@ def _claimed_run(row: Row[Any], sweep: str, worker: str, device: str) -> Claimed
         worker=worker,
         device=device,
         group_id=row.group_id,
+        prune_key=row.prune_key,
     )
 
 
@@ -528,8 +550,78 @@ def log_epochs(db: ResultsDB, entries: Sequence[EpochEntry], worker: str) -> lis
                 values = _progress(db, epoch, checkpoint_path)
                 conn.execute(update(Run).where(Run.id == run_id).values(**values))
         _upsert_metrics(db, conn, [row for i in sorted(owned) for row in metric_rows[i]])
+        _judge_rungs(db, conn, [e for e in entries if e.run_id in owned])
 
     return _write_owned_runs(db, list(metric_rows), worker, write)
+
+
+def _judge_rungs(db: ResultsDB, conn: Connection, entries: Sequence[EpochEntry]) -> None:
+    """Successive halving (`corrgd.spec.pruning`), in the transaction that logs the
+    epochs: each run of a pruning sweep whose entry is a rung's epoch is ranked against
+    the runs of its prune key that reached that rung before (entries of one call, the
+    members of a group, are ranked together); the losers become ``pruned``. A run's
+    decision at a rung is made once: logging the epoch again changes nothing."""
+    ids = sorted({e.run_id for e in entries})
+    runs = conn.execute(
+        select(Run.id, Run.sweep_id, Run.prune_key, Run.config, Sweep.prune)
+        .join(Sweep, Sweep.id == Run.sweep_id)
+        .where(Run.id.in_(ids), Run.prune_key.is_not(None), Sweep.prune.is_not(None))
+    ).all() if ids else []
+    if not runs:
+        return
+    by_id = {r.id: r for r in runs}
+    if db.backend == "postgresql":  # one decision at a time per sweep (SQLite: the lock)
+        conn.execute(select(Sweep.id).where(Sweep.id.in_({r.sweep_id for r in runs}))
+                     .order_by(Sweep.id).with_for_update())
+    arriving: dict[tuple[int, str, int], list[tuple[int, float | None]]] = {}
+    for entry in entries:
+        run = by_id.get(entry.run_id)
+        if run is None:
+            continue
+        pruning = Pruning(**run.prune)
+        if entry.epoch in pruning.rungs(json.loads(run.config)["epochs"]):
+            arriving.setdefault((run.sweep_id, run.prune_key, entry.epoch), []).append(
+                (entry.run_id, _score(pruning, entry.rows)))
+    for (sweep_id, key, rung), scores in arriving.items():
+        pruning = Pruning(**by_id[scores[0][0]].prune)
+        judged = dict(conn.execute(
+            select(RungResult.run_id, RungResult.score)
+            .join(Run, Run.id == RungResult.run_id)
+            .where(Run.sweep_id == sweep_id, Run.prune_key == key, RungResult.rung == rung)
+        ).all())
+        new = [(i, score) for i, score in scores if i not in judged]
+        if not new:
+            continue
+        worst = -math.inf if pruning.larger_is_better else math.inf
+        ranked = decide(pruning, [(i, worst if v is None else v) for i, v in judged.items()],
+                        [(i, worst if v is None else v) for i, v in new])
+        conn.execute(insert(RungResult), [
+            {"run_id": i, "rung": rung, "score": v, "promoted": ranked[i]} for i, v in new])
+        losers = sorted(i for i, _ in new if not ranked[i])
+        if losers:
+            conn.execute(update(Run).where(Run.id.in_(losers)).values(
+                status=RunStatus.PRUNED, finished_at=db.now(), heartbeat_at=db.now()))
+
+
+def _score(pruning: Pruning, rows: Sequence[MetricRow]) -> float | None:
+    """A run's score for `pruning.metric` (e.g. val_acc) from its rows of one epoch."""
+    split, kind = pruning.metric.split("_")
+    for row in rows:
+        if row.split == split:
+            value = row.accuracy if kind == "acc" else row.loss
+            return value if value is not None and math.isfinite(value) else None
+    raise ValueError(f"prune metric {pruning.metric}: no {split} rows were logged")
+
+
+def pruned_runs(db: ResultsDB, run_ids: Iterable[int]) -> list[int]:
+    """Those of ``run_ids`` that successive halving stopped (``pruned``)."""
+    ids = sorted(set(run_ids))
+
+    def query(conn: Connection) -> list[int]:
+        return list(conn.scalars(select(Run.id).where(Run.id.in_(ids),
+                                                      Run.status == RunStatus.PRUNED)))
+
+    return db.read(query) if ids else []
 
 
 def release_runs(db: ResultsDB, run_ids: Iterable[int], worker: str) -> list[int]:

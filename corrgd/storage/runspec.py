@@ -25,12 +25,15 @@ class RunSpec:
     group (see :func:`corrgd.storage.queue.claim_group`); ``None`` means the run
     always trains alone. The caller computes it (e.g. a hash of the config
     without the per-member settings); it is not part of the run's identity
-    (``config_hash``).
+    (``config_hash``). ``prune_key`` likewise marks the runs of a pruned sweep that are
+    ranked together at its rungs (`corrgd.spec.pruning.prune_key`); ``None`` where the
+    sweep does not prune.
     """
 
     config: dict[str, Any]
     axes: dict[str, Any] = field(default_factory=dict)
     group_key: str | None = None
+    prune_key: str | None = None
 
     @property
     def config_hash(self) -> str:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from rich.console import Console
 
-from corrgd.results.analysis import FINISHED, METRICS
+from corrgd.results.analysis import FINISHED, METRICS, PRUNED
 from corrgd.results.listings import RunDetails
 from corrgd.results.reports import ReportError, figures, labels, progress, source
 from corrgd.results.reports.best_params import best_params_tables
@@ -148,7 +148,7 @@ def report_table(db: ResultsDB, which: str, *, sweep: str | None, metric: str | 
 
 
 def report_compare(names: list[str], db: ResultsDB, *, metric: str | None, lrs: str,
-                   out: Path, console: Console) -> list[Path]:
+                   out: Path, console: Console, pruned: bool = False) -> list[Path]:
     """The curves of several sweeps in one figure, each line named by its sweep."""
     check_lrs(lrs)
     if metric is not None:
@@ -164,7 +164,7 @@ def report_compare(names: list[str], db: ResultsDB, *, metric: str | None, lrs: 
     return sweep_figure(db, names, metrics=(metric,) if metric else None, band="minmax",
                         stem=stem, title=title,
                         lrs=lrs, out_dir=out / "figures", console=console,
-                        figure_id="compare", by_sweep=True)
+                        figure_id="compare", by_sweep=True, pruned=pruned)
 
 
 def check_plot_metric(metric: str) -> None:
@@ -176,11 +176,12 @@ def check_plot_metric(metric: str) -> None:
 
 def sweep_figure(db: ResultsDB, sweeps: list[str], *, metrics: tuple[str, ...] | None,
                  band: str, stem: str, title: str, lrs: str, out_dir: Path, console: Console,
-                 figure_id: str, by_sweep: bool = False) -> list[Path]:
+                 figure_id: str, by_sweep: bool = False, pruned: bool = False) -> list[Path]:
     """An envelope figure of the curves of ``sweeps``; what is missing is said, not fatal.
     ``metrics`` None: test accuracy (test loss for regression runs, which log no
     accuracy). ``by_sweep``: lines are named by their sweep too (never pooled across
-    sweeps)."""
+    sweeps). ``pruned``: draw the runs successive halving stopped too (a note says how
+    many are left out otherwise)."""
     names = source.sweep_names(db)
     present = [s for s in sweeps if s in names]
     absent = [s for s in sweeps if s not in names]
@@ -193,6 +194,12 @@ def sweep_figure(db: ResultsDB, sweeps: list[str], *, metrics: tuple[str, ...] |
     loaded = [source.load(db, s, diagnostics=diagnostics) for s in present]
     runs = pd.concat([r for r, _ in loaded], ignore_index=True)
     epochs = pd.concat([e for _, e in loaded], ignore_index=True)
+    stopped = runs["status"] == PRUNED
+    if stopped.any() and not pruned:
+        console.print(f"{int(stopped.sum())} runs pruned by successive halving are not "
+                      "drawn (--pruned draws them)", highlight=False)
+        runs = runs[~stopped]
+        epochs = epochs[epochs["run_id"].isin(runs["run_id"])]
     metrics = _regression_aware(metrics, epochs, ", ".join(present))
     labelled = label_runs(runs)
     if by_sweep:

@@ -178,7 +178,9 @@ def choose_settings(curves: Curves, epochs: pd.DataFrame, lrs: str = "best") -> 
         larger = analysis.METRICS[metric][2]
         notes.append(f"Curves with several LRs show {select_rule(metric)}.")
         scores = analysis.peak_scores(epochs, metric)[["run_id", "score"]]
-        scored = runs[runs["status"] != "failed"].merge(scores, on="run_id")
+        # a run that failed, or that successive halving stopped early, is never chosen
+        scored = runs[~runs["status"].isin(("failed", analysis.PRUNED))].merge(
+            scores, on="run_id")
         unstable = (scored["status"] == "diverged").groupby(
             [scored[k] for k in (*keys, *SETTINGS)]).transform("any").astype(bool)
         keep = pd.Series(True, index=runs.index)

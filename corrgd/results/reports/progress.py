@@ -1,22 +1,25 @@
 """How complete each curve of a sweep is, for reports on sweeps still running.
 
-A run is *finished* when it is ``done`` or ``diverged`` (`corrgd.results.analysis.FINISHED`).
+A run is *finished* when it is ``done`` or ``diverged`` (`corrgd.results.analysis.FINISHED`),
+or when successive halving stopped it (``pruned``): it will train no further.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from corrgd.results.analysis import FINISHED
+from corrgd.results.analysis import FINISHED, PRUNED
 from corrgd.results.reports.curves import SETTINGS, Curves
 
 UNFINISHED = ("running", "queued", "failed")
+ENDED = (*FINISHED, PRUNED)  # no more epochs to come
 
 
 def curve_counts(curves: Curves) -> pd.DataFrame:
     """One row per curve: panel, curve, total, finished, and a count per status."""
     runs = curves.runs
-    columns = ["panel", "curve", "total", "finished", "settings", *UNFINISHED, "diverged"]
+    columns = ["panel", "curve", "total", "finished", "settings", *UNFINISHED, "diverged",
+               PRUNED]
     if runs.empty:
         return pd.DataFrame(columns=columns)
     rows = []
@@ -24,9 +27,9 @@ def curve_counts(curves: Curves) -> pd.DataFrame:
         status = group["status"].value_counts()
         rows.append({
             "panel": panel, "curve": curve, "total": len(group),
-            "finished": int(group["status"].isin(FINISHED).sum()),
+            "finished": int(group["status"].isin(ENDED).sum()),
             "settings": len(group[list(SETTINGS)].drop_duplicates()),
-            **{s: int(status.get(s, 0)) for s in (*UNFINISHED, "diverged")},
+            **{s: int(status.get(s, 0)) for s in (*UNFINISHED, "diverged", PRUNED)},
             "order": (group["panel_rank"].iloc[0], group["curve_rank"].iloc[0]),
         })
     frame = pd.DataFrame(rows).sort_values("order").drop(columns="order")
@@ -54,8 +57,9 @@ def summary(curves: Curves, sweep: str) -> str:
     """E.g. ``sweep figure4: 37 of 40 runs finished (2 running, 1 failed)``."""
     status = curves.runs["status"].value_counts()
     total = len(curves.runs)
-    finished = int(curves.runs["status"].isin(FINISHED).sum())
-    details = [f"{int(status[s])} {s}" for s in (*UNFINISHED, "diverged") if status.get(s, 0)]
+    finished = int(curves.runs["status"].isin(ENDED).sum())
+    details = [f"{int(status[s])} {s}" for s in (*UNFINISHED, "diverged", PRUNED)
+               if status.get(s, 0)]
     return (f"sweep {sweep}: {finished} of {total} runs finished"
             + (f" ({', '.join(details)})" if details else ""))
 

@@ -44,7 +44,7 @@ def load(db: ResultsDB, sweep: str, *, diagnostics: bool = False
 
 
 def completion(db: ResultsDB) -> dict[str, tuple[int, int]]:
-    """Per sweep: (finished runs, total runs); finished = done or diverged."""
+    """Per sweep: (finished runs, total runs); finished = done, diverged or pruned."""
     counts = db.sweep_counts()
-    return {str(r["sweep"]): (int(r["done"] + r["diverged"]), int(r["total"]))
+    return {str(r["sweep"]): (int(r["done"] + r["diverged"] + r["pruned"]), int(r["total"]))
             for _, r in counts.iterrows()}
