@@ -5,8 +5,12 @@ the epochs it saves."""
 from __future__ import annotations
 
 import math
+import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -234,3 +238,64 @@ def test_a_pruned_grid_stops_members_inside_their_group_and_the_rest_train_on_bi
     after = open_db(f"sqlite:///{tmp_path / 'r.sqlite'}").runs_frame("pruned")
     assert after["status"].tolist() == pruned["status"].tolist()
     assert after["attempts"].tolist() == [1] * 6  # nothing claimed or trained again
+
+
+def _wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+def test_two_workers_one_killed_decide_every_rung_once(db_url: str, tmp_path: Path) -> None:
+    """Two local workers train a pruned grid in groups of two; one is killed with SIGKILL
+    while it trains. The sweep gives its runs back and ends; every run ends done or
+    pruned, each rung is judged once per run that reached it, a pruned run stopped at a
+    rung it lost, a done run won every rung, and every epoch row is there once."""
+    (tmp_path / "pair.yaml").write_text(
+        GRID.format(name="pair").replace("epochs: 9", "epochs: 9\nbatch_size: 16")
+        .replace("batch_size: 64\n", "") + "prune: {metric: val_acc, reduction: 3}\n")
+    log = tmp_path / "sweep.log"
+    sweep = subprocess.Popen([sys.executable, "-m", "corrgd", "sweep", "pair.yaml", "--db",
+                              db_url, "--workers", "2", "--group-size", "2"], cwd=tmp_path,
+                             stdout=log.open("w"), stderr=subprocess.STDOUT)
+    db = open_db(db_url)
+    try:
+        def training() -> bool:
+            runs = db.runs_frame() if "pair" in set(db.list_sweeps()["sweep"]) else None
+            return runs is not None and bool(
+                ((runs["status"] == "running") & (runs["last_epoch"] >= 0)).any())
+
+        _wait_until(training, 120, "a run to train")
+        runs = db.runs_frame("pair")
+        victim = runs.loc[runs["status"] == "running", "worker"].iloc[0]
+        os.kill(int(victim.rpartition(":")[2]), signal.SIGKILL)
+        assert sweep.wait(timeout=400) == 0, log.read_text()
+        assert "runs of dead workers back in the queue" in log.read_text()
+        runs = db.runs_frame("pair").set_index("run_id")
+        assert runs["attempts"].max() == 2  # the killed worker's runs, claimed again
+        assert set(runs["status"]) <= {"done", "pruned"} and (runs["status"] == "done").any()
+        with db.engine.connect() as conn:
+            results = conn.execute(sql("SELECT run_id, rung, promoted FROM rung_results")).all()
+        decided = [(r.run_id, r.rung) for r in results]
+        assert len(decided) == len(set(decided))  # once per run and rung
+        won = {(r.run_id, r.rung): bool(r.promoted) for r in results}
+        for run_id, run in runs.iterrows():
+            reached = [rung for rung in (1, 3) if rung <= run["last_epoch"]]
+            assert all((run_id, rung) in won for rung in reached), run_id
+            if run["status"] == "pruned":
+                assert won[run_id, run["last_epoch"]] is False
+                assert all(won[run_id, rung] for rung in reached[:-1])
+            else:
+                assert run["last_epoch"] == 9 and all(won[run_id, rung] for rung in reached)
+        rows = db.epochs_frame("pair", diagnostics=False)
+        keys = list(zip(rows["run_id"], rows["epoch"], rows["split"], strict=True))
+        assert len(keys) == len(set(keys)) == int(3 * (runs["last_epoch"] + 1).sum())
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+            sweep.wait()
+        db.close()
