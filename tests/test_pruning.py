@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text as sql
@@ -299,3 +300,57 @@ def test_two_workers_one_killed_decide_every_rung_once(db_url: str, tmp_path: Pa
             sweep.kill()
             sweep.wait()
         db.close()
+
+
+def test_a_rung_the_database_missed_is_judged_when_the_checkpoint_is_replayed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A worker dies after saving the checkpoints of a rung's epoch but before logging it.
+    The next worker replays the checkpoints: the rung is judged then, and the members it
+    prunes leave the group at once, not after an epoch trained for nothing (whose rows
+    the database would refuse: "handed to another worker")."""
+    from corrgd.run import worker as worker_module
+
+    spec = GRID.format(name="replay").replace("epochs: 9", "epochs: 3").replace(
+        "lr: [1.0e-1, 3.0e-2, 1.0e-2, 1.0e-3, 1.0e-4, 1.0e-5]", "lr: [1.0e-2, 1.0e-4, 1.0e-5]")
+    (tmp_path / "replay.yaml").write_text(spec + "prune: {metric: val_acc, reduction: 3}\n")
+    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    done = subprocess.run([sys.executable, "-m", "corrgd", "sweep", "replay.yaml", "--db", url,
+                           "--enqueue-only"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    logs = worker_module._DBReporter.epoch_end
+
+    def dies_before_logging_epoch_1(self: Any, epoch: int, members: list[Any]) -> list[int]:
+        if epoch == 1:
+            raise worker_module.Interrupted  # as if killed: checkpoints saved, rows not
+        return logs(self, epoch, members)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(worker_module._DBReporter, "epoch_end", dies_before_logging_epoch_1)
+        worker_module.Worker(url, checkpoint_dir=tmp_path / "ck").run()
+    db = open_db(url)
+    runs = db.runs_frame("replay")
+    assert set(runs["status"]) == {"queued"} and set(runs["last_epoch"]) == {0}
+
+    ended: dict[int, str] = {}
+
+    class Events:
+        def epoch(self, run: Any, epoch: int, rows: list[MetricRow]) -> None:
+            pass
+
+        def ended(self, run: Any, status: str, error: str | None = None) -> None:
+            ended[run.run_id] = status
+
+    with caplog.at_level("WARNING", logger="corrgd.run.worker"):
+        worker_module.Worker(url, checkpoint_dir=tmp_path / "ck", events=Events()).run()
+    assert "handed to another worker" not in caplog.text
+    runs = db.runs_frame("replay").set_index("run_id")
+    assert sorted(runs["status"]) == ["done", "pruned", "pruned"]
+    assert ended == runs["status"].to_dict()
+    epochs = db.epochs_frame("replay", diagnostics=False)
+    for run_id, run in runs.iterrows():
+        logged = sorted(set(epochs.loc[epochs["run_id"] == run_id, "epoch"]))
+        assert logged == list(range(run["last_epoch"] + 1))
+        assert run["last_epoch"] == (3 if run["status"] == "done" else 1)
+    db.close()

@@ -301,14 +301,19 @@ def train_group(configs: Sequence[RunConfig], *, device: str = "cpu",
 
 
 def _replay(reporter: GroupReporter, members: list[int], history: dict[int, list[Any]],
-            paths: list[Path | None], last_status: str = "running") -> None:
-    """Report the epochs the members' checkpoints hold (all members at the same epochs)."""
+            paths: list[Path | None], last_status: str = "running") -> dict[int, int]:
+    """Report the epochs the members' checkpoints hold (all members at the same epochs);
+    returns the members the reporter stopped (pruned at a rung the database had not
+    judged yet), each with the index of that epoch in its history."""
     entries = history[members[0]]
+    stopped: dict[int, int] = {}
     for k, entry in enumerate(entries):
         status = last_status if k == len(entries) - 1 else "running"
-        reporter.epoch_end(entry["epoch"], [
+        told = reporter.epoch_end(entry["epoch"], [
             MemberEpoch(i, history[i][k]["rows"], None if paths[i] is None else str(paths[i]),
-                        status) for i in members])
+                        status) for i in members if i not in stopped])
+        stopped.update(dict.fromkeys(told or (), k))
+    return stopped
 
 
 def _train(configs: list[RunConfig], members: list[int], start: int,
@@ -323,8 +328,13 @@ def _train(configs: list[RunConfig], members: list[int], start: int,
             assert state is not None
             group.net.load_member_state(g, state["net"])
             group.optimizer.load_member_state(g, state["optimizer"])
-        _replay(reporter, members, history, paths)
-    results: dict[int, RunResult] = {}
+    stopped = _replay(reporter, members, history, paths) if start >= 0 else {}
+    results = {i: RunResult("pruned", history[i][k]["epoch"], history[i][k]["rows"])
+               for i, k in stopped.items()}
+    if stopped:
+        group.select([pos for pos, i in enumerate(group.members) if i not in stopped])
+        if not len(group):
+            return [results[i] for i in members]
     x_train, y_train = data.train.x.to(dev), data.train.y.to(dev)
     test = None if data.test is None else (data.test.x.to(dev), data.test.y.to(dev))
     c = group.shared
