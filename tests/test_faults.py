@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_integrity import TINY
 
 from corrgd.storage import ResultsDB, open_db
 
@@ -112,21 +113,6 @@ def test_a_sweep_waits_for_runs_a_worker_outside_it_holds(tmp_path: Path) -> Non
 
 
 # --- a full disk: one line, no run failed, no partial file; a rerun resumes exactly ----------
-TINY = """\
-name: tiny
-dataset: digits
-network: mlp
-hidden: [8]
-val_size: 100
-algorithm: bp
-decor: [false, true]
-decor_lr: 1.0e-3
-lr: 1.0e-3
-seed: [0, 1]
-epochs: 2
-batch_size: 256
-diagnostics: false
-"""
 CORRGD = f"{sys.executable} -m corrgd"
 
 

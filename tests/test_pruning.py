@@ -9,13 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import text as sql
+from test_faults import wait_until
 
 from corrgd.spec.config import RunConfig
 from corrgd.spec.pruning import Pruning, decide, expected_epochs, prune_key
@@ -241,15 +240,6 @@ def test_a_pruned_grid_stops_members_inside_their_group_and_the_rest_train_on_bi
     assert after["attempts"].tolist() == [1] * 6  # nothing claimed or trained again
 
 
-def _wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.slow
 def test_two_workers_one_killed_decide_every_rung_once(db_url: str, tmp_path: Path) -> None:
     """Two local workers train a pruned grid in groups of two; one is killed with SIGKILL
@@ -270,7 +260,7 @@ def test_two_workers_one_killed_decide_every_rung_once(db_url: str, tmp_path: Pa
             return runs is not None and bool(
                 ((runs["status"] == "running") & (runs["last_epoch"] >= 0)).any())
 
-        _wait_until(training, 120, "a run to train")
+        wait_until(training, 120, "a run to train")
         runs = db.runs_frame("pair")
         victim = runs.loc[runs["status"] == "running", "worker"].iloc[0]
         os.kill(int(victim.rpartition(":")[2]), signal.SIGKILL)
