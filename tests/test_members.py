@@ -142,6 +142,68 @@ def test_dropped_members_leave_the_others_training_as_before(algorithm):
         torch.testing.assert_close(b, a[[0, 2]], rtol=1e-6, atol=1e-7, msg=name)
 
 
+@pytest.mark.parametrize("algorithm,optimizer", [("bp", "adam"), ("dfa", "adam"),
+                                                  ("np", "adam"), ("copi", "sgd")])
+def test_joined_members_train_on_as_each_would_alone(algorithm, optimizer):
+    """Members 0 and 1 train an epoch of 3 steps; member 2, fresh, joins them (net, rule and
+    optimizer `extend_members`) and the three train two more epochs, member 2 one epoch
+    behind: its own Adam step count, its own noise stream per epoch, SGD momentum from its
+    own first step. Each ends where it ends alone, and member 2 also where the other two
+    members never were (it would differ if it took their step counts)."""
+    steps, epochs = 3, 3
+    x = torch.randn(G, epochs, steps, 16, 6)
+    y = torch.randint(0, 4, (G, epochs, steps, 16))
+    lrs, variances, momenta = [1e-2, 2e-2, 3e-2], [1e-4, 1e-3, 1e-2], [0.9, 0.5, 0.9]
+    loss = get_loss("sse") if algorithm == "copi" else cross_entropy
+
+    def make(members: list[int]) -> tuple[Net, Any, Any]:
+        net = dense(len(members), [SEEDS[g] for g in members])
+        options: dict[str, Any] = {"seed": [SEEDS[g] for g in members]}
+        if algorithm == "np":
+            options["sigma2"] = [variances[g] for g in members]
+        rule = make_rule(algorithm, **options)
+        rule.setup(net, x[members, 0, 0])
+        rates = [lrs[g] for g in members]
+        opt = MemberAdam(net.parameters(), len(members), lr=rates) if optimizer == "adam" \
+            else MemberSGD(net.parameters(), len(members), lr=rates,
+                           momentum=[momenta[g] for g in members])
+        return net, rule, opt
+
+    def train_epochs(net: Net, rule: Any, opt: Any, members: list[int],
+                     own: list[int]) -> None:
+        """One epoch of every member, member members[k] its epoch own[k] (1-based)."""
+        if hasattr(rule, "reseed_members"):
+            rule.reseed_members(own)
+        for step in range(steps):
+            batch = [(g, e - 1, step) for g, e in zip(members, own, strict=True)]
+            xs = torch.stack([x[i] for i in batch])
+            ys = torch.stack([y[i] for i in batch])
+            train_step(net, rule, opt, xs, ys, loss)
+
+    net, rule, opt = make([0, 1])
+    train_epochs(net, rule, opt, [0, 1], [1, 1])
+    late, late_rule, late_opt = make([2])
+    net.extend_members(late)
+    rule.extend_members(late_rule)
+    opt.extend_members(late_opt)
+    for epoch in (2, 3):
+        train_epochs(net, rule, opt, [0, 1, 2], [epoch, epoch, epoch - 1])
+    assert net.members == 3 and opt.members == 3 and opt.steps == [9, 9, 6]
+    assert rule.seeds == SEEDS and opt.hyper["lr"] == lrs
+    for g, own_epochs in ((0, 3), (1, 3), (2, 2)):
+        alone, alone_rule, alone_opt = make([g])
+        for epoch in range(1, own_epochs + 1):
+            train_epochs(alone, alone_rule, alone_opt, [g], [epoch])
+        for name, t in net.state_dict().items():
+            torch.testing.assert_close(t[g], alone.state_dict()[name][0], rtol=1e-6,
+                                       atol=1e-7, msg=f"member {g}: {name}")
+    with pytest.raises(ValueError, match="join"):
+        net.extend_members(conv(1, [1]))
+    with pytest.raises(ValueError, match="optimizer"):
+        opt.extend_members(MemberSGD(dense(1).parameters(), 1) if optimizer == "adam"
+                           else MemberAdam(dense(1).parameters(), 1))
+
+
 # --- (c) a member's state -------------------------------------------------------------------
 def test_member_state_round_trip():
     source = conv(G, SEEDS)

@@ -10,7 +10,9 @@ all members in one set of tensor operations:
     SGD:   b ← μ b + g (b = g at the first step),   p ← p − lr · b
 
 State can be sliced per member for its checkpoint (`member_state`,
-`load_member_state`) and members can be dropped (`select_members`).
+`load_member_state`), members can be dropped (`select_members`) and joined
+(`extend_members`). Each member counts its own steps (Adam's t): members that joined a
+group later, or resumed from a checkpoint of another epoch, train on beside the others.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ class MemberOptimizer:
         self.members = members
         self.hyper: dict[str, list[float]] = {k: _per_member(v, members, k)
                                               for k, v in hyper.items()}
-        self.step_count = 0
+        self.steps = [0] * members  # each member's steps taken: Adam's t
         self.state: list[dict[str, Tensor]] = [{} for _ in self.params]
         self._vectors: dict[tuple[Any, ...], Tensor] = {}
 
@@ -87,14 +89,13 @@ class MemberOptimizer:
 
     # --- members ----------------------------------------------------------------------
     def member_state(self, g: int) -> dict[str, Any]:
-        return {"step": self.step_count, "hyper": {k: v[g] for k, v in self.hyper.items()},
+        return {"step": self.steps[g], "hyper": {k: v[g] for k, v in self.hyper.items()},
                 "state": [{k: t[g].clone() for k, t in s.items()} for s in self.state]}
 
     @torch.no_grad()
     def load_member_state(self, g: int, saved: dict[str, Any]) -> None:
-        """Set member g from a `member_state`. The members of a group take their steps
-        together: load members saved after the same number of steps."""
-        self.step_count = saved["step"]
+        """Set member g from a `member_state`."""
+        self.steps[g] = saved["step"]
         self._vectors.clear()
         for k, v in saved["hyper"].items():
             self.hyper[k][g] = v
@@ -109,7 +110,29 @@ class MemberOptimizer:
         keep = index.tolist()
         self.members = len(keep)
         self.hyper = {k: [v[i] for i in keep] for k, v in self.hyper.items()}
+        self.steps = [self.steps[i] for i in keep]
         self.state = [{k: t[index] for k, t in s.items()} for s in self.state]
+
+    def extend_members(self, other: MemberOptimizer) -> None:
+        """Append the members of `other`, an optimizer of the same kind over a network of
+        the same architecture, after this one's. State one side lacks (a side that has not
+        stepped yet) is zeros there, which is what a first step starts from."""
+        if type(other) is not type(self) or len(other.params) != len(self.params):
+            raise ValueError("cannot join members of a different optimizer or network")
+        self._vectors.clear()
+        self.hyper = {k: v + other.hyper[k] for k, v in self.hyper.items()}
+        self.steps = self.steps + other.steps
+        for p, q, mine, theirs in zip(self.params, other.params, self.state, other.state,
+                                      strict=True):
+            for k in {*mine, *theirs}:
+                mine[k] = torch.cat([mine.get(k, p.new_zeros(self.members, *p.shape[1:])),
+                                     theirs.get(k, q.new_zeros(other.members, *q.shape[1:]))])
+        self.members += other.members
+
+    def _uniform_steps(self) -> int | None:
+        """The step count all members share, None where they differ."""
+        first = self.steps[0]
+        return first if all(s == first for s in self.steps) else None
 
 
 class MemberAdam(MemberOptimizer):
@@ -129,7 +152,7 @@ class MemberAdam(MemberOptimizer):
 
     @torch.no_grad()
     def step(self) -> None:
-        self.step_count += 1
+        self.steps = [t + 1 for t in self.steps]
         for p, s in zip(self.params, self.state, strict=True):
             if p.grad is not None and not s:
                 s["exp_avg"] = torch.zeros_like(p)
@@ -150,7 +173,11 @@ class MemberAdam(MemberOptimizer):
         hyperparameters."""
         params, avgs, squares, steps = self._member_views(live)
         grads = [p.grad.unbind() for p, _ in live]
-        self._step_counts.fill_(self.step_count - 1)  # `adam` adds the step it takes
+        # `adam` adds the step it takes
+        if (t := self._uniform_steps()) is not None:
+            self._step_counts.fill_(t - 1)
+        else:
+            self._step_counts.copy_(torch.tensor(self.steps, dtype=torch.float32)[:, None] - 1)
         for (lr, beta1, beta2, eps), members in self._alike().items():
             adam([t for g in members for t in params[g]],
                  [grad[g] for g in members for grad in grads],
@@ -187,8 +214,10 @@ class MemberAdam(MemberOptimizer):
     def _batched_step(self, live: list[tuple[nn.Parameter, dict[str, Tensor]]]) -> None:
         """GPU kernels, where every kernel launch counts: all members at once, with their
         hyperparameters broadcast over the member axis."""
-        t = self.step_count
         like = live[0][0]
+        t: int | Tensor | None = self._uniform_steps()
+        if t is None:  # members at different steps: a vector (copied from the host)
+            t = torch.tensor(self.steps, dtype=torch.float64, device=like.device)
         # factors in double precision, as torch.optim.Adam computes them; on the device,
         # from vectors kept there: no host round trip
         lr, beta1, beta2 = (self._vector(k, like, torch.float64) for k in ("lr", "beta1", "beta2"))
@@ -219,7 +248,7 @@ class MemberSGD(MemberOptimizer):
 
     @torch.no_grad()
     def step(self) -> None:
-        self.step_count += 1
+        self.steps = [t + 1 for t in self.steps]
         uses_momentum = any(self.hyper["momentum"])
         for p, s in zip(self.params, self.state, strict=True):
             if p.grad is None:

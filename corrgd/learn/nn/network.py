@@ -176,5 +176,21 @@ class Net(nn.Module):
                 if b is not None:
                     setattr(module, name, b[index])
 
+    @torch.no_grad()
+    def extend_members(self, other: Net) -> None:
+        """Append the members of `other`, a net of the same architecture (e.g. of runs that
+        join a group), after this one's."""
+        for mine, theirs in zip(self.modules(), other.modules(), strict=True):
+            if type(mine) is not type(theirs):
+                raise ValueError(f"cannot join a {type(theirs).__name__} to a "
+                                 f"{type(mine).__name__}")
+            for p, q in zip(mine.parameters(recurse=False), theirs.parameters(recurse=False),
+                            strict=True):
+                p.data = torch.cat([p.data, q.data])
+                p.grad = None
+            for name, b in mine.named_buffers(recurse=False):
+                if b is not None:
+                    setattr(mine, name, torch.cat([b, getattr(theirs, name)]))
+
 
 __all__ = ["Block", "DecorConv2d", "DecorLinear", "Net", "Trace", "activation_derivative"]

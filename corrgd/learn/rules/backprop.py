@@ -89,3 +89,9 @@ class DFA(LearningRule):
     def select_members(self, index: Tensor) -> None:
         super().select_members(index)
         self.feedback = [B[index] for B in self.feedback]
+
+    def extend_members(self, other: LearningRule) -> None:
+        super().extend_members(other)
+        assert isinstance(other, type(self))
+        self.feedback = [torch.cat([B, C]) for B, C in
+                         zip(self.feedback, other.feedback, strict=True)]

@@ -77,5 +77,12 @@ class LearningRule:
         """Keep only the members `index` (the network's `select_members` does the same)."""
         self.seeds = [self.seeds[i] for i in index.tolist()]
 
+    def extend_members(self, other: LearningRule) -> None:
+        """Append the members of `other`, the same rule set up for a net of the same
+        architecture, after this one's (the network's `extend_members` does the same)."""
+        if type(other) is not type(self):
+            raise ValueError(f"cannot join {other.name} members to a group of {self.name}")
+        self.seeds = self.seeds + other.seeds
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"

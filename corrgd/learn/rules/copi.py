@@ -82,3 +82,9 @@ class COPI(LearningRule):
     def select_members(self, index: Tensor) -> None:
         super().select_members(index)
         self.matrices = [B[index] for B in self.matrices]
+
+    def extend_members(self, other: LearningRule) -> None:
+        super().extend_members(other)
+        assert isinstance(other, type(self))
+        self.matrices = [torch.cat([B, C]) for B, C in
+                         zip(self.matrices, other.matrices, strict=True)]

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from corrgd.learn import streams
 from corrgd.learn.losses import LossFn
 from corrgd.learn.nn.network import Net, Trace
 from corrgd.learn.rules.base import LearningRule, Step, member_targets
@@ -76,6 +77,15 @@ class NodePerturbation(LearningRule):
         """Draw each member's noise from its run's `stream` at `counters` (the runner: the
         epoch)."""
         self.noise_generators = self.generators(stream, *counters, device=device)
+
+    def reseed_members(self, counters: Sequence[int], stream: str = "noise",
+                       device: torch.device | str = "cpu") -> None:
+        """As `reseed`, with one counter per member (the runner: each member's own epoch,
+        where members at different epochs train together)."""
+        if len(counters) != len(self.seeds):
+            raise ValueError(f"{len(counters)} counters for {len(self.seeds)} members")
+        self.noise_generators = [streams.generator(s, stream, c, device=device)
+                                 for s, c in zip(self.seeds, counters, strict=True)]
 
     def _variances(self, like: Tensor) -> Tensor:
         """σ² per member, shaped to scale a batch like `like` (made once per device: a step
@@ -129,6 +139,14 @@ class NodePerturbation(LearningRule):
         self._variance_vectors.clear()
         if self.noise_generators is not None:
             self.noise_generators = [self.noise_generators[i] for i in keep]
+
+    def extend_members(self, other: LearningRule) -> None:
+        super().extend_members(other)
+        assert isinstance(other, NodePerturbation)
+        self.variances = self.variances + other.variances
+        self._variance_vectors.clear()
+        mine, theirs = self.noise_generators, other.noise_generators
+        self.noise_generators = None if mine is None or theirs is None else mine + theirs
 
 
 class NP(NodePerturbation):
