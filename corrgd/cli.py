@@ -53,6 +53,9 @@ MaxAttemptsOption = Annotated[int, typer.Option(
 ThreadsOption = Annotated[int | None, typer.Option(
     help="Torch threads of each CPU worker [default: the machine's cores shared among the "
          "workers started]")]
+RefillOption = Annotated[bool, typer.Option(
+    help="Fill a group that has shrunk (runs done, diverged or pruned) with queued runs "
+         "like its own, which train beside the others at their own epochs")]
 
 
 def fail(message: str) -> typer.Exit:
@@ -187,6 +190,7 @@ def sweep(
     checkpoint_dir: CheckpointDirOption = DEFAULT_CHECKPOINT_DIR,
     lease: LeaseOption = DEFAULT_LEASE,
     group_size: GroupSizeOption = None,
+    refill: RefillOption = True,
     threads: ThreadsOption = None,
     retry_failed: Annotated[bool, typer.Option(
         "--retry-failed", help="Put the sweep's failed runs back in the queue first")] = False,
@@ -269,7 +273,7 @@ def sweep(
                "cpus_per_task": cpus_per_job, "time": time,
                "array_parallelism": array_parallelism, "folder": slurm_folder},
         data_dir=data_dir, checkpoint_dir=checkpoint_dir, lease=lease, group_size=group_size,
-        max_attempts=max_attempts, threads=threads)
+        max_attempts=max_attempts, threads=threads, refill=refill)
     console.print(started.where)
     if executor == "slurm" and not wait:
         return
@@ -380,6 +384,7 @@ def worker(
     checkpoint_dir: CheckpointDirOption = DEFAULT_CHECKPOINT_DIR,
     lease: LeaseOption = DEFAULT_LEASE,
     group_size: GroupSizeOption = None,
+    refill: RefillOption = True,
     threads: ThreadsOption = None,
     retry_failed: Annotated[bool, typer.Option(
         "--retry-failed", help="Put failed runs (of --sweep, or of every sweep) back in "
@@ -406,7 +411,8 @@ def worker(
 
     w = Worker(database, sweep=sweep, device=device, lease_seconds=lease,
                data_dir=data_dir, checkpoint_dir=checkpoint_dir, group_size=group_size,
-               max_attempts=max_attempts, events=EpochLines(console), threads=threads)
+               max_attempts=max_attempts, events=EpochLines(console), threads=threads,
+               refill=refill)
     with _training():
         n = w.run(max_runs)
     console.print(f"worker {w.id}: {n} runs finished; queue empty" if max_runs is None

@@ -69,7 +69,7 @@ class Recorder:
         self.rows: list[list[list[MetricRow]]] = [[] for _ in range(members)]
         self.status: list[str] = [""] * members
 
-    def epoch_end(self, epoch: int, members: list[MemberEpoch]) -> None:
+    def epoch_end(self, members: list[MemberEpoch]) -> None:
         for m in members:
             self.rows[m.member].append(m.rows)
             self.status[m.member] = m.status

@@ -241,6 +241,42 @@ def test_a_pruned_grid_stops_members_inside_their_group_and_the_rest_train_on_bi
 
 
 @pytest.mark.slow
+def test_a_shrunk_group_is_refilled_from_the_queue_and_every_run_keeps_its_numbers(
+        tmp_path: Path) -> None:
+    """Two seeds of the grid (12 runs, one group key) in groups of at most 4, one worker:
+    with refill (the default) the first group takes on queued runs whenever pruning shrinks
+    it, so all 12 train in that one claim, members at different epochs side by side; with
+    --no-refill the worker claims group after group. Either way every run has the rows of
+    the same run in the full grid, bit for bit, up to where it stopped, once each."""
+    grid = GRID.replace("seed: [0]", "seed: [0, 1]")
+    prune = "prune: {metric: val_acc, reduction: 3}\n"
+    for name, text in (("full", grid), ("refilled", grid + prune), ("claimed", grid + prune)):
+        (tmp_path / f"{name}.yaml").write_text(text.replace("name: {name}", f"name: {name}"))
+    _sweep(tmp_path, "full", "--workers", "1", "--group-size", "4")
+    _sweep(tmp_path, "refilled", "--workers", "1", "--group-size", "4")
+    _sweep(tmp_path, "claimed", "--workers", "1", "--group-size", "4", "--no-refill")
+    db = open_db(f"sqlite:///{tmp_path / 'r.sqlite'}")
+    runs = {name: db.runs_frame(name) for name in ("full", "refilled", "claimed")}
+    assert runs["refilled"]["group_id"].nunique() == 1  # one claim, refilled 8 times over
+    assert runs["claimed"]["group_id"].nunique() >= 3
+    full = {(r.lr, r.seed): r.run_id for r in runs["full"].itertuples()}
+    rows = db.epochs_frame(diagnostics=False)
+    columns = ["epoch", "split", "loss", "accuracy"]
+    for name in ("refilled", "claimed"):
+        frame = runs[name]
+        assert set(frame["status"]) == {"done", "pruned"} and set(frame["attempts"]) == {1}
+        assert (frame["status"] == "done").sum() == 2  # one per seed: 6 -> 2 -> 1
+        for run in frame.itertuples():
+            mine = rows[rows["run_id"] == run.run_id]
+            theirs = rows[(rows["run_id"] == full[run.lr, run.seed])
+                          & (rows["epoch"] <= run.last_epoch)]
+            assert len(mine) == 3 * (run.last_epoch + 1)  # every epoch once
+            assert mine[columns].sort_values(columns[:2]).values.tolist() == \
+                theirs[columns].sort_values(columns[:2]).values.tolist()
+    db.close()
+
+
+@pytest.mark.slow
 def test_two_workers_one_killed_decide_every_rung_once(db_url: str, tmp_path: Path) -> None:
     """Two local workers train a pruned grid in groups of two; one is killed with SIGKILL
     while it trains. The sweep gives its runs back and ends; every run ends done or
@@ -311,10 +347,10 @@ def test_a_rung_the_database_missed_is_judged_when_the_checkpoint_is_replayed(
     assert done.returncode == 0, done.stderr
     logs = worker_module._DBReporter.epoch_end
 
-    def dies_before_logging_epoch_1(self: Any, epoch: int, members: list[Any]) -> list[int]:
-        if epoch == 1:
+    def dies_before_logging_epoch_1(self: Any, members: list[Any]) -> list[int]:
+        if any(m.epoch == 1 for m in members):
             raise worker_module.Interrupted  # as if killed: checkpoints saved, rows not
-        return logs(self, epoch, members)
+        return logs(self, members)
 
     with monkeypatch.context() as patch:
         patch.setattr(worker_module._DBReporter, "epoch_end", dies_before_logging_epoch_1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -215,16 +216,16 @@ def test_np_rules_draw_each_epochs_noise_from_its_own_stream(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The NP family is reseeded at the start of every training epoch (stream 'noise') and
     before every epoch's diagnostics (stream 'diagnostics'), so that any epoch's noise can
-    be reproduced on its own."""
+    be reproduced on its own (one counter per member: its epoch)."""
     calls: list[tuple[tuple[int, ...], str]] = []
-    original = NodePerturbation.reseed
+    original = NodePerturbation.reseed_members
 
-    def reseed(self: NodePerturbation, *counters: int, stream: str = "noise",
+    def reseed(self: NodePerturbation, counters: Any, stream: str = "noise",
                device: Any = "cpu") -> None:
-        calls.append((counters, stream))
-        original(self, *counters, stream=stream, device=device)
+        calls.append((tuple(counters), stream))
+        original(self, counters, stream=stream, device=device)
 
-    monkeypatch.setattr(NodePerturbation, "reseed", reseed)
+    monkeypatch.setattr(NodePerturbation, "reseed_members", reseed)
     run(RunConfig(**{**CONFIG, "algorithm": "np", "epochs": 2}))
     assert [c for c in calls if c[1] == "noise"] == [((1,), "noise"), ((2,), "noise")]
     assert [c for c in calls if c[1] == "diagnostics"] == [((0,), "diagnostics"),
@@ -236,9 +237,9 @@ class GroupRecorder:
     def __init__(self) -> None:
         self.epochs: dict[int, list[tuple[int, list[MetricRow], str]]] = {}
 
-    def epoch_end(self, epoch: int, members: list[MemberEpoch]) -> None:
+    def epoch_end(self, members: list[MemberEpoch]) -> None:
         for m in members:
-            self.epochs.setdefault(m.member, []).append((epoch, m.rows, m.status))
+            self.epochs.setdefault(m.member, []).append((m.epoch, m.rows, m.status))
 
     def progress(self, epoch: int, step: int, steps: int, losses: list[float]) -> None:
         pass
@@ -267,3 +268,69 @@ def test_a_group_trains_each_member_as_it_would_train_alone() -> None:
                 assert r1.loss == pytest.approx(r2.loss, rel=1e-5)
                 assert r1.accuracy == r2.accuracy
     assert rec.epochs[2][-1][2] == "diverged"
+
+
+def untimed(rows: list[MetricRow]) -> list[MetricRow]:
+    """Rows without their wall-clock seconds: everything else is the same bit for bit."""
+    return [replace(r, seconds=0.0) for r in rows]
+
+
+class Pruner(GroupRecorder):
+    """Stops the listed members at the listed epochs, as a pruning reporter would."""
+
+    def __init__(self, stops: dict[int, int]) -> None:
+        super().__init__()
+        self.stops = stops
+        self.calls: list[list[tuple[int, int]]] = []  # (member, epoch) per call
+
+    def epoch_end(self, members: list[MemberEpoch]) -> list[int]:
+        super().epoch_end(members)
+        self.calls.append([(m.member, m.epoch) for m in members])
+        return [m.member for m in members if self.stops.get(m.member) == m.epoch]
+
+
+@pytest.mark.parametrize("algorithm,optimizer", [("fa", "adam"), ("np", "sgd")])
+def test_runs_that_refill_a_shrunk_group_train_at_their_own_epochs_as_alone(
+        tmp_path: Path, algorithm: str, optimizer: str) -> None:
+    """A group of two loses both members at epoch 1 (pruned); `refill` gives a fresh run and
+    a run resumed from its checkpoint of epoch 2, which train at their own epochs beside
+    each other, reported together; when the resumed one is done, the queue is empty and the
+    fresh one trains on alone. Every run's rows are bit for bit those of the run trained
+    alone, up to where it stopped."""
+    base = {**CONFIG, "algorithm": algorithm, "optimizer": optimizer, "epochs": 4,
+            "momentum": 0.9 if optimizer == "sgd" else 0.0}
+    if algorithm == "np":
+        base |= {"decor": False, "sigma2": 1e-4, "lr": 1e-2}
+    configs = [RunConfig(**{**base, "seed": 3}),
+               RunConfig(**{**base, "seed": 4, "lr": base["lr"] * 3}),
+               RunConfig(**{**base, "seed": 5, "lr": base["lr"] * 2}),
+               RunConfig(**{**base, "seed": 6})]
+    resumed = tmp_path / "resumed.pt"
+    with pytest.raises(KeyboardInterrupt):  # run 3 stopped after epoch 2: its checkpoint
+        run(configs[3], checkpoint=resumed, reporter=Recorder(stop_after=2))
+    asked: list[int] = []
+    queue = [[(configs[2], None), (configs[3], resumed)], []]
+
+    def refill(count: int) -> list[tuple[RunConfig, Path | None]]:
+        asked.append(count)
+        return queue.pop(0)
+
+    rec = Pruner({0: 1, 1: 1})
+    results = train_group(configs[:2], reporter=rec, refill=refill)
+    assert [r.status for r in results] == ["pruned", "pruned", "done", "done"]
+    assert [r.epochs for r in results] == [1, 1, 4, 4]
+    assert asked == [2, 1]  # the group had shrunk to none, then to one
+    steps = [sorted(call) for call in rec.calls]
+    assert [(2, 1), (3, 3)] in steps and [(2, 2), (3, 4)] in steps  # at their own epochs
+    assert steps[-2:] == [[(2, 3)], [(2, 4)]]
+    for i, config in enumerate(configs):
+        alone = Recorder()
+        result = run(config, reporter=alone)
+        mine = rec.epochs[i]
+        if i == 3:  # its replayed epochs 0..2, then those it trained in the group
+            assert [e for e, _, _ in mine] == [0, 1, 2, 3, 4]
+        assert [e for e, _, _ in mine] == [e for e, _ in alone.epochs][:len(mine)]
+        assert [untimed(rows) for _, rows, _ in mine] == \
+            [untimed(rows) for _, rows in alone.epochs][:len(mine)]
+        if i >= 2:
+            assert (results[i].status, results[i].epochs) == (result.status, result.epochs)

@@ -147,6 +147,35 @@ def test_claim_group_takes_only_runs_at_the_same_epoch(db: ResultsDB) -> None:
     assert ids(rest) == [2, 3, 4] and {m.last_epoch for m in rest} == {-1}
 
 
+def test_refill_group_takes_queued_runs_of_the_groups_key_and_sweep(db: ResultsDB) -> None:
+    """A group in flight that has shrunk takes on the oldest queued runs of its sweep and
+    group key, whatever their epoch, as members of its claim: never runs of another key,
+    of another sweep, running ones, or those of a cancelled sweep."""
+    db.add_sweep("a", "spec", keyed_runs(["k", "k", "j", "k", "k", None, "k"]))  # ids 1..7
+    db.add_sweep("b", "spec", keyed_runs(["k"] * 2, start=10))  # ids 8, 9: same key
+    group = db.claim_group("w", "cpu", lease_seconds=LEASE, max_members=2, slurm_job_id="3_1")
+    assert ids(group) == [1, 2]
+    [other] = db.claim_group("v", "cpu", lease_seconds=LEASE, max_members=1)  # run 3 ("j")
+    [five] = db.claim_group("v", "cpu", sweep="a", lease_seconds=LEASE, max_members=1)
+    assert (other.run_id, five.run_id) == (3, 4)
+    db.log_epochs(entries([4], 0) + entries([4], 1), "v")
+    db.release_runs([4], "v")  # run 4: queued again, resumes after epoch 1
+    assert db.refill_group(group, 0) == []
+    joined = db.refill_group(group, 2, slurm_job_id="3_1")
+    assert ids(joined) == [4, 5]  # oldest first; run 4 at another epoch than the group
+    assert [(m.last_epoch, m.attempts, m.group_id, m.worker, m.device, m.sweep)
+            for m in joined] == [(1, 2, "1.1", "w", "cpu", "a"), (-1, 1, "1.1", "w", "cpu", "a")]
+    rows = run_rows(db)
+    assert list(rows.loc[[4, 5], "status"]) == ["running"] * 2
+    assert list(rows.loc[[4, 5], "slurm_job_id"]) == ["3_1"] * 2
+    assert ids(db.refill_group(group, 5)) == [7]  # not 6 (no key), not 8, 9 (sweep b)
+    assert db.refill_group(group, 5) == []
+    b = db.claim_group("w", "cpu", sweep="b", lease_seconds=LEASE, max_members=1)
+    db.cancel_sweep("b")
+    assert db.refill_group(b, 5) == []
+    assert run_rows(db, "b")["status"].tolist() == ["running", "cancelled"]
+
+
 def test_stale_group_is_reclaimed_as_a_new_group(db: ResultsDB) -> None:
     db.add_sweep("s", "spec", keyed_runs(["k"] * 4))
     dead = db.claim_group("dead:1", "cpu", lease_seconds=LEASE, max_members=2)

@@ -97,7 +97,7 @@ class Launch:
 def start_workers(db: ResultsDB, sweep: str, *, executor: str, workers: int | None,
                   devices: str | None, slurm: dict[str, Any], data_dir: str | None,
                   checkpoint_dir: str, lease: float, group_size: int | None,
-                  max_attempts: int, threads: int | None) -> Launch:
+                  max_attempts: int, threads: int | None, refill: bool = True) -> Launch:
     """Start workers for the queued runs of `sweep`: locally (`local_workers`; each CPU
     worker with `threads` torch threads, default its share of the cores, `corrgd.run.cores`);
     or a SLURM array."""
@@ -108,7 +108,7 @@ def start_workers(db: ResultsDB, sweep: str, *, executor: str, workers: int | No
     todo = left["queued"] + left["running"]
     kwargs = {"db_url": db.url, "sweep": sweep, "lease_seconds": lease, "data_dir": data_dir,
               "checkpoint_dir": checkpoint_dir, "group_size": group_size,
-              "max_attempts": max_attempts}
+              "max_attempts": max_attempts, "refill": refill}
     if executor == "local":
         device_list, n, where = local_workers(devices, workers, threads, todo)
         per_worker = [{**kwargs, "threads": threads} for _ in range(n)]

@@ -20,7 +20,13 @@ rows (`corrgd.storage.MetricRow`, one per split) to `GroupReporter.epoch_end`.
 Resuming: a member whose checkpoint (a file saved by an earlier, interrupted run of
 the same config) exists continues after its last finished epoch, and that epoch's
 rows are reported again (reporters must treat a repeated epoch as already written).
-Members saved at different epochs resume as separate groups, one after the other.
+
+Members need not be at the same epoch: each keeps its own epoch, learning rates, random
+streams and optimizer steps, and one training step of the group is one step of each
+member's own epoch (members of a group have the same number of steps per epoch). So runs
+resumed from checkpoints of different epochs train together, and a group that has shrunk
+(members done, diverged or pruned) can be filled up again with runs that start
+(`train_group`'s `refill`).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -75,19 +81,26 @@ class MemberEpoch:
     """One finished epoch of one member of a group."""
 
     member: int  # its index in the configs given to `train_group`
+    epoch: int  # the member's own epoch (members of a group may be at different ones)
     rows: list[MetricRow]  # one per split
     checkpoint: str | None
     status: str  # "running", "done" or "diverged"
 
 
 class GroupReporter(Protocol):
-    def epoch_end(self, epoch: int, members: list[MemberEpoch]) -> Collection[int] | None:
-        """Metric rows of one finished epoch of every member still training (and of those
-        that diverged in it), after their checkpoints are saved. Returns the members that
-        are to stop here (pruned at a rung of successive halving), if any."""
+    def epoch_end(self, members: list[MemberEpoch]) -> Collection[int] | None:
+        """Metric rows of the epoch every member still training finished in the group's
+        last step (and of those that diverged in it), after their checkpoints are saved.
+        Returns the members that are to stop here (pruned at a rung of successive
+        halving), if any."""
 
     def progress(self, epoch: int, step: int, steps: int, losses: list[float]) -> None:
         """Called every few training steps with the members' current losses; cheap."""
+
+
+#: Where a group that has shrunk gets runs to fill up with: asked for at most n, it gives
+#: (config, checkpoint path or None) of runs like the group's (equal `group_key`), or none.
+Refill = Callable[[int], Sequence[tuple[RunConfig, str | Path | None]]]
 
 
 class Reporter(Protocol):
@@ -114,9 +127,9 @@ class _OneRun:
     def __init__(self, reporter: Reporter) -> None:
         self.reporter = reporter
 
-    def epoch_end(self, epoch: int, members: list[MemberEpoch]) -> None:
+    def epoch_end(self, members: list[MemberEpoch]) -> None:
         for m in members:
-            self.reporter.epoch_end(epoch, m.rows, m.checkpoint)
+            self.reporter.epoch_end(m.epoch, m.rows, m.checkpoint)
 
     def progress(self, epoch: int, step: int, steps: int, losses: list[float]) -> None:
         self.reporter.progress(epoch, step, steps, losses[0])
@@ -221,9 +234,24 @@ class Group:
         self.train_rows = torch.stack([r[0] for r in rows]).to(device)
         self.val_rows = torch.stack([r[1] for r in rows]).to(device) \
             if self.shared.val_size else None
+        self.epochs = [-1] * len(configs)  # each member's last finished epoch (-1: none)
 
     def __len__(self) -> int:
         return len(self.configs)
+
+    def extend(self, other: Group) -> None:
+        """Take on the members of `other`, a group of runs like these, after this one's."""
+        if group_key(other.shared) != group_key(self.shared):
+            raise ValueError("a group's configs must differ only in " + ", ".join(PER_MEMBER))
+        self.net.extend_members(other.net)
+        self.rule.extend_members(other.rule)
+        self.optimizer.extend_members(other.optimizer)
+        self.configs += other.configs
+        self.members += other.members
+        self.epochs += other.epochs
+        self.train_rows = torch.cat([self.train_rows, other.train_rows])
+        if self.val_rows is not None and other.val_rows is not None:
+            self.val_rows = torch.cat([self.val_rows, other.val_rows])
 
     def select(self, keep: Sequence[int]) -> None:
         """Keep only the members at positions `keep`."""
@@ -233,27 +261,29 @@ class Group:
         self.optimizer.select_members(index.to(self.device))
         self.configs = [self.configs[i] for i in keep]
         self.members = [self.members[i] for i in keep]
+        self.epochs = [self.epochs[i] for i in keep]
         self.train_rows = self.train_rows[index.to(self.device)]
         if self.val_rows is not None:
             self.val_rows = self.val_rows[index.to(self.device)]
 
-    def start_epoch(self, epoch: int) -> None:
-        """Each member's learning rates and random streams for training epoch `epoch`."""
-        rates = [learning_rates(c, epoch) for c in self.configs]
+    def start_epoch(self, epochs: Sequence[int]) -> None:
+        """Each member's learning rates and random streams for its training epoch (1-based),
+        `epochs[g]` for member g."""
+        rates = [learning_rates(c, e) for c, e in zip(self.configs, epochs, strict=True)]
         self.optimizer.set(lr=[r[0] for r in rates])
         if self.shared.decor:
             self.net.set_decorrelation_lr(torch.tensor([r[1] for r in rates]),
                                           torch.tensor([r[2] for r in rates]))
         if isinstance(self.rule, NodePerturbation):
-            self.rule.reseed(epoch, device=self.device)
+            self.rule.reseed_members(epochs, device=self.device)
 
-    def epoch_order(self, epoch: int) -> Tensor:
-        """Each member's training rows in its order for `epoch`: (G, n_train)."""
+    def epoch_order(self, epochs: Sequence[int]) -> Tensor:
+        """Each member's training rows in its order for its epoch: (G, n_train)."""
         n = self.train_rows.shape[1]
         orders = torch.stack([torch.randperm(n, generator=streams.generator(c.seed, "order",
-                                                                           epoch))
-                              for c in self.configs]).to(self.device)
-        return self.train_rows.gather(1, orders)
+                                                                           e))
+                              for c, e in zip(self.configs, epochs, strict=True)])
+        return self.train_rows.gather(1, orders.to(self.device))
 
     def batch(self, x: Tensor, rows: Tensor, crops: list[torch.Generator] | None) -> Tensor:
         """Model inputs (G, b, ...) of the stored rows (G, b), with each member's random
@@ -270,34 +300,148 @@ class Group:
 def train_group(configs: Sequence[RunConfig], *, device: str = "cpu",
                 data: DataSplits | None = None, data_dir: str | None = None,
                 checkpoints: Sequence[str | Path | None] | None = None,
-                reporter: GroupReporter | None = None) -> list[RunResult]:
+                reporter: GroupReporter | None = None,
+                refill: Refill | None = None) -> list[RunResult]:
     """Train runs that differ only in `PER_MEMBER` settings as one group; one result per
-    config, in their order. `checkpoints` names each run's checkpoint file (None: none)."""
-    configs = list(configs)
-    reporter = reporter or _NullGroupReporter()
-    dev = torch.device(device)
-    data = data or load_data(configs[0], data_dir)
-    paths = [None if p is None else Path(p) for p in (checkpoints or [None] * len(configs))]
-    saved = [_load_checkpoint(p, c, dev) for p, c in zip(paths, configs, strict=True)]
-    # Every epoch a checkpoint holds is reported again: a database that lacks them (a new
-    # one, or one behind the checkpoint) gets the run's whole history.
-    history = {i: ([] if state is None else state["history"]) for i, state in enumerate(saved)}
-    results: list[RunResult | None] = [None] * len(configs)
+    config, in their order. `checkpoints` names each run's checkpoint file (None: none).
 
-    # Members already finished (done or diverged) replay their history and stop.
-    pending: dict[int, list[int]] = {}  # resume epoch -> members
-    for i, (c, state) in enumerate(zip(configs, saved, strict=True)):
-        if state is not None and (state["status"] == "diverged" or state["epoch"] >= c.epochs):
-            status = "diverged" if state["status"] == "diverged" else "done"
-            _replay(reporter, [i], history, paths, last_status=status)
-            results[i] = RunResult(status, state["epoch"], history[i][-1]["rows"])
-        else:
-            pending.setdefault(-1 if state is None else state["epoch"], []).append(i)
-    for start, members in sorted(pending.items()):
-        for i, result in zip(members, _train(configs, members, start, saved, history, paths,
-                                             data, dev, reporter), strict=True):
-            results[i] = result
-    return [r for r in results if r is not None]
+    With `refill`, a group that has shrunk below its first size is filled up again after
+    an epoch: with the runs `refill` gives (asked again after every epoch the group is
+    short, until it gives none). Their results follow, in the order they were given."""
+    configs = list(configs)
+    training = _Training(data or load_data(configs[0], data_dir), torch.device(device),
+                         reporter or _NullGroupReporter())
+    group = training.admit(configs, list(checkpoints or [None] * len(configs)))
+    capacity = len(configs)
+    while True:
+        if refill is not None and (group is None or len(group) < capacity):
+            more = refill(capacity - (0 if group is None else len(group)))
+            if not more:
+                refill = None  # the queue has no more such runs
+            elif (joined := training.admit([c for c, _ in more], [p for _, p in more])):
+                if group is None:
+                    group = joined
+                else:
+                    group.extend(joined)
+        if group is None or not len(group):
+            break
+        training.step(group)
+    return [training.results[i] for i in range(len(training.configs))]
+
+
+class _Training:
+    """The runs of one `train_group` call: their configs, checkpoint files, every epoch's
+    rows so far (`history`) and results, and how to take on and train them."""
+
+    def __init__(self, data: DataSplits, dev: torch.device, reporter: GroupReporter) -> None:
+        self.data, self.dev, self.reporter = data, dev, reporter
+        self.configs: list[RunConfig] = []
+        self.paths: list[Path | None] = []
+        self.history: dict[int, list[Any]] = {}
+        self.results: dict[int, RunResult] = {}
+        self.x, self.y = data.train.x.to(dev), data.train.y.to(dev)
+        self.test = None if data.test is None else (data.test.x.to(dev), data.test.y.to(dev))
+
+    def admit(self, configs: Sequence[RunConfig], checkpoints: Sequence[str | Path | None]
+              ) -> Group | None:
+        """Take on runs: those whose checkpoints show them finished (done or diverged)
+        report their history again and end; the others come back as one group, each
+        member loaded from its checkpoint and its history reported again, or evaluated at
+        epoch 0 (None if no run is left to train)."""
+        first = len(self.configs)
+        self.configs += configs
+        self.paths += [None if p is None else Path(p) for p in checkpoints]
+        pending: dict[int, list[int]] = {}  # resume epoch -> members
+        saved: dict[int, dict[str, Any] | None] = {}
+        for i in range(first, len(self.configs)):
+            c, state = self.configs[i], _load_checkpoint(self.paths[i], self.configs[i],
+                                                         self.dev)
+            saved[i] = state
+            # Every epoch a checkpoint holds is reported again: a database that lacks them
+            # (a new one, or one behind the checkpoint) gets the run's whole history.
+            self.history[i] = [] if state is None else state["history"]
+            if state is not None and (state["status"] == "diverged"
+                                      or state["epoch"] >= c.epochs):
+                status = "diverged" if state["status"] == "diverged" else "done"
+                _replay(self.reporter, [i], self.history, self.paths, last_status=status)
+                self.results[i] = RunResult(status, state["epoch"], self.history[i][-1]["rows"])
+            else:
+                pending.setdefault(-1 if state is None else state["epoch"], []).append(i)
+        group: Group | None = None
+        for start, members in sorted(pending.items()):
+            cohort = self._open(members, start, saved)
+            if group is None or not len(group):
+                group = cohort
+            elif len(cohort):
+                group.extend(cohort)
+        return group if group is not None and len(group) else None
+
+    def _open(self, members: list[int], start: int, saved: dict[int, dict[str, Any] | None]
+              ) -> Group:
+        """A group of `members` that all resume after epoch `start` (-1: fresh, evaluated
+        at epoch 0 here)."""
+        group = Group([self.configs[i] for i in members], self.data, self.dev, members)
+        if start < 0:
+            self.step(group)
+            return group
+        for g, i in enumerate(members):
+            state = saved[i]
+            assert state is not None
+            group.net.load_member_state(g, state["net"])
+            group.optimizer.load_member_state(g, state["optimizer"])
+        group.epochs = [start] * len(members)
+        stopped = _replay(self.reporter, members, self.history, self.paths)
+        for i, k in stopped.items():
+            self.results[i] = RunResult("pruned", self.history[i][k]["epoch"],
+                                        self.history[i][k]["rows"])
+        if stopped:
+            group.select([pos for pos, i in enumerate(group.members) if i not in stopped])
+        return group
+
+    def step(self, group: Group) -> None:
+        """One epoch of every member, each its own next one (epoch 0, the evaluation
+        before training, for a group of fresh members): train, evaluate, checkpoint,
+        report; members that finished, diverged or were pruned leave the group."""
+        epochs = {i: e + 1 for i, e in zip(group.members, group.epochs, strict=True)}
+        seconds, diverged = 0.0, {}
+        fresh = [i for i, e in epochs.items() if e == 0]
+        assert not fresh or len(fresh) == len(epochs), "fresh runs join a group after epoch 0"
+        if not fresh:
+            seconds, diverged = _train_epoch(group, [epochs[i] for i in group.members],
+                                             self.x, self.y, self.reporter)
+        rows = _evaluate(group, self.x, self.y, self.test, seconds) if len(group) else []
+        for pos, member_rows in enumerate(rows):
+            if any(not math.isfinite(r.loss) for r in member_rows):
+                diverged[group.members[pos]] = (None, member_rows)
+        if group.shared.diagnostics and len(group):
+            diagnostics = _diagnostics(group, self.x, self.y,
+                                       [epochs[i] for i in group.members])
+            for pos, diag in enumerate(diagnostics):
+                if group.members[pos] not in diverged:
+                    rows[pos][0] = replace(rows[pos][0], diagnostics=diag)
+        finished = []
+        for pos, i in enumerate(group.members):
+            if i in diverged:
+                continue
+            status = "done" if epochs[i] == self.configs[i].epochs else "running"
+            self.history[i].append({"epoch": epochs[i], "rows": rows[pos]})
+            finished.append(_finish(group, pos, i, epochs[i], status, self.paths[i],
+                                    self.history[i]))
+        for i, (snapshot, member_rows) in diverged.items():
+            finished.append(_finish_diverged(group, i, epochs[i], snapshot, member_rows,
+                                             self.paths[i], self.configs[i], self.data,
+                                             self.dev, self.history[i]))
+        finished.sort(key=lambda m: m.member)
+        pruned = set(self.reporter.epoch_end(finished) or ())
+        for m in finished:
+            if m.status != "running":
+                self.results[m.member] = RunResult(m.status, epochs[m.member], m.rows)
+            elif m.member in pruned:  # it leaves the group as a diverged member does
+                self.results[m.member] = RunResult("pruned", epochs[m.member], m.rows)
+        group.epochs = [epochs[i] for i in group.members]
+        keep = [pos for pos, i in enumerate(group.members) if i not in self.results]
+        if len(keep) < len(group):
+            group.select(keep)
 
 
 def _replay(reporter: GroupReporter, members: list[int], history: dict[int, list[Any]],
@@ -309,71 +453,12 @@ def _replay(reporter: GroupReporter, members: list[int], history: dict[int, list
     stopped: dict[int, int] = {}
     for k, entry in enumerate(entries):
         status = last_status if k == len(entries) - 1 else "running"
-        told = reporter.epoch_end(entry["epoch"], [
-            MemberEpoch(i, history[i][k]["rows"], None if paths[i] is None else str(paths[i]),
-                        status) for i in members if i not in stopped])
+        told = reporter.epoch_end([
+            MemberEpoch(i, entry["epoch"], history[i][k]["rows"],
+                        None if paths[i] is None else str(paths[i]), status)
+            for i in members if i not in stopped])
         stopped.update(dict.fromkeys(told or (), k))
     return stopped
-
-
-def _train(configs: list[RunConfig], members: list[int], start: int,
-           saved: list[dict[str, Any] | None], history: dict[int, list[Any]],
-           paths: list[Path | None], data: DataSplits, dev: torch.device,
-           reporter: GroupReporter) -> list[RunResult]:
-    """Train `members` (all resuming after epoch `start`, -1: from scratch) to the end."""
-    group = Group([configs[i] for i in members], data, dev, members)
-    if start >= 0:
-        for g, i in enumerate(members):
-            state = saved[i]
-            assert state is not None
-            group.net.load_member_state(g, state["net"])
-            group.optimizer.load_member_state(g, state["optimizer"])
-    stopped = _replay(reporter, members, history, paths) if start >= 0 else {}
-    results = {i: RunResult("pruned", history[i][k]["epoch"], history[i][k]["rows"])
-               for i, k in stopped.items()}
-    if stopped:
-        group.select([pos for pos, i in enumerate(group.members) if i not in stopped])
-        if not len(group):
-            return [results[i] for i in members]
-    x_train, y_train = data.train.x.to(dev), data.train.y.to(dev)
-    test = None if data.test is None else (data.test.x.to(dev), data.test.y.to(dev))
-    c = group.shared
-    for epoch in range(start + 1, c.epochs + 1):
-        seconds, diverged = 0.0, {}
-        if epoch > 0:
-            seconds, diverged = _train_epoch(group, epoch, x_train, y_train, reporter)
-        rows = _evaluate(group, x_train, y_train, test, seconds) if len(group) else []
-        for pos, member_rows in enumerate(rows):
-            if any(not math.isfinite(r.loss) for r in member_rows):
-                diverged[group.members[pos]] = (None, member_rows)
-        if c.diagnostics and len(group):
-            for pos, diag in enumerate(_diagnostics(group, x_train, y_train, epoch)):
-                if group.members[pos] not in diverged:
-                    rows[pos][0] = replace(rows[pos][0], diagnostics=diag)
-        finished = []
-        for pos, i in enumerate(group.members):
-            if i in diverged:
-                continue
-            status = "done" if epoch == c.epochs else "running"
-            history[i].append({"epoch": epoch, "rows": rows[pos]})
-            finished.append(_finish(group, pos, i, epoch, status, paths[i], history[i]))
-        for i, (snapshot, member_rows) in diverged.items():
-            finished.append(_finish_diverged(group, i, epoch, snapshot, member_rows, paths[i],
-                                             configs[i], data, dev, history[i]))
-        finished.sort(key=lambda m: m.member)
-        pruned = set(reporter.epoch_end(epoch, finished) or ())
-        for m in finished:
-            if m.status != "running":
-                results[m.member] = RunResult(m.status, epoch, m.rows)
-            elif m.member in pruned:  # it leaves the group as a diverged member does
-                results[m.member] = RunResult("pruned", epoch, m.rows)
-        keep = [pos for pos, i in enumerate(group.members)
-                if i not in diverged and i not in pruned]
-        if len(keep) < len(group):
-            group.select(keep)
-        if not len(group):
-            break
-    return [results[i] for i in members]
 
 
 #: Members that diverged in an epoch: (their state when their loss turned NaN in training,
@@ -381,17 +466,18 @@ def _train(configs: list[RunConfig], members: list[int], start: int,
 _Diverged = dict[int, tuple[dict[str, Any] | None, list[MetricRow] | None]]
 
 
-def _train_epoch(group: Group, epoch: int, x: Tensor, y: Tensor, reporter: GroupReporter
-                 ) -> tuple[float, _Diverged]:
-    """One epoch of training; members whose loss turns NaN leave the group at once (their
-    state as it was then is kept for their last evaluation)."""
+def _train_epoch(group: Group, epochs: Sequence[int], x: Tensor, y: Tensor,
+                 reporter: GroupReporter) -> tuple[float, _Diverged]:
+    """One epoch of training, member g's `epochs[g]`; members whose loss turns NaN leave
+    the group at once (their state as it was then is kept for their last evaluation)."""
     c = group.shared
-    group.start_epoch(epoch)
-    crops = [streams.generator(m.seed, "crop", epoch, device=group.device)
-             for m in group.configs] if group.data.transform.crop is not None else None
+    group.start_epoch(epochs)
+    crops = [streams.generator(m.seed, "crop", e, device=group.device)
+             for m, e in zip(group.configs, epochs, strict=True)] \
+        if group.data.transform.crop is not None else None
     group.net.train()
     t0 = time.perf_counter()
-    order = group.epoch_order(epoch)
+    order = group.epoch_order(epochs)
     n = order.shape[1]
     steps = math.ceil(n / c.batch_size)
     diverged: _Diverged = {}
@@ -413,7 +499,7 @@ def _train_epoch(group: Group, epoch: int, x: Tensor, y: Tensor, reporter: Group
                 values = [values[pos] for pos in keep]
                 if not len(group):
                     break
-            reporter.progress(epoch, step + 1, steps, values)
+            reporter.progress(max(epochs), step + 1, steps, values)
     if group.device.type == "cuda":
         torch.cuda.synchronize(group.device)
     return time.perf_counter() - t0, diverged
@@ -456,7 +542,8 @@ def _evaluate(group: Group, x: Tensor, y: Tensor, test: tuple[Tensor, Tensor] | 
     return per_member
 
 
-def _diagnostics(group: Group, x: Tensor, y: Tensor, epoch: int) -> list[dict[str, Any]]:
+def _diagnostics(group: Group, x: Tensor, y: Tensor, epochs: Sequence[int]
+                 ) -> list[dict[str, Any]]:
     """Per member and layer: decorrelation stats (decorrelated layers), the update's
     angle to BP, on the first samples of the member's training split, and the angle
     between the forward weights and the feedback matrix (layers that have one)."""
@@ -464,7 +551,7 @@ def _diagnostics(group: Group, x: Tensor, y: Tensor, epoch: int) -> list[dict[st
     xb, yb = group.batch(x, rows, None), y[rows]
     net, rule = group.net, group.rule
     if isinstance(rule, NodePerturbation):
-        rule.reseed(epoch, stream="diagnostics", device=group.device)
+        rule.reseed_members(epochs, stream="diagnostics", device=group.device)
     net.train()
     layers: list[list[dict[str, Any]]] = [[{} for _ in net.layers] for _ in range(len(group))]
     if net.decorrelated:
@@ -496,7 +583,7 @@ def _finish(group: Group, pos: int, member: int, epoch: int, status: str, path: 
                      "history_json": history_json, "status": status,
                      "net": group.net.member_state(pos),
                      "optimizer": group.optimizer.member_state(pos)})
-    return MemberEpoch(member, rows, None if path is None else str(path), status)
+    return MemberEpoch(member, epoch, rows, None if path is None else str(path), status)
 
 
 def _finish_diverged(group: Group, member: int, epoch: int, snapshot: dict[str, Any] | None,
@@ -522,7 +609,7 @@ def _finish_diverged(group: Group, member: int, epoch: int, snapshot: dict[str, 
 
 
 class _NullGroupReporter:
-    def epoch_end(self, epoch: int, members: list[MemberEpoch]) -> None:
+    def epoch_end(self, members: list[MemberEpoch]) -> None:
         pass
 
     def progress(self, epoch: int, step: int, steps: int, losses: list[float]) -> None:

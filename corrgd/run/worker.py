@@ -40,7 +40,7 @@ from corrgd.storage import (
 
 if TYPE_CHECKING:
     from corrgd.data import DataSplits
-    from corrgd.run.runner import MemberEpoch
+    from corrgd.run.runner import MemberEpoch, Refill
 
 # The training stack (torch, corrgd.run.runner) is imported where a group is trained, not with
 # this module: the CLI imports `WorkerTask` to start workers, and must not wait seconds for
@@ -69,29 +69,42 @@ class WorkerEvents(Protocol):
 
 class _DBReporter:
     """Runner callback that writes each finished epoch of every member in one transaction,
-    and stops the group between steps when the worker is asked to stop."""
+    finishes the runs that ended in it (done, diverged or pruned: the others of a group may
+    train on, and runs may join it), and stops the group between steps when the worker is
+    asked to stop."""
 
     def __init__(self, db: ResultsDB, group: list[ClaimedRun], worker: str,
                  stop: threading.Event | None, events: WorkerEvents | None) -> None:
         self.db, self.group, self.worker, self.stop = db, group, worker, stop
         self.events = events
+        self.ended: set[int] = set()  # ids of the runs finished here
 
-    def epoch_end(self, epoch: int, members: list[MemberEpoch]) -> list[int]:
+    def epoch_end(self, members: list[MemberEpoch]) -> list[int]:
         """Log the epoch of every member in one transaction (which also makes the rung
         decisions of a pruning sweep); returns the members pruned there."""
-        lost = self.db.log_epochs([EpochEntry(self.group[m.member].run_id, epoch, m.rows,
+        lost = self.db.log_epochs([EpochEntry(self.group[m.member].run_id, m.epoch, m.rows,
                                               m.checkpoint) for m in members], self.worker)
         if lost:
             log.warning("runs %s were handed to another worker; not logging them", lost)
         if self.events is not None:
             for m in members:
                 if self.group[m.member].run_id not in lost:
-                    self.events.epoch(self.group[m.member], epoch, m.rows)
+                    self.events.epoch(self.group[m.member], m.epoch, m.rows)
         if self.db.cancelled_runs([c.run_id for c in self.group]):
             raise Cancelled
         pruning = [self.group[m.member].run_id for m in members
                    if self.group[m.member].prune_key is not None and m.status == "running"]
         pruned = set(self.db.pruned_runs(pruning)) if pruning else set()
+        # pruned runs were finished by the transaction that logged their rung
+        outcomes = [RunOutcome(self.group[m.member].run_id, m.status) for m in members
+                    if m.status != "running"]
+        gone = set(lost) | set(self.db.finish_runs(outcomes, self.worker) if outcomes else ())
+        for m in members:
+            run = self.group[m.member]
+            if m.status != "running" or run.run_id in pruned:
+                self.ended.add(run.run_id)
+                if self.events is not None and run.run_id not in gone:
+                    self.events.ended(run, "pruned" if m.status == "running" else m.status)
         return [m.member for m in members if self.group[m.member].run_id in pruned]
 
     def progress(self, epoch: int, step: int, steps: int, losses: list[float]) -> None:
@@ -106,21 +119,32 @@ class _Heartbeat(threading.Thread):
         super().__init__(daemon=True, name=f"heartbeat-{run_ids[0]}")
         self.db, self.run_ids, self.worker, self.interval = db, run_ids, worker, interval
         self.stopped = threading.Event()
+        self.lock = threading.Lock()
+
+    def add(self, run_ids: list[int]) -> None:
+        """Beat for these runs too (runs that joined the group)."""
+        with self.lock:
+            self.run_ids = self.run_ids + run_ids
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval):
+            with self.lock:
+                run_ids = list(self.run_ids)
+            if not run_ids:  # until runs join the group, or it ends
+                continue
             try:
-                lost = self.db.heartbeat_runs(self.run_ids, self.worker)
-                self.run_ids = [r for r in self.run_ids if r not in lost]
-                if not self.run_ids:
-                    return
+                lost = set(self.db.heartbeat_runs(run_ids, self.worker))
+                with self.lock:
+                    self.run_ids = [r for r in self.run_ids if r not in lost]
             except Exception:  # a missed beat is not fatal; the lease is long
-                log.warning("heartbeat for runs %s failed", self.run_ids, exc_info=True)
+                log.warning("heartbeat for runs %s failed", run_ids, exc_info=True)
 
 
 class Worker:
     """Claims groups of at most `group_size` runs (None: as many as fit the device's
-    memory, `corrgd.spec.sizing.auto_group_size`; 1: one run at a time)."""
+    memory, `corrgd.spec.sizing.auto_group_size`; 1: one run at a time). With `refill`
+    (the default), a group that has shrunk (members done, diverged or pruned) takes on
+    queued runs of its sweep and group key after an epoch, up to its first size."""
 
     def __init__(self, db: ResultsDB | str | None = None, *, sweep: str | None = None,
                  device: str = "cpu", lease_seconds: float = DEFAULT_LEASE,
@@ -128,8 +152,10 @@ class Worker:
                  checkpoint_dir: str | Path = DEFAULT_CHECKPOINT_DIR,
                  group_size: int | None = None,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-                 events: WorkerEvents | None = None, threads: int | None = None) -> None:
+                 events: WorkerEvents | None = None, threads: int | None = None,
+                 refill: bool = True) -> None:
         self.db = db if isinstance(db, ResultsDB) else open_db(db)
+        self.refill = refill
         self.events = events
         self.max_attempts = max_attempts
         self.sweep, self.device, self.lease = sweep, device, lease_seconds
@@ -182,7 +208,7 @@ class Worker:
                 break
             self.current = group
             try:
-                self.execute(group, stop)
+                self.execute(group, stop, refill=self.refill and max_runs is None)
             except Interrupted:
                 self.release()
                 break
@@ -198,26 +224,30 @@ class Worker:
                 self.db.release_runs([c.run_id for c in self.current], self.id)
             self.current = []
 
-    def execute(self, group: list[ClaimedRun], stop: threading.Event | None = None) -> None:
+    def execute(self, group: list[ClaimedRun], stop: threading.Event | None = None,
+                refill: bool = False) -> None:
+        """Train a claimed group and log it; with `refill`, runs that join it on the way
+        are appended to `group`."""
         ids = [c.run_id for c in group]
         from corrgd.run.runner import train_group
 
-        beat = _Heartbeat(self.db, ids, self.id, interval=self.lease / 4)
+        beat = _Heartbeat(self.db, list(ids), self.id, interval=self.lease / 4)
+        reporter = _DBReporter(self.db, group, self.id, stop, self.events)
         beat.start()
         try:
             configs = [RunConfig(**c.config) for c in group]
-            checkpoints = [c.checkpoint_path or str(
-                self.checkpoint_dir / c.sweep / f"{c.config_hash}.pt") for c in group]
-            results = train_group(configs, device=self.device, checkpoints=checkpoints,
-                                  reporter=_DBReporter(self.db, group, self.id, stop,
-                                                       self.events),
-                                  data=self.load_data(configs[0]))
-            # pruned runs were finished by the transaction that logged their rung
-            lost = self.db.finish_runs([RunOutcome(i, r.status) for i, r in
-                                        zip(ids, results, strict=True)
-                                        if r.status != "pruned"], self.id)
+            results = train_group(configs, device=self.device,
+                                  checkpoints=[self.checkpoint(c) for c in group],
+                                  reporter=reporter, data=self.load_data(configs[0]),
+                                  refill=self._refill(group, ids, beat, stop) if refill
+                                  else None)
+            # every run ended in the reporter; any it did not (none) is finished here
+            rest = [(c, r) for c, r in zip(group, results, strict=True)
+                    if c.run_id not in reporter.ended and r.status != "pruned"]
+            lost = self.db.finish_runs([RunOutcome(c.run_id, r.status) for c, r in rest],
+                                       self.id)
             if self.events is not None:
-                for claimed, result in zip(group, results, strict=True):
+                for claimed, result in rest:
                     if claimed.run_id not in lost:
                         self.events.ended(claimed, result.status)
         except Cancelled:  # they stay in the queue of their cancelled sweep
@@ -240,9 +270,36 @@ class Worker:
                 self.db.finish_runs([RunOutcome(i, "failed", error) for i in ids], self.id)
             if self.events is not None:
                 for claimed in group:
-                    self.events.ended(claimed, "failed", f"{type(e).__name__}: {e}")
+                    if claimed.run_id not in reporter.ended:
+                        self.events.ended(claimed, "failed", f"{type(e).__name__}: {e}")
         finally:
             beat.stopped.set()
+
+    def checkpoint(self, run: ClaimedRun) -> str:
+        """The checkpoint file of a claimed run: where an earlier attempt saved it, else
+        `checkpoint_dir`/sweep/config hash.pt."""
+        return run.checkpoint_path or str(self.checkpoint_dir / run.sweep /
+                                          f"{run.config_hash}.pt")
+
+    def _refill(self, group: list[ClaimedRun], ids: list[int], beat: _Heartbeat,
+                stop: threading.Event | None) -> Refill:
+        """The runner's `refill` for a group in flight: claims queued runs like the group's
+        (`ResultsDB.refill_group`), which become members of `group` (and `ids`: the
+        reporter, heartbeat and final outcome cover them)."""
+
+        def refill(count: int) -> list[tuple[RunConfig, str]]:
+            if stop is not None and stop.is_set():
+                return []
+            more = self.db.refill_group(group, count, slurm_job_id=_slurm_job_id())
+            group.extend(more)
+            ids.extend(c.run_id for c in more)
+            beat.add([c.run_id for c in more])
+            if more:
+                log.info("runs %s joined the group of run %s", [c.run_id for c in more],
+                         group[0].run_id)
+            return [(RunConfig(**c.config), self.checkpoint(c)) for c in more]
+
+        return refill
 
     def load_data(self, config: RunConfig) -> DataSplits:
         """The data of runs like `config`, loaded once and kept while the next groups need
@@ -277,11 +334,12 @@ class WorkerTask:
                  stop: threading.Event | None = None, data_dir: str | None = None,
                  checkpoint_dir: str = DEFAULT_CHECKPOINT_DIR, threads: int | None = None,
                  group_size: int | None = None,
-                 max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> int:
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS, refill: bool = True) -> int:
         keep_freed_memory()  # tensors of a step reuse memory, no page faults (corrgd.run.malloc)
         self.worker = Worker(db_url, sweep=sweep, device=device, lease_seconds=lease_seconds,
                              data_dir=data_dir, checkpoint_dir=checkpoint_dir,
-                             group_size=group_size, max_attempts=max_attempts, threads=threads)
+                             group_size=group_size, max_attempts=max_attempts, threads=threads,
+                             refill=refill)
         try:
             return self.worker.run(max_runs, stop)
         finally:

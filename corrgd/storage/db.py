@@ -150,6 +150,13 @@ class ResultsDB:
             max_attempts=max_attempts,
         )
 
+    def refill_group(self, group: Sequence[ClaimedRun], count: int, *,
+                     slurm_job_id: str | None = None) -> list[ClaimedRun]:
+        """Up to ``count`` more queued runs of the sweep and group key of a group in flight,
+        claimed for its worker with its ``group_id`` (see
+        :func:`corrgd.storage.queue.refill_group`)."""
+        return queue.refill_group(self, group, count, slurm_job_id=slurm_job_id)
+
     # -- a worker's writes about its group: one transaction each; they skip the listed
     # -- runs ``worker`` does not own (any more) and return their ids
     def heartbeat_runs(self, run_ids: Iterable[int], worker: str) -> list[int]:

@@ -8,8 +8,10 @@ alone). Workers claim and write runs in groups; a single run is a group of one
 
     queued --claim_group--> members m1..mk running, one shared group_id, equal last_epoch
       every epoch:  log_epochs([EpochEntry(m1, ...), ...])  (heartbeat_runs in between)
-      at the end:   finish_runs([RunOutcome(m1, "done"), RunOutcome(m2, "diverged"), ...])
+                    -> a member of a pruning sweep may end pruned there
+      as they end:  finish_runs([RunOutcome(m1, "done"), RunOutcome(m2, "diverged"), ...])
                     -> done | failed | diverged
+      shrunk:       refill_group(group, n) -> queued runs of its key join, same group_id
       on SIGTERM:   release_runs([m1, ..., mk])  -> queued again, group_id cleared
       worker died:  once the heartbeats are older than the lease, claim_group
                     reclaims the members (as a new group, attempts += 1)
@@ -343,6 +345,56 @@ def claim_group(
         by_id = {row.id: row for row in claimed}
         assert len(by_id) == len(member_ids), "claimed rows changed under their locks"
         return [_claimed_run(by_id[i], first.sweep, worker, device) for i in member_ids]
+
+    return db.write(transaction)
+
+
+def refill_group(db: ResultsDB, group: Sequence[ClaimedRun], count: int, *,
+                 slurm_job_id: str | None = None) -> list[ClaimedRun]:
+    """Atomically take up to ``count`` more ``queued`` runs for a group in flight that has
+    shrunk (members done, diverged or pruned): runs of the sweep and ``group_key`` of the
+    group's first run, oldest first, never of a cancelled sweep; ``[]`` if there are none.
+
+    They are claimed as ``claim_group`` claims them (``running`` by the group's worker on
+    its device, a fresh heartbeat, ``attempts + 1``), with the group's ``group_id``. Their
+    ``last_epoch`` may differ from the members': each member of a group keeps its own
+    epoch (`corrgd.run.runner`). Rows are locked as in ``claim_group``: a run is handed to
+    one worker only.
+    """
+    if count < 1 or not group:
+        return []
+    head = group[0]
+
+    def transaction(conn: Connection) -> list[ClaimedRun]:
+        like = conn.execute(select(Run.sweep_id, Run.group_key)
+                            .where(Run.id == head.run_id)).one()
+        if like.group_key is None:
+            return []
+        ids = conn.scalars(
+            select(Run.id)
+            .join(Sweep, Sweep.id == Run.sweep_id)
+            .where(Run.status == RunStatus.QUEUED, Run.sweep_id == like.sweep_id,
+                   Run.group_key == like.group_key, Sweep.cancelled_at.is_(None))
+            .order_by(Run.id)
+            .limit(count)
+            .with_for_update(of=Run, skip_locked=True)
+        ).all()
+        if not ids:
+            return []
+        now = db.now()
+        claimed = conn.execute(
+            update(Run)
+            .where(Run.id.in_(ids), Run.status == RunStatus.QUEUED)
+            .values(status=RunStatus.RUNNING, worker=head.worker, device=head.device,
+                    slurm_job_id=slurm_job_id, started_at=now, heartbeat_at=now,
+                    finished_at=None, attempts=Run.attempts + 1, error=None,
+                    group_id=head.group_id)
+            .returning(Run.id, Run.config, Run.config_hash, Run.axes, Run.attempts,
+                       Run.last_epoch, Run.checkpoint_path, Run.group_id, Run.prune_key)
+        ).all()
+        by_id = {row.id: row for row in claimed}
+        assert len(by_id) == len(ids), "claimed rows changed under their locks"
+        return [_claimed_run(by_id[i], head.sweep, head.worker, head.device) for i in ids]
 
     return db.write(transaction)
 
