@@ -228,10 +228,9 @@ class Worker:
                 refill: bool = False) -> None:
         """Train a claimed group and log it; with `refill`, runs that join it on the way
         are appended to `group`."""
-        ids = [c.run_id for c in group]
         from corrgd.run.runner import train_group
 
-        beat = _Heartbeat(self.db, list(ids), self.id, interval=self.lease / 4)
+        beat = _Heartbeat(self.db, [c.run_id for c in group], self.id, interval=self.lease / 4)
         reporter = _DBReporter(self.db, group, self.id, stop, self.events)
         beat.start()
         try:
@@ -239,7 +238,7 @@ class Worker:
             results = train_group(configs, device=self.device,
                                   checkpoints=[self.checkpoint(c) for c in group],
                                   reporter=reporter, data=self.load_data(configs[0]),
-                                  refill=self._refill(group, ids, beat, stop) if refill
+                                  refill=self._refill(group, beat, stop) if refill
                                   else None)
             # every run ended in the reporter; any it did not (none) is finished here
             rest = [(c, r) for c, r in zip(group, results, strict=True)
@@ -251,7 +250,8 @@ class Worker:
                     if claimed.run_id not in lost:
                         self.events.ended(claimed, result.status)
         except Cancelled:  # they stay in the queue of their cancelled sweep
-            log.info("runs %s: their sweep was cancelled; stopped after an epoch", ids)
+            log.info("runs %s: their sweep was cancelled; stopped after an epoch",
+                     [c.run_id for c in group])
             self.release()
         except (KeyboardInterrupt, SystemExit, Interrupted):
             # SystemExit: SIGTERM on a local worker, or submitit's exit after a SLURM
@@ -264,10 +264,11 @@ class Worker:
             if (what := full_disk(e)) is not None:  # not the runs' fault: they resume later
                 self.release()
                 raise DiskFull.of(what, e) from e
-            log.exception("group of runs %s failed", ids)
+            log.exception("group of runs %s failed", [c.run_id for c in group])
             error = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=8)}"
             with contextlib.suppress(Exception):
-                self.db.finish_runs([RunOutcome(i, "failed", error) for i in ids], self.id)
+                self.db.finish_runs([RunOutcome(c.run_id, "failed", error) for c in group],
+                                    self.id)
             if self.events is not None:
                 for claimed in group:
                     if claimed.run_id not in reporter.ended:
@@ -281,18 +282,17 @@ class Worker:
         return run.checkpoint_path or str(self.checkpoint_dir / run.sweep /
                                           f"{run.config_hash}.pt")
 
-    def _refill(self, group: list[ClaimedRun], ids: list[int], beat: _Heartbeat,
+    def _refill(self, group: list[ClaimedRun], beat: _Heartbeat,
                 stop: threading.Event | None) -> Refill:
         """The runner's `refill` for a group in flight: claims queued runs like the group's
-        (`ResultsDB.refill_group`), which become members of `group` (and `ids`: the
-        reporter, heartbeat and final outcome cover them)."""
+        (`ResultsDB.refill_group`), which become members of `group` (the reporter, the
+        heartbeat and the final outcome cover them)."""
 
         def refill(count: int) -> list[tuple[RunConfig, str]]:
             if stop is not None and stop.is_set():
                 return []
             more = self.db.refill_group(group, count, slurm_job_id=_slurm_job_id())
             group.extend(more)
-            ids.extend(c.run_id for c in more)
             beat.add([c.run_id for c in more])
             if more:
                 log.info("runs %s joined the group of run %s", [c.run_id for c in more],

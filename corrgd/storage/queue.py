@@ -312,38 +312,12 @@ def claim_group(
                 .limit(limit - 1)
                 .with_for_update(skip_locked=True)
             ).all()
-        now = db.now()
         reclaimed = claimable is stale
-        claimed = conn.execute(
-            update(Run)
-            .where(Run.id.in_(member_ids), claimable)
-            .values(
-                status=RunStatus.RUNNING,
-                worker=worker,
-                device=device,
-                slurm_job_id=slurm_job_id,
-                started_at=now,
-                heartbeat_at=now,
-                finished_at=None,
-                attempts=Run.attempts + 1,
-                # evaluated on the row before the update: the previous owner
-                error="lease of " + Run.worker + " expired; reclaimed" if reclaimed else None,
-                group_id=f"{first.id}.{first.attempts + 1}",
-            )
-            .returning(
-                Run.id,
-                Run.config,
-                Run.config_hash,
-                Run.axes,
-                Run.attempts,
-                Run.last_epoch,
-                Run.checkpoint_path,
-                Run.group_id,
-                Run.prune_key,
-            )
-        ).all()
-        by_id = {row.id: row for row in claimed}
-        assert len(by_id) == len(member_ids), "claimed rows changed under their locks"
+        by_id = _mark_claimed(
+            db, conn, member_ids, claimable, worker=worker, device=device,
+            slurm_job_id=slurm_job_id, group_id=f"{first.id}.{first.attempts + 1}",
+            # evaluated on the row before the update: the previous owner
+            error="lease of " + Run.worker + " expired; reclaimed" if reclaimed else None)
         return [_claimed_run(by_id[i], first.sweep, worker, device) for i in member_ids]
 
     return db.write(transaction)
@@ -381,22 +355,32 @@ def refill_group(db: ResultsDB, group: Sequence[ClaimedRun], count: int, *,
         ).all()
         if not ids:
             return []
-        now = db.now()
-        claimed = conn.execute(
-            update(Run)
-            .where(Run.id.in_(ids), Run.status == RunStatus.QUEUED)
-            .values(status=RunStatus.RUNNING, worker=head.worker, device=head.device,
-                    slurm_job_id=slurm_job_id, started_at=now, heartbeat_at=now,
-                    finished_at=None, attempts=Run.attempts + 1, error=None,
-                    group_id=head.group_id)
-            .returning(Run.id, Run.config, Run.config_hash, Run.axes, Run.attempts,
-                       Run.last_epoch, Run.checkpoint_path, Run.group_id, Run.prune_key)
-        ).all()
-        by_id = {row.id: row for row in claimed}
-        assert len(by_id) == len(ids), "claimed rows changed under their locks"
+        by_id = _mark_claimed(db, conn, ids, Run.status == RunStatus.QUEUED,
+                              worker=head.worker, device=head.device,
+                              slurm_job_id=slurm_job_id, group_id=head.group_id, error=None)
         return [_claimed_run(by_id[i], head.sweep, head.worker, head.device) for i in ids]
 
     return db.write(transaction)
+
+
+def _mark_claimed(db: ResultsDB, conn: Connection, ids: Sequence[int], claimable: Any, *,
+                  worker: str, device: str, slurm_job_id: str | None, group_id: str,
+                  error: Any) -> dict[int, Row[Any]]:
+    """Mark the locked, claimable runs ``ids`` as ``worker``'s (running on ``device``, a
+    fresh heartbeat, ``attempts + 1``, ``group_id``); their rows by id."""
+    now = db.now()
+    claimed = conn.execute(
+        update(Run)
+        .where(Run.id.in_(ids), claimable)
+        .values(status=RunStatus.RUNNING, worker=worker, device=device,
+                slurm_job_id=slurm_job_id, started_at=now, heartbeat_at=now,
+                finished_at=None, attempts=Run.attempts + 1, error=error, group_id=group_id)
+        .returning(Run.id, Run.config, Run.config_hash, Run.axes, Run.attempts,
+                   Run.last_epoch, Run.checkpoint_path, Run.group_id, Run.prune_key)
+    ).all()
+    by_id = {row.id: row for row in claimed}
+    assert len(by_id) == len(ids), "claimed rows changed under their locks"
+    return by_id
 
 
 def _check_max_members(max_members: int) -> int:
