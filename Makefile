@@ -12,8 +12,11 @@ CORRGD := $(VENV)/bin/corrgd
 
 .PHONY: setup lock quickstart test test-fast lint bench services-start services-stop
 
+# --compile-bytecode: Python does not write .pyc files where PYTHONDONTWRITEBYTECODE is
+# set (as on our CI machines), so without it every process recompiles torch's sources
+# at import: `import torch, torchvision` took 20-24 s uncompiled against 7-9 s compiled.
 setup: $(UV)          ## install corrgd (editable), its extras and test tools, as uv.lock pins them
-	$(UV) sync --locked --all-extras --python $(PYTHON3)
+	$(UV) sync --locked --all-extras --compile-bytecode --python $(PYTHON3)
 
 $(UV):
 	$(PYTHON3) -m venv build/uv
