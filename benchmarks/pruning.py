@@ -4,7 +4,7 @@ peak validation accuracy at the pruned grid's choice against the full grid's bes
 
     python benchmarks/pruning.py                  # digits (scikit-learn, offline)
     python benchmarks/pruning.py --seeds 0,1,2    # 3 seeds: groups shrink and are refilled
-    python benchmarks/pruning.py --dataset fashion-mnist --epochs 9   # where it is present
+    python benchmarks/pruning.py --dataset fashion-mnist --epochs 9 --val-size 10000
 
 The grid: BP and FA, each without decorrelation (6 forward LRs) and with it (6 forward x
 3 decorrelation LRs): 48 runs per seed, `mlp` [64], batch 64, 27 epochs; pruned with
