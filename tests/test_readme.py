@@ -1,5 +1,6 @@
 """README's examples run: the library example of "The library" trains three members one
-step, and its Layout section lists exactly the packages and top-level modules of corrgd/."""
+step, its Layout section lists exactly the packages and top-level modules of corrgd/, and
+every path it names in backticks exists."""
 
 from __future__ import annotations
 
@@ -29,3 +30,10 @@ def test_the_layout_section_lists_what_corrgd_holds() -> None:
             if (p.suffix == ".py" and p.stem != "__init__" and p.stem != "__main__")
             or (p.is_dir() and (p / "__init__.py").exists())}
     assert listed == here
+
+
+def test_every_path_the_readme_names_exists() -> None:
+    named = set(re.findall(r"`((?:corrgd|tests|benchmarks|sweeps)/[\w./-]*\w)`", README))
+    assert named, "README names no paths: the pattern is wrong"
+    missing = sorted(p for p in named if not (ROOT / p).exists())
+    assert not missing, f"README names paths that do not exist: {missing}"
