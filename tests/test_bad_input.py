@@ -301,3 +301,37 @@ def test_a_database_on_a_read_only_file_system_is_read_and_never_written(
             "it is on a read-only file system; commands that only read (status, runs, "
             "report) still work"]
     assert snapshot(folder) == before
+
+
+@pytest.mark.parametrize("extra,needles", [
+    ("prune: {metric: [val_acc]}", ["prune.metric", "['val_acc']", "val_acc, val_loss"]),
+    ("prune: {metric: 0}", ["prune.metric", "0 is not one of"]),
+    ("select: {from: grid, params: [lr, [x]]}", ["select.params", "lr, decor_lr"]),
+    ("select: {from: {a: 1}}", ["select.from", "name of a sweep"]),
+    ("select: {from: 5}", ["select.from", "name of a sweep", "got 5"]),
+    ("select: {from: grid, metric: [val_acc]}", ["select.metric", "val_acc, val_loss"]),
+    ("description: {a: 1}", ["description", "must be text"]),
+    ("description: [&a [x, x], *a]", ["description", "must be text"]),
+])
+def test_spec_values_of_the_wrong_kind_are_one_line(folder: Path, extra: str,
+                                                    needles: list[str]) -> None:
+    (folder / "bad.yaml").write_text(BASE + "val_size: 100\n" + extra + "\n")
+    for args in (["sweep", "bad.yaml"], ["sweep", "bad.yaml", "--dry-run"]):
+        assert_refused(bad(folder, *args), "bad.yaml", *needles)
+
+
+@pytest.mark.parametrize("extra", ["prune: {}", "prune: {metric: val_loss}",
+                                   "val_size: [0, 100]\nprune: {}",
+                                   "grids: [{val_size: 100}, {}]\nprune: {}"])
+def test_pruning_by_a_validation_metric_needs_a_validation_split(folder: Path,
+                                                                 extra: str) -> None:
+    """val_size defaults to 0: such runs log no val rows, so no rung could be judged."""
+    (folder / "bad.yaml").write_text(BASE + "lr: [1.0e-3, 1.0e-2]\n" + extra + "\n")
+    for args in (["sweep", "bad.yaml"], ["sweep", "bad.yaml", "--dry-run"]):
+        assert_refused(bad(folder, *args), "bad.yaml", "prune.metric", "validation split",
+                       "val_size")
+    assert_refused(bad(folder, "train", "--epochs", "3", "--set", "prune={}"),
+                   "corrgd train", "prune.metric", "val_size")
+    (folder / "ok.yaml").write_text(BASE + "lr: [1.0e-3, 1.0e-2]\nprune: {metric: "
+                                    "test_acc}\n")
+    assert cli("sweep", "ok.yaml", "--dry-run", cwd=folder).exit_code == 0

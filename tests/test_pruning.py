@@ -21,14 +21,15 @@ from corrgd.spec.pruning import Pruning, decide, expected_epochs, prune_key
 from corrgd.spec.sweeps import SpecError, parse_spec
 from corrgd.storage import EpochEntry, MetricRow, ResultsDB, RunOutcome, RunSpec, open_db
 
-BASE = "dataset: digits\nnetwork: mlp\nalgorithm: bp\nepochs: 27\n"
+BASE = "dataset: digits\nnetwork: mlp\nalgorithm: bp\nepochs: 27\nval_size: 100\n"
 
 
 def test_prune_defaults_and_rungs() -> None:
     assert parse_spec(BASE).prune is None
     for text in ("prune: {}\n", "prune:\n"):
         assert parse_spec(BASE + text).prune == Pruning("val_acc", 1, 3)
-    regression = "dataset: diabetes\nnetwork: mlp\nalgorithm: bp\nloss: mse\nprune: {}\n"
+    regression = ("dataset: diabetes\nnetwork: mlp\nalgorithm: bp\nloss: mse\nval_size: 50\n"
+                  "prune: {}\n")
     assert parse_spec(regression).prune == Pruning("val_loss", 1, 3)
     assert Pruning().rungs(27) == [1, 3, 9]  # the 27th epoch is the end, not a rung
     assert Pruning(min_epochs=2, reduction=2).rungs(20) == [2, 4, 8, 16]

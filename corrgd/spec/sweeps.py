@@ -134,8 +134,12 @@ def parse_spec(text: str, *, source: str = "<spec>", default_name: str = "sweep"
         _check_select(select, source)
         _check_metric_task(select.get("metric", "val_acc"), grids, source, "select.metric")
     prune = _pruning(doc["prune"], grids, source) if "prune" in doc else None
+    description = doc.get("description") or ""
+    if not isinstance(description, str):
+        raise SpecError(source, "description", "must be text (a string), got a "
+                                               f"{type(description).__name__}")
     return Sweep(name=name, text=text, source=source, grids=grids, select=select,
-                 description=str(doc.get("description", "")), prune=prune)
+                 description=description, prune=prune)
 
 
 class SpecLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
@@ -203,12 +207,16 @@ def _check_select(select: Any, source: str) -> None:
         key = sorted(unknown, key=str)[0]
         raise SpecError(source, f"select.{key}",
                         unknown_field(str(key), ("from", "metric", "params"), "key"))
+    if not isinstance(select["from"], str) or not select["from"].strip():
+        raise SpecError(source, "select.from", "must be the name of a sweep in the results "
+                                               f"database (got {select['from']!r})")
     metric = select.get("metric", "val_acc")
-    if metric not in SELECT_METRICS:
+    if not isinstance(metric, str) or metric not in SELECT_METRICS:
         raise SpecError(source, "select.metric",
                         f"{metric!r} is not one of: {', '.join(SELECT_METRICS)}")
     params = select.get("params", list(SELECTED_PARAMS))
-    if not isinstance(params, list) or not set(params) <= set(SELECTED_PARAMS) or not params:
+    if (not isinstance(params, list) or not params
+            or not all(isinstance(p, str) and p in SELECTED_PARAMS for p in params)):
         raise SpecError(source, "select.params",
                         f"must be a list drawn from: {', '.join(SELECTED_PARAMS)}")
 
@@ -225,11 +233,14 @@ def _pruning(value: Any, grids: list[Grid], source: str) -> Pruning:
     for key in value:
         if key not in keys:
             raise SpecError(source, f"prune.{key}", unknown_field(str(key), keys, "key"))
-    metric = value.get("metric") or ("val_loss" if _regression_data(grids) else "val_acc")
-    if metric not in PRUNE_METRICS:
+    metric = value.get("metric")
+    if metric is None:
+        metric = "val_loss" if _regression_data(grids) else "val_acc"
+    if not isinstance(metric, str) or metric not in PRUNE_METRICS:
         raise SpecError(source, "prune.metric",
                         f"{metric!r} is not one of: {', '.join(PRUNE_METRICS)}")
     _check_metric_task(metric, grids, source, "prune.metric")
+    _check_val_split(metric, grids, source, "prune.metric")
     for key, least in (("min_epochs", 1), ("reduction", 2)):
         number = value.get(key, getattr(Pruning, key))
         if isinstance(number, bool) or not isinstance(number, int) or number < least:
@@ -246,6 +257,21 @@ def _check_metric_task(metric: str, grids: list[Grid], source: str, where: str) 
         loss = metric.removesuffix("_acc") + "_loss"
         raise SpecError(source, where, f"{metric} on regression data ({name}), which logs no "
                                        f"accuracy: use {loss} (lowest is best)")
+
+
+def _check_val_split(metric: str, grids: list[Grid], source: str, where: str) -> None:
+    """A validation metric needs a validation split: `val_size` > 0 in every run (its
+    default, 0, holds nothing out, and such a run logs no val rows)."""
+    if not metric.startswith("val_"):
+        return
+    for grid in grids:
+        sizes = grid.settings.get("val_size", RunConfig.model_fields["val_size"].default)
+        if any(isinstance(size, int) and size == 0
+               for size in (sizes if isinstance(sizes, list) else [sizes])):
+            raise SpecError(source, where, f"{metric} needs a validation split, but some "
+                                           "runs have val_size 0 (the default: nothing held "
+                                           "out); set val_size to the samples to hold out of "
+                                           "training, e.g. val_size: 10000")
 
 
 def _regression_data(grids: list[Grid]) -> str | None:
