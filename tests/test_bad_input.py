@@ -335,3 +335,23 @@ def test_pruning_by_a_validation_metric_needs_a_validation_split(folder: Path,
     (folder / "ok.yaml").write_text(BASE + "lr: [1.0e-3, 1.0e-2]\nprune: {metric: "
                                     "test_acc}\n")
     assert cli("sweep", "ok.yaml", "--dry-run", cwd=folder).exit_code == 0
+
+
+@pytest.mark.parametrize("args", [["status"], ["report", "--figure", "tiny"],
+                                  ["best-params"], ["sweep", "tiny.yaml", "--enqueue-only"],
+                                  ["worker"]])
+def test_a_database_missing_one_of_corrgds_tables_is_refused(folder: Path,
+                                                             args: list[str]) -> None:
+    enqueue(folder)
+    with sqlite3.connect(folder / "results" / "corrgd.sqlite") as conn:
+        conn.execute("DROP TABLE epoch_metrics")
+    conn.close()
+    assert_refused(bad(folder, *args, "--db", db_url(folder)), "--db",
+                   "schema is incomplete", "no table epoch_metrics")
+
+
+def test_an_empty_file_as_database_is_named_as_given(folder: Path) -> None:
+    (folder / "zero.sqlite").touch()
+    result = bad(folder, "status", "--db", "zero.sqlite")
+    assert_refused(result, "--db zero.sqlite: it holds no corrgd results")
+    assert "file%3A" not in result.stderr

@@ -29,6 +29,7 @@ DEFAULT_URL = "sqlite:///results/corrgd.sqlite"
 if TYPE_CHECKING:
     from corrgd.storage.db import ResultsDB, open_db
     from corrgd.storage.errors import (
+        DamagedDatabase,
         ForeignDatabase,
         MissingDatabase,
         ReadOnlyDatabase,
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 # Imported on first use, so that the CLI reads the two settings above without SQLAlchemy.
 _HOMES = {
     "ResultsDB": "db", "open_db": "db",
-    **dict.fromkeys(("ForeignDatabase", "MissingDatabase", "ReadOnlyDatabase",
+    **dict.fromkeys(("DamagedDatabase", "ForeignDatabase", "MissingDatabase", "ReadOnlyDatabase",
                      "SchemaTooNew", "SchemaTooOld", "StorageError",
                      "SweepBusy", "UnknownSweep"), "errors"),
     "FINAL_STATUSES": "models", "SPLITS": "models", "RunStatus": "models",
@@ -73,6 +74,7 @@ __all__ = [
     "FINAL_STATUSES",
     "SPLITS",
     "ClaimedRun",
+    "DamagedDatabase",
     "EpochEntry",
     "ForeignDatabase",
     "MetricRow",

@@ -27,6 +27,11 @@ class ForeignDatabase(StorageError):
     """The database holds tables but no corrgd schema: another application's."""
 
 
+class DamagedDatabase(StorageError):
+    """The database is at corrgd's newest schema but lacks some of its tables: changed by
+    hand or by another program."""
+
+
 class SchemaTooNew(StorageError):
     """The database was written by a newer corrgd whose migrations this one lacks."""
 

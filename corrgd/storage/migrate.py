@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection, Engine, inspect, text
 
 from corrgd.storage.engine import WRITE_OPTIONS
-from corrgd.storage.errors import ForeignDatabase, SchemaTooNew, SchemaTooOld
+from corrgd.storage.errors import DamagedDatabase, ForeignDatabase, SchemaTooNew, SchemaTooOld
+from corrgd.storage.models import Base
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -52,16 +53,22 @@ def current_revision(connection: Connection) -> str | None:
 
 def _current(engine: Engine) -> str | None:
     """The database's revision; a database that holds tables but no corrgd schema is
-    :class:`ForeignDatabase` (corrgd adds its tables only to an empty one)."""
+    :class:`ForeignDatabase` (corrgd adds its tables only to an empty one), one at the
+    newest revision that lacks some of corrgd's tables :class:`DamagedDatabase`."""
     with engine.connect() as connection:
         current = current_revision(connection)
-        tables = [] if current is not None else inspect(connection).get_table_names()
+        tables = set(inspect(connection).get_table_names())
         connection.rollback()
-    if tables:
+    if current is None and tables:
         shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
         raise ForeignDatabase(
             f"holds tables that are not corrgd's ({shown}): give a new file, or an empty "
             "database, for corrgd's results")
+    missing = sorted(set(Base.metadata.tables) - tables)
+    if current == REVISIONS[-1] and missing:
+        raise DamagedDatabase(
+            f"corrgd's schema is incomplete: no table {', '.join(missing)} (changed outside "
+            "corrgd?); restore the database from a copy, or give a new one")
     return current
 
 
@@ -108,8 +115,7 @@ def check_current(engine: Engine) -> None:
     current = _current(engine)
     _check_known(current)
     if current is None:
-        raise SchemaTooOld(f"{engine.url.render_as_string()} holds no corrgd results: a "
-                           "corrgd sweep or worker creates them")
+        raise SchemaTooOld("it holds no corrgd results: a corrgd sweep or worker creates them")
     if current != REVISIONS[-1]:
         raise SchemaTooOld("the results database was written by an older corrgd: any "
                            "corrgd sweep or worker upgrades it")
