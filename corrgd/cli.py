@@ -23,16 +23,56 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from typer._click import exceptions as click_errors  # the click that Typer vendors
 
 from corrgd.console import terminal
 from corrgd.run import DEFAULT_CHECKPOINT_DIR, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS
 from corrgd.spec.sweeps import CONFIRM_ABOVE, SpecError
 from corrgd.storage import DEFAULT_URL, ENV_VAR
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Decorrelated learning: sweeps, workers and reports.")
 console = terminal()
 err_console = terminal(stderr=True)
+
+
+def error_line(message: str) -> None:
+    """`error: MESSAGE`, one line on stderr (never wrapped: scripts read it)."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def fail(message: str) -> typer.Exit:
+    """Print one line on stderr and exit with code 2."""
+    error_line(message)
+    return typer.Exit(2)
+
+
+class OneLineErrors(typer.core.TyperGroup):
+    """Typer's command group, whose usage errors (a flag's value that is not a number, an
+    unknown option, a missing argument) are one line on stderr with exit code 2, like every
+    other bad input, instead of a boxed panel under the usage."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click_errors.NoArgsIsHelpError as e:  # `corrgd` alone: the help is printed
+            sys.exit(e.exit_code)
+        except click_errors.UsageError as e:
+            hint = f" (see {e.ctx.command_path} --help)" if e.ctx is not None else ""
+            error_line(" ".join(e.format_message().split()) + hint)
+            sys.exit(e.exit_code)
+        except click_errors.ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            err_console.print("Aborted.", highlight=False)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True,
+                  pretty_exceptions_enable=False,
+                  help="Decorrelated learning: sweeps, workers and reports.")
 
 # Options several commands share, each written once; their defaults belong to the stages.
 DbOption = Annotated[str | None, typer.Option(
@@ -58,12 +98,6 @@ RefillOption = Annotated[bool, typer.Option(
          "like its own, which train beside the others at their own epochs")]
 
 
-def fail(message: str) -> typer.Exit:
-    """Print one line on stderr and exit with code 2."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(2)
-
-
 def _db_source(url: str | None) -> str:
     """Where the database URL came from, for error messages."""
     if url is None:
@@ -80,11 +114,16 @@ def _open_db(url: str | None, *, readonly: bool = False) -> Any:
     from corrgd.storage import StorageError, open_db
     from corrgd.storage.engine import resolve_url, sqlite_path
 
+    if url is not None and not url.strip():
+        raise fail(f"{_db_source(url)}: empty; give an SQLite file (PATH or sqlite:///PATH) "
+                   "or postgresql+psycopg://USER:PW@HOST/DB")
     try:
         resolved = resolve_url(url)
     except Exception as e:  # not a URL SQLAlchemy can parse
-        raise fail(f"{_db_source(url)}: {str(e).splitlines()[0]}; give an SQLite file (PATH "
-                   "or sqlite:///PATH) or postgresql+psycopg://USER:PW@HOST/DB") from None
+        problem = str(e).splitlines()[0]
+        raise fail(f"{_db_source(url)}: {problem}" + ("" if "sqlite:///" in problem else
+                   "; give an SQLite file (PATH or sqlite:///PATH) or "
+                   "postgresql+psycopg://USER:PW@HOST/DB")) from None
     if resolved.get_backend_name() == "sqlite" and sqlite_path(resolved) is None:
         raise fail(f"{_db_source(url)}: an in-memory database lives and dies with one "
                    "process; corrgd's workers and reports need a file: PATH or sqlite:///PATH")
@@ -118,15 +157,41 @@ def _training() -> Iterator[None]:
 
 def _disk_full(e: Exception) -> typer.Exit:
     """Print the one line of a full disk on stderr; exit code 1 (not bad input)."""
-    err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+    error_line(str(e))
     return typer.Exit(1)
 
 
-def _check_positive(flag: str, value: float | None, *, strict: bool = True) -> None:
-    """A flag's number: finite and > 0 (`strict`), else an integer >= 1."""
-    if value is not None and (not math.isfinite(value) or (value <= 0 if strict else value < 1)):
-        raise fail(f"{flag}: must be {'a finite number > 0' if strict else '>= 1'}, got "
-                   f"{value:g}")
+#: Upper bounds of flags whose larger values are typos that would fail deep inside (an SQL
+#: integer, a timestamp, a thread pool): --group-size, --max-attempts, --threads, --lease.
+MOST_MEMBERS, MOST_ATTEMPTS, MOST_THREADS, MOST_LEASE = 1_000_000, 1_000_000, 1024, 10**9
+
+
+def _check_positive(flag: str, value: float | None, *, strict: bool = True,
+                    most: int | None = None) -> None:
+    """A flag's number: finite and > 0 (`strict`), else an integer >= 1; at most `most`."""
+    if value is None:
+        return
+    if not math.isfinite(value) or (value <= 0 if strict else value < 1):
+        raise fail(f"{flag}: must be {'a finite number > 0' if strict else '>= 1'}"
+                   f"{f' and at most {most:,}' if most else ''}, got {value:g}")
+    if most is not None and value > most:
+        raise fail(f"{flag}: must be at most {most:,}, got {value:g}")
+
+
+def _check_slurm_options(time: str, gpus_per_job: int, cpus_per_job: int,
+                         array_parallelism: int) -> None:
+    """The SLURM job's settings, checked before anything is enqueued or submitted."""
+    from corrgd.run.executors.slurm import parse_time_minutes
+
+    try:
+        parse_time_minutes(time)
+    except ValueError:
+        raise fail(f"--time {time!r}: not a SLURM time limit; give minutes or [D-]HH:MM:SS, "
+                   "e.g. 60 or 2:00:00") from None
+    if gpus_per_job < 0:
+        raise fail(f"--gpus-per-job: must be >= 0, got {gpus_per_job}")
+    _check_positive("--cpus-per-job", cpus_per_job, strict=False)
+    _check_positive("--array-parallelism", array_parallelism, strict=False)
 
 
 def _check_devices(flag: str, devices: list[str]) -> None:
@@ -140,10 +205,21 @@ def _check_devices(flag: str, devices: list[str]) -> None:
 
 def _check_data_dir(data_dir: str | None) -> None:
     """A data folder that exists must be a folder (a missing one is created on download)."""
-    if data_dir is not None and Path(data_dir).exists() and not Path(data_dir).is_dir():
-        source = "CORRGD_DATA" if os.environ.get("CORRGD_DATA") == data_dir and not any(
-            a.startswith("--data-dir") for a in sys.argv) else "--data-dir"
-        raise fail(f"{source} {data_dir}: not a folder; give the folder data sets live in")
+    source = "CORRGD_DATA" if os.environ.get("CORRGD_DATA") == data_dir and not any(
+        a.startswith("--data-dir") for a in sys.argv) else "--data-dir"
+    _check_folder(source, data_dir, "data sets live in")
+
+
+def _check_folder(flag: str, folder: str | None, what: str) -> None:
+    """A folder flag's path is a folder where it exists, and where it does not, its nearest
+    existing parent is (it is created on first use)."""
+    if folder is None:
+        return
+    path = Path(folder)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "" if existing == path else f" ({existing} is a file)"
+        raise fail(f"{flag} {folder}: not a folder{where}; give the folder {what}")
 
 
 def _check_kernels() -> None:
@@ -211,14 +287,20 @@ def sweep(
     if dry_run and enqueue_only:
         raise fail("--dry-run and --enqueue-only: give one of them (a dry run writes nothing)")
     _check_positive("--workers", workers, strict=False)
-    _check_positive("--group-size", group_size, strict=False)
-    _check_positive("--max-attempts", max_attempts, strict=False)
-    _check_positive("--lease", lease)
-    _check_positive("--threads", threads, strict=False)
+    _check_positive("--group-size", group_size, strict=False, most=MOST_MEMBERS)
+    _check_positive("--max-attempts", max_attempts, strict=False, most=MOST_ATTEMPTS)
+    _check_positive("--lease", lease, most=MOST_LEASE)
+    _check_positive("--threads", threads, strict=False, most=MOST_THREADS)
     _check_kernels()
     _check_data_dir(data_dir)
+    _check_folder("--checkpoint-dir", checkpoint_dir, "checkpoints are kept in")
+    if devices is not None and "" in [d.strip() for d in devices.split(",")]:
+        raise fail(f"--devices {devices!r}: an empty device; give cpu, cuda or cuda:N, "
+                   "comma-separated")
     if executor == "local" and devices and not dry_run:
         _check_devices("--devices", devices.split(","))
+    if executor == "slurm":
+        _check_slurm_options(time, gpus_per_job, cpus_per_job, array_parallelism)
     if executor == "slurm" and not dry_run:
         _check_slurm()
     try:  # validate everything before the database is opened (or created)
@@ -267,13 +349,20 @@ def sweep(
     if left["queued"] + left["running"] == 0:
         console.print("nothing to do: every run of this sweep has finished")
         raise typer.Exit(sweep_summary(console, database, parsed.name))
-    started = launch.start_workers(
-        database, parsed.name, executor=executor, workers=workers, devices=devices,
-        slurm={"partition": partition, "gpus_per_job": gpus_per_job,
-               "cpus_per_task": cpus_per_job, "time": time,
-               "array_parallelism": array_parallelism, "folder": slurm_folder},
-        data_dir=data_dir, checkpoint_dir=checkpoint_dir, lease=lease, group_size=group_size,
-        max_attempts=max_attempts, threads=threads, refill=refill)
+    from corrgd.run.executors.base import SubmissionFailed
+
+    try:
+        started = launch.start_workers(
+            database, parsed.name, executor=executor, workers=workers, devices=devices,
+            slurm={"partition": partition, "gpus_per_job": gpus_per_job,
+                   "cpus_per_task": cpus_per_job, "time": time,
+                   "array_parallelism": array_parallelism, "folder": slurm_folder},
+            data_dir=data_dir, checkpoint_dir=checkpoint_dir, lease=lease,
+            group_size=group_size, max_attempts=max_attempts, threads=threads, refill=refill)
+    except SubmissionFailed as e:  # not bad input as such: exit code 1
+        error_line(f"--executor slurm: {e}; the runs stay queued: rerun the sweep with other "
+                   "SLURM options")
+        raise typer.Exit(1) from None
     console.print(started.where)
     if executor == "slurm" and not wait:
         return
@@ -319,14 +408,14 @@ def _dry_run(parsed: Any, plan: Any, *, device: str, group_size: int | None) -> 
              assumed=assumed)
 
 
-def _open_for(url: str | None, sweep: str | None) -> Any:
+def _open_for(url: str | None, sweep: str | None, *, named: str = "--sweep") -> Any:
     """The database for a command that changes an existing sweep (or, `sweep` None, works
     on what is queued): looked at read-only first, so that a missing database or sweep is
     refused without creating anything."""
     probe = _open_db(url, readonly=True)
     try:
         if sweep is not None and not _has_sweep(probe, sweep):
-            raise _no_such_sweep(probe, sweep)
+            raise _no_such_sweep(probe, sweep, named)
     finally:
         probe.close()
     return _open_db(url)
@@ -369,7 +458,10 @@ def _db_exists(url: str | None) -> bool:
     """False for an SQLite file that is not there yet (nothing to read, nothing to create)."""
     from corrgd.storage.engine import resolve_url
 
-    resolved = resolve_url(url)
+    try:
+        resolved = resolve_url(url)
+    except Exception:  # not a database URL: opening it says so (`_open_db`)
+        return True
     return not resolved.drivername.startswith("sqlite") or not resolved.database or \
         Path(resolved.database).exists()
 
@@ -393,14 +485,15 @@ def worker(
 ) -> None:
     """Drain the queue in this process: claim a group of runs, train, log, repeat; a line
     per epoch and run as they are written."""
-    _check_positive("--group-size", group_size, strict=False)
+    _check_positive("--group-size", group_size, strict=False, most=MOST_MEMBERS)
     _check_positive("--max-runs", max_runs, strict=False)
-    _check_positive("--max-attempts", max_attempts, strict=False)
-    _check_positive("--lease", lease)
-    _check_positive("--threads", threads, strict=False)
+    _check_positive("--max-attempts", max_attempts, strict=False, most=MOST_ATTEMPTS)
+    _check_positive("--lease", lease, most=MOST_LEASE)
+    _check_positive("--threads", threads, strict=False, most=MOST_THREADS)
     _check_kernels()
     _check_devices("--device", [device])
     _check_data_dir(data_dir)
+    _check_folder("--checkpoint-dir", checkpoint_dir, "checkpoints are kept in")
     database = _open_for(db, sweep)
     if retry_failed:
         names = [sweep] if sweep else list(database.list_sweeps()["sweep"])
@@ -419,8 +512,9 @@ def worker(
                   else f"worker {w.id}: {n} runs finished")
 
 
-def _no_such_sweep(database: Any, sweep: str) -> typer.Exit:
-    return fail(f"--sweep {sweep}: no such sweep; sweeps: "
+def _no_such_sweep(database: Any, sweep: str, named: str = "--sweep") -> typer.Exit:
+    """`named`: how the user gave the sweep (a flag, or "sweep" for an argument)."""
+    return fail(f"{named} {sweep if sweep.strip() else repr(sweep)}: no such sweep; sweeps: "
                 f"{', '.join(database.list_sweeps()['sweep']) or 'none yet'}")
 
 
@@ -482,7 +576,9 @@ def runs(
     try:
         table = runs_table(database, sweep, status_, filters)
     except KeyError as e:
-        raise fail(f"--where: {e.args[0]!r} is not a column of the runs") from None
+        columns = runs_table(database, sweep, status_, {}).columns
+        raise fail(f"--where: {e.args[0]!r} is not a column of the runs; columns: "
+                   f"{', '.join(columns)}") from None
     if sort not in table:
         raise fail(f"--sort: {sort!r} is not one of: {', '.join(table.columns)}")
     table = table.sort_values(sort, ascending=not descending, kind="stable")
@@ -562,7 +658,7 @@ def cancel(
 ) -> None:
     """Stop a sweep: its queued runs leave the queue, running ones stop at their next epoch
     end keeping what they wrote. `corrgd sweep SPEC` again resumes it."""
-    database = _open_for(db, sweep)
+    database = _open_for(db, sweep, named="sweep")
     counts = database.cancel_sweep(sweep)
     console.print(f"sweep {sweep} cancelled: {counts.get('queued', 0)} queued runs left the "
                   f"queue, {counts.get('running', 0)} running runs stop at their next epoch "
@@ -578,7 +674,7 @@ def delete(
     """Delete a sweep with its runs and their metrics (its checkpoints stay on disk)."""
     from corrgd.storage import SweepBusy
 
-    database = _open_for(db, sweep)
+    database = _open_for(db, sweep, named="sweep")
     n = int(database.list_sweeps().set_index("sweep").loc[sweep, "n_runs"])
     if not yes and not typer.confirm(f"delete sweep {sweep} and its {n} runs?"):
         raise typer.Exit(1)
@@ -623,6 +719,7 @@ def train(
     _check_kernels()
     _check_devices("--device", [device])
     _check_data_dir(data_dir)
+    _check_folder("--checkpoint-dir", checkpoint_dir, "checkpoints are kept in")
     if sweep is not None and db is None:
         raise fail("--sweep names the sweep a run is logged as: give --db too")
     settings: dict[str, Any] = {"dataset": dataset, "network": network,
@@ -645,7 +742,7 @@ def train(
                             "one value only: train runs one configuration; a list of values "
                             "is a sweep spec's axis (corrgd sweep)")
         (config,) = expand(parsed)
-        name = sweep or f"train-{config.hash()[:8]}"
+        name = f"train-{config.hash()[:8]}" if sweep is None else sweep
         parsed = parse_spec(yaml.safe_dump({"name": name, **settings}),
                             source="corrgd train --sweep")
     except SpecError as e:
@@ -716,11 +813,15 @@ def _reporting(action: Any) -> None:
 def _writing(flag: str) -> Iterator[None]:
     """A file that cannot be written (no such folder, no permission, a full disk) is one
     line naming it; nothing half written is left (`corrgd.storage.files.write_atomic`)."""
+    import errno
+
     try:
         yield
     except OSError as e:
-        raise fail(f"{flag}: cannot write {e.filename or 'a file'}: "
-                   f"{e.strerror or type(e).__name__}") from None
+        why = {errno.EEXIST: f"{e.filename} is a file, not a folder",
+               errno.ENOTDIR: "a part of that path is a file, not a folder"}.get(
+            e.errno or 0, e.strerror or type(e).__name__)
+        raise fail(f"{flag}: cannot write {e.filename or 'a file'}: {why}") from None
 
 
 @app.command("best-params")

@@ -337,6 +337,61 @@ def test_pruning_by_a_validation_metric_needs_a_validation_split(folder: Path,
     assert cli("sweep", "ok.yaml", "--dry-run", cwd=folder).exit_code == 0
 
 
+@pytest.mark.parametrize("args,needles", [
+    (["sweep", "tiny.yaml", "--workers", "abc"], ["--workers", "sweep --help)"]),
+    (["sweep", "tiny.yaml", "--frobnicate"], ["No such option: --frobnicate"]),
+    (["sweep"], ["Missing argument 'spec'"]),
+    (["show", "abc"], ["'run'", "integer"]),
+    (["train", "--epochs", "abc"], ["--epochs"]),
+    (["nosuch"], ["No such command 'nosuch'"]),
+])
+def test_flags_typer_cannot_parse_are_one_line(folder: Path, args: list[str],
+                                               needles: list[str]) -> None:
+    assert_refused(bad(folder, *args), "error:", *needles)
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["sweep", "tiny.yaml", "--group-size", "99999999999999999999999"],
+     ["--group-size", "at most 1,000,000"]),
+    (["sweep", "tiny.yaml", "--max-attempts", "99999999999999999999999"],
+     ["--max-attempts", "at most 1,000,000"]),
+    (["sweep", "tiny.yaml", "--lease", "1e300"], ["--lease", "at most 1,000,000,000"]),
+    (["worker", "--lease", "1e300"], ["--lease", "at most 1,000,000,000"]),
+    (["sweep", "tiny.yaml", "--threads", "100000000"], ["--threads", "at most 1,024"]),
+    (["sweep", "tiny.yaml", "--checkpoint-dir", "tiny.yaml"], ["--checkpoint-dir", "not a folder"]),
+    (["sweep", "tiny.yaml", "--checkpoint-dir", "tiny.yaml/sub"],
+     ["--checkpoint-dir", "tiny.yaml is a file"]),
+    (["worker", "--checkpoint-dir", "tiny.yaml"], ["--checkpoint-dir", "not a folder"]),
+    (["train", "--epochs", "1", "--checkpoint-dir", "tiny.yaml"],
+     ["--checkpoint-dir", "not a folder"]),
+    (["sweep", "tiny.yaml", "--executor", "slurm", "--time", "forever"],
+     ["--time 'forever'", "HH:MM:SS"]),
+    (["sweep", "tiny.yaml", "--executor", "slurm", "--gpus-per-job", "-1", "--dry-run"],
+     ["--gpus-per-job", ">= 0"]),
+    (["sweep", "tiny.yaml", "--executor", "slurm", "--cpus-per-job", "0"],
+     ["--cpus-per-job", ">= 1"]),
+    (["sweep", "tiny.yaml", "--executor", "slurm", "--array-parallelism", "0"],
+     ["--array-parallelism", ">= 1"]),
+    (["sweep", "tiny.yaml", "--db", ""], ["--db", "empty"]),
+    (["status", "--db", ""], ["--db", "empty"]),
+    (["sweep", "tiny.yaml", "--devices", ""], ["--devices", "empty device", "cpu, cuda"]),
+    (["sweep", "tiny.yaml", "--devices", "cpu,", "--dry-run"], ["--devices", "empty device"]),
+    (["train", "--epochs", "1", "--db", "r.sqlite", "--sweep", ""],
+     ["corrgd train --sweep", "name", "non-empty"]),
+])
+def test_flag_values_that_would_fail_deep_inside_are_refused_first(
+        folder: Path, args: list[str], needles: list[str]) -> None:
+    assert_refused(bad(folder, *args), *needles)
+
+
+def test_an_unsupported_database_url_is_one_line_where_a_spec_selects(folder: Path) -> None:
+    (folder / "sel.yaml").write_text(BASE + "select: {from: grid}\n")
+    for args in (["sweep", "sel.yaml", "--enqueue-only"], ["sweep", "sel.yaml", "--dry-run"],
+                 ["report", "--list"]):
+        assert_refused(bad(folder, *args, "--db", "foo://bar"), "--db foo://bar",
+                       "unsupported database 'foo'")
+
+
 @pytest.mark.parametrize("args", [["status"], ["report", "--figure", "tiny"],
                                   ["best-params"], ["sweep", "tiny.yaml", "--enqueue-only"],
                                   ["worker"]])
@@ -350,8 +405,55 @@ def test_a_database_missing_one_of_corrgds_tables_is_refused(folder: Path,
                    "schema is incomplete", "no table epoch_metrics")
 
 
+def test_a_job_array_sbatch_refuses_is_one_line_and_its_runs_stay_queued(folder: Path) -> None:
+    tools = folder / "bin"  # a SLURM client whose sbatch says no, as for a bad partition
+    tools.mkdir()
+    for name, body in (("squeue", "exit 0"), ("sacct", "exit 0"), ("sbatch", (
+            "echo 'sbatch: error: invalid partition specified: nosuch' >&2\n"
+            "echo 'sbatch: error: Batch job submission failed: Invalid partition name "
+            "specified' >&2\nexit 1"))):
+        (tools / name).write_text(f"#!/bin/sh\n{body}\n")
+        (tools / name).chmod(0o755)
+    result = cli("sweep", "tiny.yaml", "--db", db_url(folder), "--executor", "slurm",
+                 "--partition", "nosuch", "--slurm-folder", str(folder / "slurm"), cwd=folder,
+                 env={"PATH": f"{tools}:{os.environ['PATH']}"})
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip().splitlines() == [
+        "error: --executor slurm: sbatch: error: Batch job submission failed: Invalid "
+        "partition name specified; the runs stay queued: rerun the sweep with other SLURM "
+        "options"]
+    assert set(open_db(db_url(folder)).runs_frame("tiny")["status"]) == {"queued"}
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["cancel", ""], ["sweep ''", "no such sweep", "tiny"]),
+    (["delete", "", "--yes"], ["sweep ''", "no such sweep"]),
+    (["runs", "--where", "bogus=1"], ["--where", "'bogus'", "columns: run_id, sweep"]),
+    (["export", "--to", "tiny.yaml/x.csv"], ["--to", "tiny.yaml is a file, not a folder"]),
+    (["sweep", "tiny.yaml", "--enqueue-only", "--db", "tiny.yaml/r.sqlite"],
+     ["tiny.yaml/r.sqlite", "tiny.yaml is a file, not a folder"]),
+])
+def test_messages_name_what_the_user_gave(folder: Path, args: list[str],
+                                          needles: list[str]) -> None:
+    enqueue(folder)
+    if "--db" not in args:
+        args = [*args, "--db", db_url(folder)]
+    assert_refused(bad(folder, *args), *needles)
+
+
 def test_an_empty_file_as_database_is_named_as_given(folder: Path) -> None:
     (folder / "zero.sqlite").touch()
     result = bad(folder, "status", "--db", "zero.sqlite")
     assert_refused(result, "--db zero.sqlite: it holds no corrgd results")
     assert "file%3A" not in result.stderr
+
+
+def test_a_figure_of_a_split_the_sweep_never_logged(folder: Path) -> None:
+    (folder / "noval.yaml").write_text(TINY.replace("name: tiny", "name: noval").replace(
+        "val_size: 100", "val_size: 0").replace("seed: [0, 1]", "seed: 0"))
+    url = db_url(folder)
+    done = subprocess.run([sys.executable, "-m", "corrgd", "sweep", "noval.yaml", "--db", url],
+                          cwd=folder, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert_refused(bad(folder, "report", "--figure", "noval", "--metric", "val_acc", "--db",
+                       url), "--metric val_acc", "only the splits test, train", "val_size")

@@ -105,6 +105,8 @@ def unwritable(path: Path) -> str | None:
     if path.exists() and not os.access(path, os.W_OK):
         return "the file is write-protected"
     folder = nearest_existing(path.parent)
+    if not folder.is_dir():
+        return f"{folder} is a file, not a folder"
     if not os.access(folder, os.W_OK):
         return f"the folder {folder} is not writable (SQLite writes a -wal file beside it)"
     return None
@@ -128,8 +130,9 @@ def _enable_wal(cursor: Any) -> None:
 def _sqlite_engine(url: URL) -> Engine:
     if (path := sqlite_path(url)) is not None:
         if problem := unwritable(path):
-            raise ReadOnlyDatabase(f"cannot write results to {path}: {problem}; commands "
-                                   "that only read (status, runs, report) still work")
+            raise ReadOnlyDatabase(f"cannot write results to {path}: {problem}" + (
+                "; commands that only read (status, runs, report) still work"
+                if path.exists() else ""))
         if path.is_file() and path.stat().st_size:
             # look before writing: a connection for writes switches the file to WAL
             # mode, which must not happen to another application's file

@@ -218,9 +218,13 @@ def sweep_figure(db: ResultsDB, sweeps: list[str], *, metrics: tuple[str, ...] |
     for note in curves.notes:
         console.print(note, highlight=False)
     frame = curve_frame(curves, epochs, metrics)
-    if frame.empty and (epochs.empty or not any(is_diagnostic(m) for m in metrics)):
+    if frame.empty and epochs.empty:
         raise ReportError(f"figure {figure_id}: no epochs logged yet in sweep "
                           f"{', '.join(present)}; start workers with `corrgd worker`")
+    if frame.empty and not any(is_diagnostic(m) for m in metrics):
+        raise ReportError(f"--metric {', '.join(metrics)}: sweep {', '.join(present)} logged "
+                          f"no such rows, only the splits {', '.join(sorted(set(epochs['split'])))}"
+                          " (a val split needs val_size > 0 in the spec)")
     if frame.empty:
         logged = _logged_diagnostics(epochs)
         raise ReportError(f"--metric {', '.join(metrics)}: sweep {', '.join(present)} logged "

@@ -26,6 +26,11 @@ def job_ended(state: str) -> bool:
     return bool(parts) and all(part in ENDED_STATES for part in parts)
 
 
+class SubmissionFailed(RuntimeError):
+    """The cluster refused the workers' job (e.g. sbatch: an unknown partition); the message
+    is the scheduler's own line."""
+
+
 class WorkerStopped(Exception):
     """A worker stopped for a reason its message tells in full (a full disk, say): an
     executor passes it on without printing a traceback."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import math
 import re
@@ -15,7 +17,13 @@ import cloudpickle
 import submitit
 from submitit.core.utils import FailedJobError
 
-from corrgd.run.executors.base import WorkerFn, WorkerResult, job_ended, with_defaults
+from corrgd.run.executors.base import (
+    SubmissionFailed,
+    WorkerFn,
+    WorkerResult,
+    job_ended,
+    with_defaults,
+)
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +228,12 @@ class SlurmExecutor:
         device = "cuda" if self.gpus_per_job else "cpu"
         task_kwargs = [with_defaults(fn, kwargs, device=device) for kwargs in kwargs_per_worker]
         executor = self._submitit_executor(len(task_kwargs))
-        jobs = executor.map_array(WorkerJob(fn, self.on_preempt), task_kwargs)
+        try:  # submitit prints sbatch's stderr when it fails: it goes in the error instead
+            with contextlib.redirect_stderr(io.StringIO()):
+                jobs = executor.map_array(WorkerJob(fn, self.on_preempt), task_kwargs)
+        except FailedJobError as e:  # sbatch said no: its last line says why
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+            raise SubmissionFailed(lines[-1] if lines else "sbatch failed") from e
         log.info("submitted SLURM job array %s", jobs[0].job_id.split("_")[0])
         return [SlurmJob(job) for job in jobs]
 
