@@ -203,6 +203,25 @@ def _check_devices(flag: str, devices: list[str]) -> None:
             raise fail(f"{flag}: {problem}")
 
 
+def _check_fits(source: str, configs: Any, devices: list[str]) -> None:
+    """Every run fits, alone, in all the memory of the smallest of `devices` (as
+    `corrgd.spec.sizing.member_bytes` sizes it, and `--dry-run` shows): a run that cannot
+    would fail in every worker."""
+    from corrgd.run.devices import total_bytes
+    from corrgd.spec.sizing import member_bytes
+
+    sizes = {d: total_bytes(d) for d in devices}
+    device, total = min(((d, t) for d, t in sizes.items() if t), key=lambda dt: dt[1],
+                        default=(None, None))
+    for config in configs:
+        if total is not None and (need := member_bytes(config)) > total:
+            raise fail(f"{source}: a run of {config.dataset} / {config.network} "
+                       f"{config.hidden} / {config.algorithm} needs about "
+                       f"{need / 2**30:,.0f} GiB, more than the {total / 2**30:,.0f} GiB of "
+                       f"{device}: make its network, batch or data smaller (--dry-run shows "
+                       "each run's size)")
+
+
 def _check_data_dir(data_dir: str | None) -> None:
     """A data folder that exists must be a folder (a missing one is created on download)."""
     source = "CORRGD_DATA" if os.environ.get("CORRGD_DATA") == data_dir and not any(
@@ -318,6 +337,11 @@ def sweep(
                 started = local_workers(devices, workers, threads, plan.runs)[2]
                 console.print(f"would start {started}")
             return
+        if executor == "local":
+            from corrgd.run.devices import default_devices
+
+            _check_fits(str(spec), [g.config for g in plan.groups.values()],
+                        devices.split(",") if devices else default_devices())
         if sweeps.needs_confirmation(plan.runs) and not yes:
             raise fail(f"{spec}: {plan.runs:,} runs: more than {CONFIRM_ABOVE:,}; check the "
                        "grid with --dry-run, then enqueue it with --yes")
@@ -742,6 +766,7 @@ def train(
                             "one value only: train runs one configuration; a list of values "
                             "is a sweep spec's axis (corrgd sweep)")
         (config,) = expand(parsed)
+        _check_fits("corrgd train", [config], [device])
         name = f"train-{config.hash()[:8]}" if sweep is None else sweep
         parsed = parse_spec(yaml.safe_dump({"name": name, **settings}),
                             source="corrgd train --sweep")

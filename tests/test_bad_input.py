@@ -457,3 +457,14 @@ def test_a_figure_of_a_split_the_sweep_never_logged(folder: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert_refused(bad(folder, "report", "--figure", "noval", "--metric", "val_acc", "--db",
                        url), "--metric val_acc", "only the splits test, train", "val_size")
+
+
+def test_a_run_larger_than_all_the_memory_here_is_refused(folder: Path) -> None:
+    """digits through an MLP of 10^8 units: ~857 GiB as `spec.sizing` counts, more than any
+    machine this runs on; every worker would fail it after loading the data."""
+    (folder / "big.yaml").write_text(BASE.replace("hidden: [8]", "hidden: [[8], [100000000]]"))
+    assert_refused(bad(folder, "sweep", "big.yaml"), "big.yaml", "mlp [100000000]", "GiB",
+                   "more than the")
+    assert_refused(bad(folder, "train", "--epochs", "1", "--set", "hidden=[100000000]"),
+                   "corrgd train", "GiB")
+    assert cli("sweep", "big.yaml", "--dry-run", cwd=folder).exit_code == 0  # it sizes them

@@ -42,6 +42,19 @@ def device_problem(device: str) -> str | None:
     return None
 
 
+def total_bytes(device: str) -> int | None:
+    """All the memory of `device`: a GPU's (None for a GPU this machine lacks), else this
+    machine's RAM."""
+    if device.startswith("cuda"):
+        if device_problem(device) is not None:
+            return None
+        import torch
+
+        index = torch.device(device).index
+        return int(torch.cuda.get_device_properties(index or 0).total_memory)
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
 def free_bytes(device: str) -> int | None:
     """Free memory of `device`: a GPU's (None for a GPU this machine lacks), else this
     machine's available RAM."""
