@@ -222,6 +222,28 @@ def _check_fits(source: str, configs: Any, devices: list[str]) -> None:
                        "each run's size)")
 
 
+def _check_data(source: str, configs: Any, data_dir: str | None) -> None:
+    """The files of every data set the runs read are here, or can be downloaded now (as a
+    worker would): one that is not would fail every run. Sets that need no files (digits,
+    diabetes, synthetic-correlated: `corrgd.data.catalog.NO_FILES`) are not looked at."""
+    import json
+
+    from corrgd.data.catalog import NO_FILES
+
+    wanted = {(c.dataset, json.dumps(c.data, sort_keys=True)) for c in configs
+              if c.dataset not in NO_FILES}
+    if not wanted:
+        return
+    from corrgd.data import DataNotFoundError
+    from corrgd.data.registry import check_files
+
+    for name, options in sorted(wanted):
+        try:
+            check_files(name, data_dir=data_dir, **json.loads(options))
+        except DataNotFoundError as e:
+            raise fail(f"{source}: dataset: {e}") from None
+
+
 def _check_data_dir(data_dir: str | None) -> None:
     """A data folder that exists must be a folder (a missing one is created on download)."""
     source = "CORRGD_DATA" if os.environ.get("CORRGD_DATA") == data_dir and not any(
@@ -342,6 +364,7 @@ def sweep(
 
             _check_fits(str(spec), [g.config for g in plan.groups.values()],
                         devices.split(",") if devices else default_devices())
+            _check_data(str(spec), [g.config for g in plan.groups.values()], data_dir)
         if sweeps.needs_confirmation(plan.runs) and not yes:
             raise fail(f"{spec}: {plan.runs:,} runs: more than {CONFIRM_ABOVE:,}; check the "
                        "grid with --dry-run, then enqueue it with --yes")

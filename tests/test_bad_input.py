@@ -468,3 +468,23 @@ def test_a_run_larger_than_all_the_memory_here_is_refused(folder: Path) -> None:
     assert_refused(bad(folder, "train", "--epochs", "1", "--set", "hidden=[100000000]"),
                    "corrgd train", "GiB")
     assert cli("sweep", "big.yaml", "--dry-run", cwd=folder).exit_code == 0  # it sizes them
+
+
+def test_a_data_set_that_is_not_here_is_refused_before_the_sweep_is_enqueued(
+        folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline and without a local copy every run would fail; with the files (a small
+    CIFAR-10 in its own format) the sweep goes ahead."""
+    import numpy as np
+    from test_data import write_cifar10
+
+    from corrgd.data import cifar
+
+    monkeypatch.setattr(cifar, "try_download", lambda fetch, url: "download failed: offline")
+    (folder / "c.yaml").write_text(BASE.replace("digits", "cifar10") + "val_size: 5\n")
+    data = folder / "data"
+    data.mkdir()
+    assert_refused(bad(folder, "sweep", "c.yaml", "--data-dir", str(data)), "c.yaml",
+                   "dataset: cifar10: expected", "download failed: offline", "--data-dir")
+    write_cifar10(data, np.random.default_rng(0))
+    done = cli("sweep", "c.yaml", "--data-dir", str(data), "--enqueue-only", cwd=folder)
+    assert done.exit_code == 0, done.output

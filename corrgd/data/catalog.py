@@ -213,6 +213,8 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 DATASET_SHAPES: dict[str, DatasetShape] = {name: info.shape for name, info in DATASETS.items()}
+NO_FILES = ("digits", "synthetic-correlated", "diabetes")
+"""Data sets that need no files of their own: shipped in scikit-learn, or generated."""
 """The official splits of each data set (synthetic-correlated: with its default options)."""
 
 REGRESSION_DATASETS = frozenset(n for n, info in DATASETS.items() if info.task == "regression")

@@ -37,8 +37,8 @@ DATASETS: dict[str, Loader] = {
     "sarcos": load_sarcos,
 }
 
-__all__ = ["DATASETS", "EITHER_TASK", "REGRESSION_DATASETS", "dataset_names", "dataset_task",
-           "default_data_dir", "load_dataset"]
+__all__ = ["DATASETS", "EITHER_TASK", "REGRESSION_DATASETS", "check_files", "dataset_names",
+           "dataset_task", "default_data_dir", "load_dataset"]
 
 DEFAULT_DATA_DIR = "~/.cache/corrgd/data"
 
@@ -51,6 +51,13 @@ def dataset_task(name: str, **options: Any) -> Task:
 def default_data_dir() -> Path:
     """``$CORRGD_DATA`` if set, else ``~/.cache/corrgd/data``."""
     return Path(os.environ.get("CORRGD_DATA") or DEFAULT_DATA_DIR).expanduser()
+
+
+def check_files(name: str, *, data_dir: str | Path | None = None, **options: Any) -> None:
+    """Raise ``DataNotFoundError`` unless data set ``name``'s files are in ``data_dir``
+    (downloaded there if missing, as a worker would); reads them once, prepares nothing."""
+    root = default_data_dir() if data_dir is None else Path(data_dir).expanduser()
+    DATASETS[name](root, download=True, **options)
 
 
 def load_dataset(
