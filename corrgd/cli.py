@@ -924,6 +924,8 @@ def report(
     if len(chosen) != 1:
         raise fail("give exactly one of --figure ID, --table peak|2, --list, --compare A "
                    "--compare B" + (f" (got {', '.join(chosen)})" if chosen else ""))
+    if pruned and (table is not None or list_):
+        raise fail("--pruned: figures only (a table never chooses a pruned run)")
     if compare and len(set(compare)) < len(compare):
         raise fail(f"--compare: {', '.join(compare)}: each sweep once")
     if compare and len(compare) < 2:

@@ -34,6 +34,12 @@ def report_figure(figure_id: str, open_db: Callable[[], ResultsDB], *, sweep: st
     spec = FIGURES.get(figure_id)
     out_dir = out / "figures"
     if isinstance(spec, ComputedFigure):
+        if metric is not None:
+            raise ReportError(f"--metric {metric}: figure {figure_id} is computed, from no "
+                              "logged metric; --metric applies to sweep figures")
+        if sweep is not None and not spec.needs_db:
+            raise ReportError(f"--sweep {sweep}: figure {figure_id} is computed without "
+                              "the results database")
         return _computed(spec, open_db, sweep, out, console)
     db = open_db()
     if isinstance(spec, SweepFigure):
@@ -44,6 +50,9 @@ def report_figure(figure_id: str, open_db: Callable[[], ResultsDB], *, sweep: st
                             out_dir=out_dir, console=console, figure_id=spec.id,
                             pruned=pruned)
     names = source.sweep_names(db)
+    if sweep is not None and figure_id in names:
+        raise ReportError(f"--sweep {sweep}: figure {figure_id} is that sweep's own; --sweep "
+                          "replaces the sweeps of a paper's figure (`corrgd report --list`)")
     if figure_id not in names:
         raise ReportError(f"unknown figure {figure_id!r}: choose an id ({', '.join(FIGURES)}) "
                           f"or a sweep in the database ({', '.join(names) or 'none'}); "

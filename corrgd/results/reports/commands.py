@@ -130,13 +130,13 @@ def report_table(db: ResultsDB, which: str, *, sweep: str | None, metric: str | 
                  lrs: str, out: Path, console: Console) -> list[Path]:
     if which not in TABLES:
         raise ReportError(f"--table: {which!r} is not one of: {', '.join(TABLES)}")
+    check_lrs(lrs)
     if which == "2":
         return best_params(db, sweep=sweep, metric=metric, out=out, console=console)
     if metric is not None:
         raise ReportError(f"--metric {metric}: the peak table shows peak train and test "
                           "accuracy (loss for regression); --metric applies to --table 2 "
                           "and to figures")
-    check_lrs(lrs)
     name = source.resolve_sweep(db, sweep)
     runs, epochs = source.load(db, name)
     _check_finished(runs, name)
