@@ -594,7 +594,8 @@ def runs(
         "--status", help=f"Only runs in this state (repeatable): "
                          f"{', '.join(SHOWN_STATUSES)}")] = None,
     where: Annotated[list[str] | None, typer.Option(
-        "--where", help="Only runs with AXIS=VALUE, e.g. --where lr=0.001 (repeatable)")]
+        "--where", help="Only runs with AXIS=VALUE, e.g. --where lr=1e-3 (repeatable: "
+                        "several values of one axis match any of them)")]
     = None,
     sort: Annotated[str, typer.Option(help="Column to sort by, e.g. val_acc_peak")]
     = "run_id",
@@ -611,17 +612,19 @@ def runs(
     for state in status_ or []:
         if state not in SHOWN_STATUSES:
             raise fail(f"--status: {state!r} is not one of: {', '.join(SHOWN_STATUSES)}")
-    filters = {}
+    filters: dict[str, list[str]] = {}
     for item in where or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise fail(f"--where {item!r}: expected AXIS=VALUE")
-        filters[key.strip()] = value.strip()
+        filters.setdefault(key.strip(), []).append(value.strip())
     database = _open_db(db, readonly=True)
     if sweep is not None and not _has_sweep(database, sweep):
         raise _no_such_sweep(database, sweep)
     try:
         table = runs_table(database, sweep, status_, filters)
+    except ValueError as e:
+        raise fail(f"--where {e}") from None
     except KeyError as e:
         columns = runs_table(database, sweep, status_, {}).columns
         raise fail(f"--where: {e.args[0]!r} is not a column of the runs; columns: "
@@ -677,8 +680,9 @@ def export(
     from corrgd.results.listings import export_frame
 
     suffix = to.suffix.lower()
-    if suffix not in (".csv", ".parquet", ".jsonl"):
-        raise fail(f"--to {to}: the file must end in .csv, .parquet or .jsonl")
+    if suffix not in (".csv", ".parquet", ".jsonl") or to.name.startswith("."):
+        raise fail(f"--to {to}: give a file name ending in .csv, .parquet or .jsonl, e.g. "
+                   "all.csv")
     if suffix == ".parquet":
         try:
             import pyarrow  # noqa: F401

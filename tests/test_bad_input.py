@@ -317,6 +317,9 @@ def test_a_database_on_a_read_only_file_system_is_read_and_never_written(
     ("select: {from: 5}", ["select.from", "name of a sweep", "got 5"]),
     ("select: {from: grid, metric: [val_acc]}", ["select.metric", "val_acc, val_loss"]),
     ("description: {a: 1}", ["description", "must be text"]),
+    ("name: off", ["name", "the bool false", "in quotes"]),
+    ("grids: [{dataset: synthetic-correlated, data: {n_train: 1000000000000}}]",
+     ["n_train", "[1, 100000000]"]),
     ("description: [&a [x, x], *a]", ["description", "must be text"]),
 ])
 def test_spec_values_of_the_wrong_kind_are_one_line(folder: Path, extra: str,
@@ -435,6 +438,11 @@ def test_a_job_array_sbatch_refuses_is_one_line_and_its_runs_stay_queued(folder:
     (["cancel", ""], ["sweep ''", "no such sweep", "tiny"]),
     (["delete", "", "--yes"], ["sweep ''", "no such sweep"]),
     (["runs", "--where", "bogus=1"], ["--where", "'bogus'", "columns: run_id, sweep"]),
+    (["runs", "--where", "seed=abc"], ["--where seed", "'abc' is not a number"]),
+    (["export", "--to", ".csv"], ["--to .csv", "a file name ending in .csv"]),
+    (["status", "--db", "sqlite:///r.sqlite?mode=ro"], ["takes no options (mode)"]),
+    (["sweep", "tiny.yaml", "--enqueue-only", "--db", "."], ["--db .", "it is a folder"]),
+    (["status", "--db", "."], ["--db .", "is a folder, not a results database"]),
     (["export", "--to", "tiny.yaml/x.csv"], ["--to", "tiny.yaml is a file, not a folder"]),
     (["sweep", "tiny.yaml", "--enqueue-only", "--db", "tiny.yaml/r.sqlite"],
      ["tiny.yaml/r.sqlite", "tiny.yaml is a file, not a folder"]),
@@ -494,3 +502,17 @@ def test_a_data_set_that_is_not_here_is_refused_before_the_sweep_is_enqueued(
     write_cifar10(data, np.random.default_rng(0))
     done = cli("sweep", "c.yaml", "--data-dir", str(data), "--enqueue-only", cwd=folder)
     assert done.exit_code == 0, done.output
+
+
+def test_runs_where_compares_numbers_by_value_and_repeats_as_or(folder: Path) -> None:
+    enqueue(folder)
+
+    def shown(*where: str) -> list[tuple[bool, int]]:
+        result = cli("runs", "--db", db_url(folder), "--format", "json",
+                     *[a for w in where for a in ("--where", w)], cwd=folder)
+        assert result.exit_code == 0, result.output
+        return sorted((r["decor"], r["seed"]) for r in json.loads(result.stdout))
+
+    assert shown("seed=0") == shown("seed=0.0") == [(False, 0), (True, 0)]
+    assert shown("seed=0", "seed=1") == shown()  # one axis twice: either value
+    assert shown("seed=1", "decor=true") == [(True, 1)]

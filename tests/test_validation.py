@@ -56,7 +56,7 @@ BAD = {
     "data option out of range": (SYNTHETIC + "data: {correlation: 1.0}\n", "data.correlation",
                                  ["a number in [0, 1)", "1.0"]),
     "data option of the wrong type": (SYNTHETIC + "data: {n_train: many}\n", "data.n_train",
-                                      ["an integer >= 1"]),
+                                      ["an integer in [1, 100000000]"]),
     "data option that is not a bool": (BASE + "data: {normalize: 1}\n", "data.normalize",
                                        ["true or false"]),
     "crop beyond the image": ("dataset: tiny-imagenet\nnetwork: crgd-conv\nalgorithm: bp\n"

@@ -173,6 +173,7 @@ def _tiny_imagenet_shape(shape: DatasetShape, options: Mapping[str, Any]) -> Dat
 
 
 _STANDARDIZE = {"standardize_targets": Option("bool", False)}
+MOST_SAMPLES = 10**8  # a generated set larger than this would not fit in memory anyway
 
 DATASETS: dict[str, DatasetInfo] = {
     "digits": DatasetInfo("scikit-learn's 8x8 handwritten digits (offline)", "classification",
@@ -180,8 +181,8 @@ DATASETS: dict[str, DatasetInfo] = {
     "synthetic-correlated": DatasetInfo(
         "equicorrelated Gaussian inputs, labels or targets from a random linear teacher", None,
         DatasetShape(10000, 2000, (64,), 10),
-        {"n_train": Option("int", 10_000, low=1),
-         "n_test": Option("int", 2_000, low=0),
+        {"n_train": Option("int", 10_000, low=1, high=MOST_SAMPLES),
+         "n_test": Option("int", 2_000, low=0, high=MOST_SAMPLES),
          "dim": Option("int", 64, low=2),
          "correlation": Option("float", 0.8, low=0, high=1, high_open=True),
          "task": Option("choice", "classification", choices=TASKS),

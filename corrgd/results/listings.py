@@ -91,11 +91,12 @@ def scores(db: ResultsDB, sweep: str | None, run_ids: list[int] | None = None) -
 
 
 def runs_table(db: ResultsDB, sweep: str | None = None, statuses: list[str] | None = None,
-               where: dict[str, str] | None = None) -> pd.DataFrame:
+               where: dict[str, list[str]] | None = None) -> pd.DataFrame:
     """One row per run: ``run_id, sweep``, its swept axes, ``status, attempts, epochs_done``
     (of ``epochs``), peak and final val/test accuracy (or loss), ``slurm_job`` (id and
-    state, where runs ran on SLURM) and the first line of its error. ``where``: axis =
-    value filters (values compared as text, e.g. lr=0.001)."""
+    state, where runs ran on SLURM) and the first line of its error. ``where``: per axis,
+    the values a run may have (as a spec writes them, e.g. lr: ["0.001", "1e-4"]; numbers
+    compare by value); a column of numbers and a value that is not one is a ValueError."""
     runs = db.runs_frame(sweep)
     if runs.empty:
         return pd.DataFrame(columns=["run_id", "sweep", "status"])
@@ -117,21 +118,40 @@ def runs_table(db: ResultsDB, sweep: str | None = None, statuses: list[str] | No
     table["error"] = [first_line(e) for e in runs["error"]]
     if statuses:
         table = table[table["status"].isin(statuses)]
-    for key, value in (where or {}).items():
+    for key, values in (where or {}).items():
         if key not in table:
             raise KeyError(key)
-        table = table[[_matches(v, value) for v in table[key]]]
+        numeric = table[key].map(_is_number).all() and len(table)
+        for value in values:
+            if numeric and not _is_number(_parsed(value)):
+                raise ValueError(f"{key}: {value!r} is not a number, and {key} is")
+        table = table[[any(_matches(v, value) for value in values) for v in table[key]]]
     return table.reset_index(drop=True)
+
+
+def _parsed(wanted: str) -> Any:
+    """A --where value as a spec writes it (YAML); 1e-3, which YAML 1.1 reads as text, as
+    the number it is."""
+    try:
+        value = yaml.safe_load(wanted)
+    except yaml.YAMLError:
+        return wanted
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _matches(cell: Any, wanted: str) -> bool:
     """Whether a cell holds the value `wanted` names (YAML, as a spec writes it)."""
-    try:
-        value = yaml.safe_load(wanted)
-    except yaml.YAMLError:
-        value = wanted
-    if isinstance(value, int | float) and not isinstance(value, bool) and \
-            isinstance(cell, int | float) and not isinstance(cell, bool):
+    value = _parsed(wanted)
+    if _is_number(value) and _is_number(cell):
         return math.isclose(float(cell), float(value), rel_tol=1e-9)
     return cell == value or text(cell) == wanted
 

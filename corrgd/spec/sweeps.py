@@ -165,6 +165,9 @@ class SpecLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore
 def _check_name(name: Any, source: str, *, given: bool) -> None:
     """A sweep's name names folders (checkpoints, results): plain characters only."""
     where = "name" if given else "name (the file's name without .yaml)"
+    if isinstance(name, bool | int | float):  # YAML reads off, yes, 123 as these
+        raise SpecError(source, where, f"YAML reads it as the {type(name).__name__} "
+                                       f"{str(name).lower()}, not text: put the name in quotes")
     if not isinstance(name, str) or not name.strip():
         raise SpecError(source, where, f"must be a non-empty string: {NAME_RULE}")
     if len(name) > 100:

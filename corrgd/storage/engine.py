@@ -44,6 +44,9 @@ def resolve_url(url: str | URL | None = None) -> URL:
             f"unsupported database {resolved.get_backend_name()!r}: use sqlite:///PATH "
             "or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB"
         )
+    if resolved.get_backend_name() == "sqlite" and resolved.query:
+        raise ValueError(f"an SQLite database takes no options ({'&'.join(resolved.query)}): "
+                         "give its file, PATH or sqlite:///PATH")
     return resolved
 
 
@@ -74,6 +77,8 @@ def _sqlite_readonly_engine(url: URL) -> Engine:
     path = sqlite_path(url)
     if path is None:
         return _sqlite_engine(url)
+    if path.is_dir():
+        raise MissingDatabase(f"{path} is a folder, not a results database file")
     if not path.is_file():
         raise MissingDatabase(f"no results database at {path}: a corrgd sweep or worker "
                               "creates it")
@@ -100,6 +105,8 @@ def _read_only_file_system(path: Path) -> bool:
 
 def unwritable(path: Path) -> str | None:
     """Why results cannot be written to the SQLite file `path`, or None if they can."""
+    if path.is_dir():
+        return "it is a folder; give a file, e.g. results/corrgd.sqlite"
     if _read_only_file_system(path):
         return "it is on a read-only file system"
     if path.exists() and not os.access(path, os.W_OK):
@@ -132,7 +139,7 @@ def _sqlite_engine(url: URL) -> Engine:
         if problem := unwritable(path):
             raise ReadOnlyDatabase(f"cannot write results to {path}: {problem}" + (
                 "; commands that only read (status, runs, report) still work"
-                if path.exists() else ""))
+                if path.is_file() else ""))
         if path.is_file() and path.stat().st_size:
             # look before writing: a connection for writes switches the file to WAL
             # mode, which must not happen to another application's file
