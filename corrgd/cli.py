@@ -215,8 +215,9 @@ def _check_fits(source: str, configs: Any, devices: list[str]) -> None:
                         default=(None, None))
     for config in configs:
         if total is not None and (need := member_bytes(config)) > total:
-            raise fail(f"{source}: a run of {config.dataset} / {config.network} "
-                       f"{config.hidden} / {config.algorithm} needs about "
+            network = config.network + (f" {config.hidden}" if config.hidden else "")
+            raise fail(f"{source}: a run of {config.dataset} / {network} / "
+                       f"{config.algorithm} needs about "
                        f"{need / 2**30:,.0f} GiB, more than the {total / 2**30:,.0f} GiB of "
                        f"{device}: make its network, batch or data smaller (--dry-run shows "
                        "each run's size)")

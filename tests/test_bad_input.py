@@ -318,6 +318,7 @@ def test_a_database_on_a_read_only_file_system_is_read_and_never_written(
     ("select: {from: grid, metric: [val_acc]}", ["select.metric", "val_acc, val_loss"]),
     ("description: {a: 1}", ["description", "must be text"]),
     ("name: off", ["name", "the bool false", "in quotes"]),
+    ("true: 1", ["bad.yaml: true: unknown field"]),  # as YAML writes it, not Python's True
     ("grids: [{dataset: synthetic-correlated, data: {n_train: 1000000000000}}]",
      ["n_train", "[1, 100000000]"]),
     ("description: [&a [x, x], *a]", ["description", "must be text"]),

@@ -180,7 +180,8 @@ def _check_keys(doc: dict, source: str, where: str, reserved: tuple[str, ...]) -
     allowed = [*reserved, *field_names()]
     for key in doc:
         if key not in allowed:
-            raise SpecError(source, f"{where}{key}", unknown_field(str(key), allowed))
+            name = yaml.safe_dump(key).removesuffix("\n...\n").strip()  # true, null: as written
+            raise SpecError(source, f"{where}{name}", unknown_field(name, allowed))
 
 
 def unknown_field(key: str, allowed: Iterable[str], what: str = "field") -> str:
