@@ -119,11 +119,11 @@ def _open_db(url: str | None, *, readonly: bool = False) -> Any:
                    "or postgresql+psycopg://USER:PW@HOST/DB")
     try:
         resolved = resolve_url(url)
+    except ValueError as e:  # corrgd's own refusal names what is allowed
+        raise fail(f"{_db_source(url)}: {e}") from None
     except Exception as e:  # not a URL SQLAlchemy can parse
-        problem = str(e).splitlines()[0]
-        raise fail(f"{_db_source(url)}: {problem}" + ("" if "sqlite:///" in problem else
-                   "; give an SQLite file (PATH or sqlite:///PATH) or "
-                   "postgresql+psycopg://USER:PW@HOST/DB")) from None
+        raise fail(f"{_db_source(url)}: {str(e).splitlines()[0]}; give an SQLite file (PATH "
+                   "or sqlite:///PATH) or postgresql+psycopg://USER:PW@HOST/DB") from None
     if resolved.get_backend_name() == "sqlite" and sqlite_path(resolved) is None:
         raise fail(f"{_db_source(url)}: an in-memory database lives and dies with one "
                    "process; corrgd's workers and reports need a file: PATH or sqlite:///PATH")
@@ -230,9 +230,9 @@ def _check_data(source: str, configs: Any, data_dir: str | None) -> None:
     import json
 
     from corrgd.data.catalog import NO_FILES
+    from corrgd.spec.config import canonical_json
 
-    wanted = {(c.dataset, json.dumps(c.data, sort_keys=True)) for c in configs
-              if c.dataset not in NO_FILES}
+    wanted = {(c.dataset, canonical_json(c.data)) for c in configs if c.dataset not in NO_FILES}
     if not wanted:
         return
     from corrgd.data import DataNotFoundError
@@ -360,12 +360,12 @@ def sweep(
                 started = local_workers(devices, workers, threads, plan.runs)[2]
                 console.print(f"would start {started}")
             return
-        if executor == "local":
+        if executor == "local":  # one run per group key: the rest differ only per member
             from corrgd.run.devices import default_devices
 
-            _check_fits(str(spec), [g.config for g in plan.groups.values()],
-                        devices.split(",") if devices else default_devices())
-            _check_data(str(spec), [g.config for g in plan.groups.values()], data_dir)
+            firsts = [group.config for group in plan.groups.values()]
+            _check_fits(str(spec), firsts, devices.split(",") if devices else default_devices())
+            _check_data(str(spec), firsts, data_dir)
         if sweeps.needs_confirmation(plan.runs) and not yes:
             raise fail(f"{spec}: {plan.runs:,} runs: more than {CONFIRM_ABOVE:,}; check the "
                        "grid with --dry-run, then enqueue it with --yes")

@@ -53,11 +53,14 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("CORRGD_DATA") or DEFAULT_DATA_DIR).expanduser()
 
 
+def _root(data_dir: str | Path | None) -> Path:
+    return default_data_dir() if data_dir is None else Path(data_dir).expanduser()
+
+
 def check_files(name: str, *, data_dir: str | Path | None = None, **options: Any) -> None:
     """Raise ``DataNotFoundError`` unless data set ``name``'s files are in ``data_dir``
     (downloaded there if missing, as a worker would); reads them once, prepares nothing."""
-    root = default_data_dir() if data_dir is None else Path(data_dir).expanduser()
-    DATASETS[name](root, download=True, **options)
+    DATASETS[name](_root(data_dir), download=True, **options)
 
 
 def load_dataset(
@@ -95,6 +98,5 @@ def load_dataset(
     """
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; known: {', '.join(dataset_names())}")
-    root = default_data_dir() if data_dir is None else Path(data_dir).expanduser()
-    raw = DATASETS[name](root, download=download, **options)
+    raw = DATASETS[name](_root(data_dir), download=download, **options)
     return prepare(name, raw, val_size=val_size, seed=seed, normalize=normalize, flatten=flatten)
