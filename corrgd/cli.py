@@ -476,13 +476,13 @@ def _has_sweep(database: Any, name: str) -> bool:
 def _check_same_sweep(database: Any, parsed: Any, spec: Path, extend: bool) -> None:
     """A sweep name already in the database must come with the same settings, unless
     `--extend`: one line naming what differs, nothing written."""
-    import yaml
+    from corrgd.spec.sweeps import load_value
 
     sweeps = database.list_sweeps()
     stored = sweeps.loc[sweeps["sweep"] == parsed.name, "spec_text"]
     if stored.empty or extend:
         return
-    old, new = yaml.safe_load(stored.iloc[0] or "") or {}, yaml.safe_load(parsed.text) or {}
+    old, new = load_value(stored.iloc[0] or "") or {}, load_value(parsed.text) or {}
     if old == new:
         return
     changed = [f"{k} ({_short(old.get(k))} -> {_short(new.get(k))})"
@@ -766,7 +766,7 @@ def train(
 
     import yaml
 
-    from corrgd.spec.sweeps import expand, parse_spec
+    from corrgd.spec.sweeps import expand, load_value, parse_spec
 
     _check_kernels()
     _check_devices("--device", [device])
@@ -783,7 +783,7 @@ def train(
         if not sep:
             raise fail(f"--set {item!r}: expected KEY=VALUE")
         try:
-            settings[key.strip()] = yaml.safe_load(value)
+            settings[key.strip()] = load_value(value)
         except yaml.YAMLError as e:
             problem = getattr(e, "problem", None) or str(e).splitlines()[0]
             raise fail(f"--set {item!r}: the value is not YAML ({problem})") from None

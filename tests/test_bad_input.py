@@ -42,6 +42,10 @@ def folder(tmp_path: Path) -> Path:
     ("np_samples: false", ["np_samples", "a number, not false"]),
     ("padding: 1", ["padding", "no conv layers", "convnet"]),
     ("momentum: 2", ["momentum", "less than 1"]),
+    ("seed: '1'", ["seed", "not the text '1'", "remove the quotes"]),
+    ("width: '8'", ["width", "not the text '8'"]),
+    ("np_samples: ['2', 3]", ["np_samples", "not the text '2'"]),  # an axis
+    ("first_epoch_decor_lr: .nan", ["first_epoch_decor_lr", "finite"]),  # unused: decor off
 ])
 def test_a_spec_number_out_of_range_is_refused_before_anything_is_written(
         folder: Path, line: str, needles: list[str]) -> None:

@@ -54,7 +54,7 @@ def test_grids_union_and_hash_is_stable() -> None:
     ("dataset: nope\nnetwork: mlp\nalgorithm: bp\n", "dataset", "digits"),
     ("dataset: digits\nnetwork: nope\nalgorithm: bp\n", "network", "crgd-dense"),
     ("dataset: digits\nnetwork: mlp\nalgorithm: bp\nlr: -1\n", "lr", "greater than 0"),
-    ("dataset: digits\nnetwork: mlp\nalgorithm: bp\nlr: fast\n", "lr", "valid number"),
+    ("dataset: digits\nnetwork: mlp\nalgorithm: bp\nlr: fast\n", "lr", "not the text 'fast'"),
     ("dataset: digits\nnetwork: mlp\nalgorithm: bp\nseed: []\n", "seed", "empty grid"),
     ("dataset: digits\nnetwork: mlp\nalgorithm: bp\ndecor: true\n", "spec", "decor_lr"),
     ("dataset: digits\nnetwork: mlp\nalgorithm: [bp\n", "line", "invalid YAML"),
@@ -111,3 +111,25 @@ def test_best_params_is_the_argmax_per_curve_and_per_other_swept_axis() -> None:
     best = analysis.best_params(runs, epochs, "val_acc")
     assert best[["depth", "lr", "run_id", "peak_epoch"]].values.tolist() == [
         [1, 1e-3, 2, 1], [3, 1e-2, 3, 1]]
+
+
+def test_a_number_with_an_exponent_and_no_dot_is_a_number_as_in_yaml_1_2() -> None:
+    # PyYAML (YAML 1.1) reads 1e-3 as the text '1e-3'; a spec means the number, also in
+    # data options, which take no text
+    sweep = parse_spec("dataset: synthetic-correlated\n"
+                       "data: {task: regression, num_outputs: 2, noise: 5e-2}\n"
+                       "network: mlp\nalgorithm: bp\nloss: mse\nlr: [1e-3, 2E-2, .5e-1]\n")
+    runs = expand(sweep)
+    assert sorted(r.lr for r in runs) == [0.001, 0.02, 0.05]
+    assert {r.data["noise"] for r in runs} == {0.05}
+    assert isinstance(runs[0].data["noise"], float)
+
+
+@pytest.mark.parametrize("text,value", [("1e-3", 0.001), ("-2.5E+2", -250.0), ("1_0e1", 100.0),
+                                        ("'1e-3'", "1e-3"), (".e5", ".e5"), ("1e", "1e"),
+                                        ("e5", "e5"), ("1.0e-3", 0.001), ("7", 7)])
+def test_load_value_reads_exponents_and_leaves_other_text(text: str, value: object) -> None:
+    from corrgd.spec.sweeps import load_value
+
+    assert load_value(text) == value
+    assert type(load_value(text)) is type(value)

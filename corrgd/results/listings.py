@@ -18,6 +18,7 @@ import pandas as pd
 import yaml
 
 from corrgd.run.liveness import SlurmJobs, slurm_jobs, worker_gone
+from corrgd.spec.sweeps import load_value
 from corrgd.storage import ResultsDB
 
 STALE_AFTER = 300.0  # seconds without a heartbeat after which a "running" run looks dead
@@ -130,18 +131,11 @@ def runs_table(db: ResultsDB, sweep: str | None = None, statuses: list[str] | No
 
 
 def _parsed(wanted: str) -> Any:
-    """A --where value as a spec writes it (YAML); 1e-3, which YAML 1.1 reads as text, as
-    the number it is."""
+    """A --where value as a spec reads it (`corrgd.spec.sweeps.load_value`: 1e-3 a number)."""
     try:
-        value = yaml.safe_load(wanted)
+        return load_value(wanted)
     except yaml.YAMLError:
         return wanted
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
 
 
 def _is_number(value: Any) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -83,7 +84,7 @@ SEED_LIMIT = 2**63  # seeds are 0 .. 2**63 - 1: a signed 64-bit integer, as stor
 
 
 class RunConfig(BaseModel):
-    # every number finite (inf and NaN refused), booleans are not numbers (`_no_booleans`)
+    # every number finite, not a boolean and not quoted text (`_plain_number`)
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     # data
@@ -163,19 +164,17 @@ class RunConfig(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _no_booleans(cls, data: Any) -> Any:
-        """YAML's true is Python's 1: refuse it where a number is meant."""
-        if isinstance(data, dict):
-            for name, value in data.items():
-                values = value if isinstance(value, list | tuple) else [value]
-                if name in _NUMERIC and any(isinstance(v, bool) for v in values):
-                    raise FieldError(name, f"must be a number, not {str(value).lower()}")
-        return data
-
-    @model_validator(mode="before")
-    @classmethod
-    def _decor_off_means_lr_zero(cls, data: Any) -> Any:
-        if isinstance(data, dict) and not data.get("decor", False):
+    def _plain_numbers_and_decor_off(cls, data: Any) -> Any:
+        """Refuse what YAML reads as something else where a number is meant (`_plain_number`),
+        then set the decor LRs of a run without decorrelation to 0 (after the check: a NaN
+        there is refused even though it would be unused)."""
+        if not isinstance(data, dict):
+            return data
+        for name, value in data.items():
+            if name in _NUMERIC:
+                for v in value if isinstance(value, list | tuple) else [value]:
+                    _plain_number(name, v, value)
+        if not data.get("decor", False):
             data = {**data, "decor_lr": 0.0, "decor_conv_lr": None, "first_epoch_decor_lr": None}
         return data
 
@@ -282,6 +281,29 @@ def _one_of(value: str, allowed: list[str]) -> str:
     if value not in allowed:
         raise ValueError(f"{value!r} is not one of: {', '.join(allowed)}")
     return value
+
+
+def _plain_number(name: str, value: Any, given: Any) -> None:
+    """YAML's true is Python's 1, and a quoted '1' is text: neither is a number here (pydantic
+    would turn both into 1). NaN and the infinities are refused too. `given` is the whole
+    setting `value` is in (itself, or a list)."""
+    whole = f" (got {str(given).lower()})" if isinstance(given, list | tuple) else ""
+    if isinstance(value, bool):
+        raise FieldError(name, f"must be a number, not {str(value).lower()}{whole}")
+    if isinstance(value, str):
+        quoted = _looks_numeric(value)
+        raise FieldError(name, f"must be a number, not the text {value!r}{whole}" + (
+            ": YAML reads a quoted number as text; remove the quotes" if quoted else ""))
+    if isinstance(value, float) and not math.isfinite(value):
+        raise FieldError(name, f"must be a finite number, not {value}{whole}")
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _numeric(annotation: Any) -> bool:

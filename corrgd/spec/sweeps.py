@@ -143,8 +143,9 @@ def parse_spec(text: str, *, source: str = "<spec>", default_name: str = "sweep"
 
 
 class SpecLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """YAML's safe loader that refuses a key given twice in one mapping (YAML would keep the
-    last silently), naming the key and both lines."""
+    """YAML's safe loader that reads 1e-3 as a number, as YAML 1.2 does (1.1, PyYAML's, wants
+    1.0e-3 and reads 1e-3 as text), and refuses a key given twice in one mapping (YAML would
+    keep the last silently), naming the key and both lines."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: dict[Any, int] = {}
@@ -160,6 +161,19 @@ class SpecLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore
                     "key once per mapping", key_node.start_mark)
             seen[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep=deep)
+
+
+# A number with an exponent and no dot: 1e-3, 2E+5, .5e1. add_implicit_resolver copies the
+# inherited resolvers first, so YAML's own SafeLoader is left as it is.
+SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def load_value(text: str) -> Any:
+    """One YAML value as a spec reads it (e.g. `corrgd train --set lr=1e-3`)."""
+    return yaml.load(text, Loader=SpecLoader)
 
 
 def _check_name(name: Any, source: str, *, given: bool) -> None:
