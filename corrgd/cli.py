@@ -12,6 +12,7 @@ exit code 2, with nothing written.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import shutil
@@ -957,3 +958,11 @@ def report(
         _reporting(lambda: report_figure(str(figure), lambda: _open_db(db, readonly=True),
                                          sweep=sweep, lrs=lrs, out=out, console=console,
                                          metric=metric, pruned=pruned))
+
+
+# `corrgd --help` lists each command by its docstring's first paragraph, keeping its line
+# breaks (rich markup mode): join them, so the listing wraps at the terminal's width.
+for _command in app.registered_commands:
+    if _command.callback is not None and _command.callback.__doc__:
+        _first = inspect.cleandoc(_command.callback.__doc__).split("\n\n")[0]
+        _command.short_help = " ".join(_first.split())

@@ -178,6 +178,13 @@ def test_listings_read_well_narrow_piped_and_as_json(trained: tuple[Path, str]) 
     assert not re.search(r"\d\.\d{6,}", shown)  # rounded: no float printed in full
 
 
+def test_the_command_list_wraps_at_the_terminal_not_at_the_docstrings_lines(
+        folder: Path) -> None:
+    listing = _corrgd(folder, "--help", columns="250")
+    worker = next(line for line in listing.splitlines() if "│ worker " in line)
+    assert "a line per epoch and run as they are written." in worker  # one line, not two
+
+
 def test_a_standalone_worker_prints_each_epoch_and_run(folder: Path) -> None:
     enqueue(folder)
     out = _corrgd(folder, "worker", "--db", db_url(folder))
