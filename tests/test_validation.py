@@ -81,6 +81,8 @@ BAD = {
     "separator in the name": (BASE + "name: a/b\n", "name", ["'a/b'", "A-Z a-z 0-9 . _ -"]),
     "dot-dot in the name": (BASE + "name: a..b\n", "name", ["without '..'"]),
     "hidden name": (BASE + "name: .x\n", "name", ["not starting with '.'"]),
+    "a name CLI flags would take for an option": (BASE + "name: -rf\n", "name",
+                                                  ["'-rf'", "not starting with '.' or '-'"]),
     "space in the name": (BASE + "name: my sweep\n", "name", ["A-Z a-z 0-9 . _ -"]),
     "long name": (BASE + f"name: {'x' * 101}\n", "name", ["101 characters", "1 to 100"]),
     "duplicate key": (BASE + "lr: 1.0e-3\nlr: 1.0e-4\n", "line 5",

@@ -54,7 +54,7 @@ SELECT_METRICS = ("val_acc", "val_loss", "test_acc", "test_loss", "train_acc", "
 SELECTED_PARAMS = ("lr", "decor_lr")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,100}")
 NAME_RULE = ("a sweep name names folders: use 1 to 100 characters from A-Z a-z 0-9 . _ -, "
-             "not starting with '.' and without '..'")
+             "not starting with '.' or '-' and without '..'")
 CONFIRM_ABOVE = 10_000  # runs; enqueuing more asks first (`needs_confirmation`)
 
 # best(source_sweep, metric) -> [(curve conditions {dataset: .., network: .., algorithm: ..,
@@ -186,7 +186,7 @@ def _check_name(name: Any, source: str, *, given: bool) -> None:
         raise SpecError(source, where, f"must be a non-empty string: {NAME_RULE}")
     if len(name) > 100:
         raise SpecError(source, where, f"{len(name)} characters is too long: {NAME_RULE}")
-    if not NAME_PATTERN.fullmatch(name) or name.startswith(".") or ".." in name:
+    if not NAME_PATTERN.fullmatch(name) or name.startswith((".", "-")) or ".." in name:
         raise SpecError(source, where, f"{name!r} is not allowed: {NAME_RULE}")
 
 
