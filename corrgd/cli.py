@@ -71,6 +71,13 @@ class OneLineErrors(typer.core.TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+def _out_folder(value: str) -> Path:
+    """--out as a Path; an empty one is refused (Path('') would be the current folder)."""
+    if not value.strip():
+        raise typer.BadParameter("give a folder, e.g. --out results (got an empty one)")
+    return Path(value)
+
+
 app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True,
                   pretty_exceptions_enable=False,
                   help="Decorrelated learning: sweeps, workers and reports.")
@@ -258,6 +265,8 @@ def _check_folder(flag: str, folder: str | None, what: str) -> None:
     existing parent is (it is created on first use)."""
     if folder is None:
         return
+    if not folder.strip():  # Path('') is the current folder
+        raise fail(f"{flag}: empty; give the folder {what}")
     path = Path(folder)
     existing = next((p for p in (path, *path.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
@@ -649,7 +658,8 @@ def show(
     db: DbOption = None,
     figure: Annotated[bool, typer.Option(
         "--figure", help="Also draw its loss and accuracy curves to OUT/figures")] = False,
-    out: Annotated[Path, typer.Option("--out", help="Folder of --figure")] = Path("results"),
+    out: Annotated[Path, typer.Option("--out", parser=_out_folder,
+                                      help="Folder of --figure")] = Path("results"),
 ) -> None:
     """One run: its resolved config, its life (status, attempts, worker, group, times,
     error) and its curves per epoch and split, with the logged diagnostics."""
@@ -845,7 +855,8 @@ def _train_one(database: Any, parsed: Any, config: Any, *, device: str, data_dir
 
 # -- reports (corrgd.results.reports): tables and figures from the database ---------------------
 OutOption = Annotated[Path, typer.Option(
-    "--out", help="Output folder: tables under OUT/tables, figures under OUT/figures")]
+    "--out", parser=_out_folder,
+    help="Output folder: tables under OUT/tables, figures under OUT/figures")]
 MetricOption = Annotated[str | None, typer.Option(
     "--metric", help="Score to select by: val_acc, val_loss, test_acc, ... (peak over epochs) "
                      "[default: val_acc; val_loss for regression sweeps]")]

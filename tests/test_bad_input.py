@@ -399,10 +399,19 @@ def test_flags_typer_cannot_parse_are_one_line(folder: Path, args: list[str],
     (["sweep", "tiny.yaml", "--devices", "cpu,", "--dry-run"], ["--devices", "empty device"]),
     (["train", "--epochs", "1", "--db", "r.sqlite", "--sweep", ""],
      ["corrgd train --sweep", "name", "non-empty"]),
+    # an empty folder would be the current one: checkpoints, data or reports written there
+    (["sweep", "tiny.yaml", "--checkpoint-dir", ""], ["--checkpoint-dir: empty"]),
+    (["worker", "--data-dir", " "], ["--data-dir: empty"]),
+    (["train", "--epochs", "1", "--data-dir", ""], ["--data-dir: empty"]),
+    (["report", "--figure", "tiny", "--out", ""], ["--out", "got an empty one"]),
+    (["best-params", "--out", ""], ["--out", "got an empty one"]),
+    (["show", "1", "--figure", "--out", ""], ["--out", "got an empty one"]),
 ])
 def test_flag_values_that_would_fail_deep_inside_are_refused_first(
         folder: Path, args: list[str], needles: list[str]) -> None:
+    before = sorted(p.name for p in folder.iterdir())
     assert_refused(bad(folder, *args), *needles)
+    assert sorted(p.name for p in folder.iterdir()) == before
 
 
 def test_an_unsupported_database_url_is_one_line_where_a_spec_selects(folder: Path) -> None:
