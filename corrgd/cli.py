@@ -722,10 +722,16 @@ def cancel(
     """Stop a sweep: its queued runs leave the queue, running ones stop at their next epoch
     end keeping what they wrote. `corrgd sweep SPEC` again resumes it."""
     database = _open_for(db, sweep, named="sweep")
-    counts = database.cancel_sweep(sweep)
-    console.print(f"sweep {sweep} cancelled: {counts.get('queued', 0)} queued runs left the "
-                  f"queue, {counts.get('running', 0)} running runs stop at their next epoch "
-                  "end; `corrgd sweep SPEC` resumes it")
+    cancelled = database.cancel_sweep(sweep)
+    queued, running = (cancelled.counts.get(s, 0) for s in ("queued", "running"))
+    if cancelled.earlier is not None:
+        when = f"{cancelled.earlier:%Y-%m-%d %H:%M:%S}"
+        console.print(f"sweep {sweep} was cancelled already, at {when} UTC: {queued} queued "
+                      f"runs wait, {running} running runs stop at their next epoch end; "
+                      "`corrgd sweep SPEC` resumes it")
+        return
+    console.print(f"sweep {sweep} cancelled: {queued} queued runs left the queue, {running} "
+                  "running runs stop at their next epoch end; `corrgd sweep SPEC` resumes it")
 
 
 @app.command()

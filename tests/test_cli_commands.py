@@ -195,6 +195,9 @@ def test_cancel_stops_a_sweep_and_sweep_resumes_it(tmp_path: Path) -> None:
         == 0
     result = cli("cancel", "small", "--db", url, cwd=tmp_path)
     assert result.exit_code == 0 and "8 queued runs left the queue" in result.output
+    again = cli("cancel", "small", "--db", url, cwd=tmp_path)
+    assert again.exit_code == 0 and "cancelled already" in again.output
+    assert "8 queued runs wait" in again.output and "left the queue" not in again.output
     db = open_db(url)
     assert set(db.runs_frame("small")["status"]) == {"cancelled"}
     assert claim_one(db, "w") is None  # nothing handed out

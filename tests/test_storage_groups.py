@@ -176,6 +176,19 @@ def test_refill_group_takes_queued_runs_of_the_groups_key_and_sweep(db: ResultsD
     assert run_rows(db, "b")["status"].tolist() == ["running", "cancelled"]
 
 
+def test_a_second_cancel_keeps_the_first_ones_time_and_enqueueing_lifts_it(
+        db: ResultsDB) -> None:
+    db.add_sweep("s", "spec", keyed_runs(["k"] * 2))
+    first = db.cancel_sweep("s")
+    assert first.earlier is None and first.counts == {"queued": 2}
+    second = db.cancel_sweep("s")
+    assert second.earlier is not None and second.counts == {"queued": 2}
+    time.sleep(0.01)
+    assert db.cancel_sweep("s").earlier == second.earlier  # not moved by the third
+    db.add_sweep("s", "spec", keyed_runs(["k"] * 2))  # the sweep again: resumed
+    assert db.cancel_sweep("s").earlier is None
+
+
 def test_stale_group_is_reclaimed_as_a_new_group(db: ResultsDB) -> None:
     db.add_sweep("s", "spec", keyed_runs(["k"] * 4))
     dead = db.claim_group("dead:1", "cpu", lease_seconds=LEASE, max_members=2)

@@ -184,9 +184,9 @@ class ResultsDB:
         not own."""
         return queue.finish_runs(self, outcomes, worker)
 
-    def cancel_sweep(self, name: str) -> dict[str, int]:
+    def cancel_sweep(self, name: str) -> queue.Cancellation:
         """Stop handing out the sweep's runs; running ones stop at their next epoch end
-        -> the number of its runs per status."""
+        -> its runs per status, and when it was cancelled before (if it was)."""
         return queue.cancel_sweep(self, name)
 
     def cancelled_runs(self, run_ids: Iterable[int]) -> list[int]:

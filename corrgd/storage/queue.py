@@ -74,6 +74,8 @@ from corrgd.storage.rows import EpochEntry, MetricRow, RunOutcome
 from corrgd.storage.runspec import RunSpec
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from corrgd.storage.db import ResultsDB
 
 
@@ -726,18 +728,30 @@ def finish_runs(db: ResultsDB, outcomes: Sequence[RunOutcome], worker: str) -> l
 # -- cancelling and deleting sweeps ------------------------------------------------
 
 
-def cancel_sweep(db: ResultsDB, name: str) -> dict[str, int]:
+@dataclass(frozen=True)
+class Cancellation:
+    """What `cancel_sweep` found: the sweep's runs per status, and when it was cancelled
+    before (None: this call cancelled it)."""
+
+    counts: dict[str, int]
+    earlier: datetime | None
+
+
+def cancel_sweep(db: ResultsDB, name: str) -> Cancellation:
     """Cancel sweep ``name``: its queued runs are no longer handed out and its running
     runs stop at their next epoch end (their workers see :func:`cancelled_runs`), keeping
-    what they wrote. Enqueueing the sweep again (:func:`add_sweep`) lifts it. Returns the
-    number of its runs per status."""
+    what they wrote. Enqueueing the sweep again (:func:`add_sweep`) lifts it. A sweep
+    cancelled already keeps the time of its first cancel."""
 
-    def transaction(conn: Connection) -> dict[str, int]:
+    def transaction(conn: Connection) -> Cancellation:
         sweep_id = sweep_id_of(conn, name)
-        conn.execute(update(Sweep).where(Sweep.id == sweep_id).values(cancelled_at=db.now()))
+        earlier = conn.scalar(select(Sweep.cancelled_at).where(Sweep.id == sweep_id))
+        if earlier is None:
+            conn.execute(update(Sweep).where(Sweep.id == sweep_id).values(
+                cancelled_at=db.now()))
         rows = conn.execute(select(Run.status, func.count(Run.id)).where(
             Run.sweep_id == sweep_id).group_by(Run.status)).all()
-        return {str(status): int(n) for status, n in rows}
+        return Cancellation({str(status): int(n) for status, n in rows}, earlier)
 
     return db.write(transaction)
 
