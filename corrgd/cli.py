@@ -71,9 +71,10 @@ class OneLineErrors(typer.core.TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
-def _out_folder(value: str) -> Path:
-    """--out as a Path; an empty one is refused (Path('') would be the current folder)."""
-    if not value.strip():
+def _out_folder(value: str | Path) -> Path:
+    """--out as a Path (Typer passes the default, a Path, through this too); an empty one is
+    refused (Path('') would be the current folder)."""
+    if not str(value).strip():
         raise typer.BadParameter("give a folder, e.g. --out results (got an empty one)")
     return Path(value)
 

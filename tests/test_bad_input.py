@@ -185,6 +185,25 @@ def test_the_command_list_wraps_at_the_terminal_not_at_the_docstrings_lines(
     assert "a line per epoch and run as they are written." in worker  # one line, not two
 
 
+def test_figures_go_to_results_without_out(trained: tuple[Path, str]) -> None:
+    folder, url = trained
+    _corrgd(folder, "report", "--figure", "tiny", "--db", url)
+    _corrgd(folder, "show", "1", "--figure", "--db", url)
+    assert (folder / "results/figures/tiny.png").is_file()
+    assert (folder / "results/figures/run-1.png").is_file()
+
+
+def test_a_missing_sweep_names_its_spec_only_where_it_is_here(folder: Path) -> None:
+    enqueue(folder)
+    (folder / "sweeps").mkdir()
+    (folder / "sweeps/figure4.yaml").write_text(TINY)
+    url = db_url(folder)
+    assert_refused(bad(folder, "report", "--figure", "4", "--db", url),
+                   "run `corrgd sweep sweeps/figure4.yaml` first")
+    assert_refused(bad(folder, "report", "--figure", "4", "--sweep", "nope", "--db", url),
+                   "sweep nope, not in the database", "with a spec named nope")
+
+
 def test_a_standalone_worker_prints_each_epoch_and_run(folder: Path) -> None:
     enqueue(folder)
     out = _corrgd(folder, "worker", "--db", db_url(folder))

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from corrgd.data import DataSplits, Split
 from corrgd.learn.nn import Net
-from corrgd.results.reports import ReportError
+from corrgd.results.reports import ReportError, source
 from corrgd.results.reports.figures import new_figure, save
 from corrgd.run.runner import data_key, load_data, load_trained, split_rows
 from corrgd.spec.config import RunConfig
@@ -172,8 +172,8 @@ def _finished_copi_runs(db: ResultsDB, sweep: str) -> pd.DataFrame:
     try:
         runs = db.runs_frame(sweep)
     except UnknownSweep:
-        raise ReportError(f"figure copi3: sweep {sweep!r} is not in the database; run "
-                          f"`corrgd sweep sweeps/{sweep}.yaml` first") from None
+        raise ReportError(f"figure copi3: sweep {sweep!r} is not in the database; "
+                          f"{source.run_first([sweep])}") from None
     done = runs[(runs["status"] == "done") & (runs["algorithm"] == "copi")
                 & runs["checkpoint_path"].notna()]
     done = done[[Path(p).is_file() for p in done["checkpoint_path"]]]

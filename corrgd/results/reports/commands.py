@@ -188,8 +188,7 @@ def sweep_figure(db: ResultsDB, sweeps: list[str], *, metrics: tuple[str, ...] |
     if not present:
         raise ReportError(
             f"figure {figure_id} needs sweep {', '.join(absent)}, not in the database "
-            f"(sweeps: {', '.join(names) or 'none'}); run "
-            + " and ".join(f"`corrgd sweep sweeps/{s}.yaml`" for s in absent) + " first")
+            f"(sweeps: {', '.join(names) or 'none'}); {source.run_first(absent)}")
     diagnostics = any(is_diagnostic(m) for m in metrics or ())
     loaded = [source.load(db, s, diagnostics=diagnostics) for s in present]
     runs = pd.concat([r for r, _ in loaded], ignore_index=True)

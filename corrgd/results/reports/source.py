@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -18,6 +19,14 @@ def sweep_names(db: ResultsDB) -> list[str]:
 
 def _listing(names: list[str]) -> str:
     return ", ".join(names) if names else "none; run `corrgd sweep SPEC` first"
+
+
+def run_first(sweeps: list[str]) -> str:
+    """How to make the missing `sweeps`: `corrgd sweep sweeps/NAME.yaml` where that spec is
+    here (the papers' sweeps are), else a spec of that name."""
+    commands = [f"`corrgd sweep sweeps/{s}.yaml`" if Path(f"sweeps/{s}.yaml").is_file()
+                else f"`corrgd sweep SPEC` with a spec named {s}" for s in sweeps]
+    return "run " + " and ".join(commands) + " first"
 
 
 def resolve_sweep(db: ResultsDB, sweep: str | None, *, preferred: str | None = None) -> str:
