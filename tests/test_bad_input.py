@@ -40,6 +40,7 @@ def folder(tmp_path: Path) -> Path:
     ("seed: -1", ["seed", "greater than or equal to 0"]),
     ("batch_size: true", ["batch_size", "a number, not true"]),
     ("np_samples: false", ["np_samples", "a number, not false"]),
+    ("np_samples: 1000000000", ["np_samples", "less than or equal to 10000"]),
     ("padding: 1", ["padding", "no conv layers", "convnet"]),
     ("momentum: 2", ["momentum", "less than 1"]),
     ("seed: '1'", ["seed", "not the text '1'", "remove the quotes"]),

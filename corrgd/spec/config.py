@@ -104,7 +104,7 @@ class RunConfig(BaseModel):
     algorithm: str
     loss: Literal["ce", "mse", "sse", "half_sse"] = "ce"  # LOSSES; COPI: sse, ‖y − y*‖²
     sigma2: float = Field(1e-6, gt=0)  # NP family noise variance (reference code: 1e-12)
-    np_samples: int = Field(1, ge=1)
+    np_samples: int = Field(1, ge=1, le=10_000)  # NPD: 1 to 100; each is a forward pass
     noisy_baseline: bool = False
     copi_feedback: Literal["bp", "fa"] = "bp"
     # decorrelation
