@@ -386,12 +386,12 @@ def sweep(
     except SpecError as e:
         raise fail(str(e)) from None
     database = _open_db(db)
-    _check_same_sweep(database, parsed, spec, extend)
+    text = _check_same_sweep(database, parsed, spec, extend, runs)
     if retry_failed:
         requeued = database.requeue_failed(parsed.name) if _has_sweep(database, parsed.name) \
             else 0
         console.print(f"{requeued} failed runs back in the queue")
-    added = _enqueue(database, parsed, runs)
+    added = _enqueue(database, parsed, runs, text)
     console.print(f"sweep [bold]{escape(parsed.name)}[/]: {len(runs)} runs, {added} new, "
                   f"{len(runs) - added} already in the database")
     if enqueue_only:
@@ -437,9 +437,9 @@ def sweep(
     raise typer.Exit(sweep_summary(console, database, parsed.name))
 
 
-def _enqueue(database: Any, parsed: Any, runs: list[Any]) -> int:
-    """Add the sweep's runs the database lacks (with their swept axes and group keys);
-    how many were new."""
+def _enqueue(database: Any, parsed: Any, runs: list[Any], text: str | None = None) -> int:
+    """Add the sweep's runs the database lacks (with their swept axes and group keys),
+    storing the spec `text` (default: `parsed`'s); how many were new."""
     from corrgd.spec.pruning import prune_key
     from corrgd.storage import RunSpec
 
@@ -447,7 +447,7 @@ def _enqueue(database: Any, parsed: Any, runs: list[Any]) -> int:
     specs = [RunSpec(config=r.model_dump(mode="json"), axes=_axes(parsed, r),
                      group_key=r.group_key(), prune_key=prune_key(r) if prune else None)
              for r in runs]
-    return database.add_sweep(parsed.name, parsed.text, specs,
+    return database.add_sweep(parsed.name, parsed.text if text is None else text, specs,
                               prune.as_dict() if prune else None)[1]
 
 
@@ -484,23 +484,43 @@ def _has_sweep(database: Any, name: str) -> bool:
     return name in set(database.list_sweeps()["sweep"])
 
 
-def _check_same_sweep(database: Any, parsed: Any, spec: Path, extend: bool) -> None:
+def _check_same_sweep(database: Any, parsed: Any, spec: Path, extend: bool,
+                      runs: list[Any] | None = None) -> str:
     """A sweep name already in the database must come with the same settings, unless
-    `--extend`: one line naming what differs, nothing written."""
+    `--extend`, or unless the spec adds nothing to it (all of its `runs` are in the sweep,
+    with the same pruning: e.g. the first spec again after an `--extend`). Returns the spec
+    text to store: the stored one where the spec adds nothing. Else one line naming what
+    differs, nothing written."""
     from corrgd.spec.sweeps import load_value
 
     sweeps = database.list_sweeps()
     stored = sweeps.loc[sweeps["sweep"] == parsed.name, "spec_text"]
     if stored.empty or extend:
-        return
+        return parsed.text
     old, new = load_value(stored.iloc[0] or "") or {}, load_value(parsed.text) or {}
     if old == new:
-        return
+        return parsed.text
+    if runs is not None and _adds_nothing(database, parsed, stored.iloc[0], runs):
+        return str(stored.iloc[0])
     changed = [f"{k} ({_short(old.get(k))} -> {_short(new.get(k))})"
                for k in sorted(set(old) | set(new), key=str) if old.get(k) != new.get(k)]
     raise fail(f"{spec}: sweep {parsed.name!r} is in the database with other settings: "
                f"{'; '.join(changed)}; give the spec another name, or --extend to add its "
                "new runs to the sweep")
+
+
+def _adds_nothing(database: Any, parsed: Any, stored_text: str, runs: list[Any]) -> bool:
+    """Whether every run of `runs` is in sweep `parsed.name` already and the stored spec
+    prunes as `parsed` does."""
+    from corrgd.spec.sweeps import SpecError, parse_spec
+
+    try:
+        if parse_spec(stored_text, default_name=parsed.name).prune != parsed.prune:
+            return False
+    except SpecError:  # written by an older corrgd that allowed what this one does not
+        return False
+    have = set(database.runs_frame(parsed.name)["config_hash"])
+    return all(run.hash() in have for run in runs)
 
 
 def _short(value: Any, width: int = 40) -> str:

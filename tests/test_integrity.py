@@ -249,6 +249,24 @@ def test_a_reused_sweep_name_with_other_settings_is_refused_unless_extended(
     assert cli("sweep", "tiny.yaml", "--db", url, "--enqueue-only", cwd=folder).exit_code == 0
 
 
+def test_a_spec_that_adds_nothing_to_its_sweep_is_accepted_and_keeps_the_stored_spec(
+        folder: Path) -> None:
+    url = db_url(folder)
+    enqueue(folder, url)  # seeds 0, 1
+    (folder / "more.yaml").write_text(TINY.replace("seed: [0, 1]", "seed: [2]"))
+    result = cli("sweep", "more.yaml", "--db", url, "--enqueue-only", "--extend", cwd=folder)
+    assert result.exit_code == 0 and "2 new" in result.output
+    stored = open_db(url).list_sweeps()["spec_text"].tolist()
+    for spec in ("tiny.yaml", "more.yaml"):  # the first spec again: adds nothing
+        result = cli("sweep", spec, "--db", url, "--enqueue-only", cwd=folder)
+        assert result.exit_code == 0 and "0 new" in result.output, result.output
+    assert open_db(url).list_sweeps()["spec_text"].tolist() == stored
+    # runs it has, pruned otherwise: a change (pruning decides which runs go on)
+    (folder / "pruned.yaml").write_text(TINY + "prune: {metric: val_loss}\n")
+    assert_refused(bad(folder, "sweep", "pruned.yaml", "--db", url, "--enqueue-only"),
+                   "'tiny'", "prune (unset -> {'metric': 'val_loss'})")
+
+
 # --- 5. failed runs are retried; runs that keep killing their workers stop ---------------
 def test_failed_runs_are_listed_with_their_error_and_retried(folder: Path) -> None:
     url = db_url(folder)
