@@ -205,6 +205,15 @@ def test_a_missing_sweep_names_its_spec_only_where_it_is_here(folder: Path) -> N
                    "sweep nope, not in the database", "with a spec named nope")
 
 
+def test_commands_that_only_read_leave_no_wal_or_shm_files(folder: Path) -> None:
+    url = db_url(folder)
+    _corrgd(folder, "sweep", "tiny.yaml", "--db", url, "--enqueue-only")
+    assert not list(folder.glob("results/corrgd.sqlite-*"))  # SQLite removed them on close
+    for args in (["status"], ["runs"], ["show", "1"], ["export", "--to", "x.csv"]):
+        _corrgd(folder, *args, "--db", url)
+        assert not list(folder.glob("results/corrgd.sqlite-*")), args
+
+
 def test_a_standalone_worker_prints_each_epoch_and_run(folder: Path) -> None:
     enqueue(folder)
     out = _corrgd(folder, "worker", "--db", db_url(folder))

@@ -82,19 +82,26 @@ def _sqlite_readonly_engine(url: URL) -> Engine:
     if not path.is_file():
         raise MissingDatabase(f"no results database at {path}: a corrgd sweep or worker "
                               "creates it")
-    # A WAL database is read through its -shm file. Where there is none and SQLite cannot
-    # create one (a read-only file system, another user's folder), nobody is writing, so
-    # the file is read as immutable; otherwise the open would fail.
-    no_shm = not Path(f"{path}-shm").exists() and (
-        _read_only_file_system(path) or not os.access(path.parent, os.W_OK))
-    immutable = "&immutable=1" if no_shm else ""
-    engine = create_engine(f"sqlite:///file:{path.resolve()}?mode=ro{immutable}&uri=true",
-                           json_serializer=dumps_jsonable)
+    if unwritable(path) is None:
+        # A connection that could write, told not to (query_only): as the last one to close,
+        # it removes the -wal and -shm files reading made; a mode=ro one cannot.
+        url_text, pragmas = f"sqlite:///{path.resolve()}", ["PRAGMA query_only = ON"]
+    else:
+        # A WAL database is read through its -shm file. Where there is none and SQLite
+        # cannot create one (a read-only file system, another user's folder), nobody is
+        # writing, so the file is read as immutable; otherwise the open would fail.
+        no_shm = not Path(f"{path}-shm").exists() and (
+            _read_only_file_system(path) or not os.access(path.parent, os.W_OK))
+        immutable = "&immutable=1" if no_shm else ""
+        url_text, pragmas = f"sqlite:///file:{path.resolve()}?mode=ro{immutable}&uri=true", []
+    engine = create_engine(url_text, json_serializer=dumps_jsonable)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         dbapi_connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        for pragma in pragmas:
+            dbapi_connection.execute(pragma)
 
     return engine
 
