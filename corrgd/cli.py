@@ -46,10 +46,16 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
-class OneLineErrors(typer.core.TyperGroup):
+class CorrgdGroup(typer.core.TyperGroup):
     """Typer's command group, whose usage errors (a flag's value that is not a number, an
     unknown option, a missing argument) are one line on stderr with exit code 2, like every
-    other bad input, instead of a boxed panel under the usage."""
+    other bad input, instead of a boxed panel under the usage; and whose help shows its
+    texts as written (`_literal_help`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for command in self.commands.values():
+            _literal_help(command)
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         if not standalone_mode:
@@ -71,6 +77,19 @@ class OneLineErrors(typer.core.TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+def _literal_help(command: Any) -> None:
+    """Rich reads "[default: ...]" or "corrgd[parquet]" in a help text as markup and drops
+    it: escape the brackets. The list of commands shows each one's first paragraph with its
+    line breaks: join them, so that it wraps at the terminal's width."""
+    if command.help:
+        command.help = escape(command.help)
+        first = inspect.cleandoc(command.help).split("\n\n")[0]
+        command.short_help = " ".join(first.split())
+    for param in command.params:
+        if getattr(param, "help", None):
+            param.help = escape(param.help)
+
+
 def _out_folder(value: str | Path) -> Path:
     """--out as a Path (Typer passes the default, a Path, through this too); an empty one is
     refused (Path('') would be the current folder)."""
@@ -79,7 +98,7 @@ def _out_folder(value: str | Path) -> Path:
     return Path(value)
 
 
-app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True,
+app = typer.Typer(cls=CorrgdGroup, add_completion=False, no_args_is_help=True,
                   pretty_exceptions_enable=False,
                   help="Decorrelated learning: sweeps, workers and reports.")
 
@@ -679,7 +698,7 @@ def show(
     db: DbOption = None,
     figure: Annotated[bool, typer.Option(
         "--figure", help="Also draw its loss and accuracy curves to OUT/figures")] = False,
-    out: Annotated[Path, typer.Option("--out", parser=_out_folder,
+    out: Annotated[Path, typer.Option("--out", parser=_out_folder, metavar="<path>",
                                       help="Folder of --figure")] = Path("results"),
 ) -> None:
     """One run: its resolved config, its life (status, attempts, worker, group, times,
@@ -882,7 +901,7 @@ def _train_one(database: Any, parsed: Any, config: Any, *, device: str, data_dir
 
 # -- reports (corrgd.results.reports): tables and figures from the database ---------------------
 OutOption = Annotated[Path, typer.Option(
-    "--out", parser=_out_folder,
+    "--out", parser=_out_folder, metavar="<path>",
     help="Output folder: tables under OUT/tables, figures under OUT/figures")]
 MetricOption = Annotated[str | None, typer.Option(
     "--metric", help="Score to select by: val_acc, val_loss, test_acc, ... (peak over epochs) "
@@ -997,10 +1016,3 @@ def report(
                                          sweep=sweep, lrs=lrs, out=out, console=console,
                                          metric=metric, pruned=pruned))
 
-
-# `corrgd --help` lists each command by its docstring's first paragraph, keeping its line
-# breaks (rich markup mode): join them, so the listing wraps at the terminal's width.
-for _command in app.registered_commands:
-    if _command.callback is not None and _command.callback.__doc__:
-        _first = inspect.cleandoc(_command.callback.__doc__).split("\n\n")[0]
-        _command.short_help = " ".join(_first.split())

@@ -179,11 +179,16 @@ def test_listings_read_well_narrow_piped_and_as_json(trained: tuple[Path, str]) 
     assert not re.search(r"\d\.\d{6,}", shown)  # rounded: no float printed in full
 
 
-def test_the_command_list_wraps_at_the_terminal_not_at_the_docstrings_lines(
+def test_help_wraps_at_the_terminal_and_shows_square_brackets(
         folder: Path) -> None:
     listing = _corrgd(folder, "--help", columns="250")
     worker = next(line for line in listing.splitlines() if "│ worker " in line)
     assert "a line per epoch and run as they are written." in worker  # one line, not two
+    # rich would read [default: ...] and corrgd[parquet] as markup and drop them
+    sweep = " ".join(_corrgd(folder, "sweep", "--help", columns="250").split())
+    assert "[default: sqlite:///results/corrgd.sqlite]" in sweep
+    assert "[default: as many as fit half the device's free memory]" in sweep
+    assert "(pip install corrgd[parquet])" in _corrgd(folder, "export", "--help", columns="250")
 
 
 def test_figures_go_to_results_without_out(trained: tuple[Path, str]) -> None:
