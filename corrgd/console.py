@@ -81,7 +81,16 @@ def estimate(out: Console, sweep: Sweep, plan: Plan, *, device: str, group_size:
 
 
 def _hours(macs: float) -> str:
-    return ", ".join(f"{name}: {macs / rate / 3600:,.1f} h" for name, rate in THROUGHPUTS.items())
+    return ", ".join(f"{name}: {_duration(macs / rate)}" for name, rate in THROUGHPUTS.items())
+
+
+def _duration(seconds: float) -> str:
+    """1.5 h, 12 min, 8 s or under 1 s: hours from an hour on, minutes from a minute on."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:,.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s" if seconds >= 1 else "under 1 s"
 
 
 class SweepProgress:

@@ -240,3 +240,12 @@ def test_a_dry_run_for_a_gpu_this_machine_lacks_sizes_groups_for_a_stated_gpu(
     assert done.returncode == 0, done.stderr
     assert "2 runs" in done.stdout and "here: sized for a GPU with 80 GiB free" in done.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
+
+
+@pytest.mark.parametrize("seconds,text", [(0.2, "under 1 s"), (4.4, "4 s"), (59, "59 s"),
+                                          (60, "1 min"), (725, "12 min"), (3600, "1.0 h"),
+                                          (9.5e6, "2,638.9 h")])
+def test_an_estimate_reads_in_hours_minutes_or_seconds(seconds: float, text: str) -> None:
+    from corrgd.console import _duration
+
+    assert _duration(seconds) == text
