@@ -47,6 +47,8 @@ def folder(tmp_path: Path) -> Path:
     ("width: '8'", ["width", "not the text '8'"]),
     ("np_samples: ['2', 3]", ["np_samples", "not the text '2'"]),  # an axis
     ("first_epoch_decor_lr: .nan", ["first_epoch_decor_lr", "finite"]),  # unused: decor off
+    ("decor: 'true'", ["decor", "must be true or false, not 'true'"]),
+    ("diagnostics: 1", ["diagnostics", "must be true or false, not 1"]),
 ])
 def test_a_spec_number_out_of_range_is_refused_before_anything_is_written(
         folder: Path, line: str, needles: list[str]) -> None:

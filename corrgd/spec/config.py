@@ -165,15 +165,18 @@ class RunConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _plain_numbers_and_decor_off(cls, data: Any) -> Any:
-        """Refuse what YAML reads as something else where a number is meant (`_plain_number`),
-        then set the decor LRs of a run without decorrelation to 0 (after the check: a NaN
-        there is refused even though it would be unused)."""
+        """Refuse what YAML reads as something else where a number is meant (`_plain_number`)
+        and anything but true or false (or null where allowed) for a flag (pydantic would
+        take 1 or 'yes'); then set the decor LRs of a run without decorrelation to 0 (after
+        the check: a NaN there is refused even though it would be unused)."""
         if not isinstance(data, dict):
             return data
         for name, value in data.items():
             if name in _NUMERIC:
                 for v in value if isinstance(value, list | tuple) else [value]:
                     _plain_number(name, v, value)
+            elif name in _BOOLEAN and not isinstance(value, bool | None):
+                raise FieldError(name, f"must be true or false, not {value!r}")
         if not data.get("decor", False):
             data = {**data, "decor_lr": 0.0, "decor_conv_lr": None, "first_epoch_decor_lr": None}
         return data
@@ -313,6 +316,8 @@ def _numeric(annotation: Any) -> bool:
 
 
 _NUMERIC = frozenset(name for name, f in RunConfig.model_fields.items() if _numeric(f.annotation))
+_BOOLEAN = frozenset(name for name, f in RunConfig.model_fields.items()
+                     if f.annotation in (bool, bool | None))
 
 
 def field_names() -> list[str]:
