@@ -742,6 +742,12 @@ def export(
             raise fail(f"--to {to}: Parquet needs pyarrow: pip install 'corrgd[parquet]'") \
                 from None
     database = _open_db(db, readonly=True)
+    from corrgd.storage.engine import resolve_url, sqlite_path
+
+    stored = sqlite_path(resolve_url(db))
+    if stored is not None and to.resolve() == stored.resolve():
+        raise fail(f"--to {to}: that is the results database itself; give another file, "
+                   "e.g. all.csv")
     if sweep is not None and not _has_sweep(database, sweep):
         raise _no_such_sweep(database, sweep)
     from corrgd.storage.files import write_atomic

@@ -221,6 +221,15 @@ def test_commands_that_only_read_leave_no_wal_or_shm_files(folder: Path) -> None
         assert not list(folder.glob("results/corrgd.sqlite-*")), args
 
 
+def test_an_export_onto_the_database_itself_is_refused(folder: Path) -> None:
+    url = f"sqlite:///{folder / 'db.csv'}"  # a database may have any name
+    enqueue(folder, url)
+    for to in ("db.csv", "sub/../db.csv"):
+        assert_refused(cli("export", "--to", to, "--db", url, cwd=folder),
+                       f"--to {Path(to)}", "the results database itself")
+    assert open_db(url).run_counts("tiny")["total"] == 4
+
+
 def test_a_standalone_worker_prints_each_epoch_and_run(folder: Path) -> None:
     enqueue(folder)
     out = _corrgd(folder, "worker", "--db", db_url(folder))
