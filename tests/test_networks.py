@@ -475,3 +475,25 @@ def test_build_network_errors():
         build_network("crgd-conv", (3, 8, 8), 10)
     with pytest.raises(ValueError, match="image inputs"):
         build_network("convnet", (64,), 10)
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(ARCH_CASES) if len(ARCH_CASES[n][0]) == 3])
+def test_a_network_the_shape_check_passes_runs_and_one_it_refuses_would_not(name: str) -> None:
+    """`layer_shapes`, which specs are checked by before anything runs, agrees with the
+    torch network on every small image size and padding: where it passes, a forward pass
+    gives finite outputs; where it refuses, building or running the network fails."""
+    from corrgd.learn.architectures import layer_shapes
+
+    channels = ARCH_CASES[name][0][0]
+    for padding in (0, 1):
+        for size in range(1, 25):
+            shape = (channels, size, size)
+            try:
+                layer_shapes(name, shape, 10, padding=padding)
+            except ValueError:
+                with pytest.raises((RuntimeError, ValueError, ZeroDivisionError)):
+                    build_network(name, shape, 10, padding=padding)(torch.randn(1, *shape))
+                continue
+            with torch.no_grad():
+                out = build_network(name, shape, 10, padding=padding)(torch.randn(1, *shape))
+            assert out.shape == (1, 1, 10) and torch.isfinite(out).all(), (padding, size)

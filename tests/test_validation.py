@@ -41,7 +41,7 @@ BAD = {
                              "depth", ["crgd-conv takes none of width, depth, hidden"]),
     "conv net on a too small input": (
         "dataset: digits\nnetwork: npd-tiny-conv\nalgorithm: bp\n", "network",
-        ["too small", "networks that fit: convnet"]),
+        ["too small", "networks that fit: copi-cifar, copi-mnist, crgd-dense, mlp, npd-fc"]),
     "conv net on vector data": (
         "dataset: diabetes\nnetwork: convnet\nalgorithm: bp\nloss: mse\n", "network",
         ["image inputs", "networks that fit: ", "mlp"]),

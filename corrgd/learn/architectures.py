@@ -121,6 +121,10 @@ def layer_shapes(name: str, input_shape: tuple[int, ...], outputs: int, *,
             if not layers or len(shape) != 3:
                 raise ValueError(f"{name}: a pool must follow a conv layer")
             size = spec[1]
+            if min(shape[1:]) < size:
+                raise ValueError(f"{name}: input {input_shape} too small for its pooling "
+                                 f"({size}x{size} pooling of a {shape[1]}x{shape[2]} feature "
+                                 "map leaves nothing)")
             shape = (shape[0], shape[1] // size, shape[2] // size)
             layers[-1] = LayerShape(**{**layers[-1].__dict__, "pool": size,
                                        "output_shape": shape})
