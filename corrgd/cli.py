@@ -213,9 +213,9 @@ def _check_slurm_options(time: str, gpus_per_job: int, cpus_per_job: int,
 
     try:
         parse_time_minutes(time)
-    except ValueError:
-        raise fail(f"--time {time!r}: not a SLURM time limit; give minutes or [D-]HH:MM:SS, "
-                   "e.g. 60 or 2:00:00") from None
+    except ValueError as e:
+        raise fail(f"--time: {e}; give whole minutes or [D-]HH:MM:SS, e.g. 60 or 2:00:00") \
+            from None
     if gpus_per_job < 0:
         raise fail(f"--gpus-per-job: must be >= 0, got {gpus_per_job}")
     _check_positive("--cpus-per-job", cpus_per_job, strict=False)

@@ -126,8 +126,11 @@ def test_parse_time_minutes() -> None:
     assert parse_time_minutes("04:00:00") == 240
     assert parse_time_minutes("1-00") == 1440
     assert parse_time_minutes("1-02:30:00") == 1590
-    with pytest.raises(ValueError):
-        parse_time_minutes("0")
+    assert parse_time_minutes("25:00:00") == 1500  # the first unit takes any size
+    for bad in ("0", "-5", "inf", "1e400", "1-inf", "1:60", "1-99:99:99", "2-24", "400-00",
+                "1:2:3:4", "", float("inf"), float("nan"), True):
+        with pytest.raises(ValueError):
+            parse_time_minutes(bad)
 
 
 def test_parse_states_expands_arrays_and_keeps_last_record() -> None:

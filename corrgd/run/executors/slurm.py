@@ -75,30 +75,44 @@ class WorkerJob(submitit.helpers.Checkpointable):
         return super().checkpoint(*args, **kwargs)
 
 
+_TIME = re.compile(r"(?:(?P<days>\d+)-)?(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+))?")
+MOST_MINUTES = 366 * 24 * 60  # a year: longer is a typo, not a time limit
+
+
 def parse_time_minutes(time: int | float | str) -> int:
-    """A SLURM time limit as whole minutes (rounded up).
+    """A SLURM time limit as whole minutes (rounded up), at most `MOST_MINUTES`.
 
     Numbers are minutes; strings use sbatch's formats: "MM", "MM:SS", "HH:MM:SS",
-    "D-HH", "D-HH:MM", "D-HH:MM:SS".
+    "D-HH", "D-HH:MM", "D-HH:MM:SS" (whole numbers; seconds and minutes after a colon
+    below 60, hours after a day below 24). ValueError for anything else.
     """
+    if isinstance(time, bool):
+        raise ValueError(f"not a SLURM time limit: {time!r}")
     if isinstance(time, int | float):
+        if not math.isfinite(time):
+            raise ValueError(f"time limit must be finite, got {time!r}")
         seconds = float(time) * 60
     else:
-        days, _, rest = time.strip().rpartition("-")
-        parts = [float(p) for p in rest.split(":")]
-        if days:  # D-HH[:MM[:SS]]
-            hours, minutes, secs = (parts + [0.0, 0.0])[:3]
-            seconds = float(days) * 86400 + hours * 3600 + minutes * 60 + secs
-        elif len(parts) == 3:
-            seconds = parts[0] * 3600 + parts[1] * 60 + parts[2]
-        elif len(parts) == 2:
-            seconds = parts[0] * 60 + parts[1]
-        elif len(parts) == 1:
-            seconds = parts[0] * 60
-        else:
+        match = _TIME.fullmatch(time.strip())
+        if match is None:
             raise ValueError(f"not a SLURM time limit: {time!r}")
+        days, a, b, c = (int(v) if v is not None else None for v in match.group(
+            "days", "a", "b", "c"))
+        if days is not None:  # D-HH[:MM[:SS]]
+            units, bounds = [a, b or 0, c or 0], [24, 60, 60]
+            seconds = days * 86400 + units[0] * 3600 + units[1] * 60 + units[2]
+        else:  # MM, MM:SS or HH:MM:SS: the first unit takes any size
+            units = [u for u in (a, b, c) if u is not None]
+            bounds = [0] + [60] * (len(units) - 1)
+            scale = {1: [60], 2: [60, 1], 3: [3600, 60, 1]}[len(units)]
+            seconds = sum(u * s for u, s in zip(units, scale, strict=True))
+        if any(bound and unit >= bound for unit, bound in zip(units, bounds, strict=True)):
+            raise ValueError(f"not a SLURM time limit: {time!r} (minutes and seconds "
+                             "after a colon are below 60, hours after a day below 24)")
     if seconds <= 0:
         raise ValueError(f"time limit must be positive, got {time!r}")
+    if seconds > MOST_MINUTES * 60:
+        raise ValueError(f"time limit of more than a year: {time!r}")
     return math.ceil(seconds / 60)
 
 
