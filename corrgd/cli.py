@@ -829,7 +829,7 @@ def train(
 
     import yaml
 
-    from corrgd.spec.sweeps import expand, load_value, parse_spec
+    from corrgd.spec.sweeps import RESERVED, expand, load_value, parse_spec
 
     _check_kernels()
     _check_devices("--device", [device])
@@ -841,10 +841,17 @@ def train(
                                 "algorithm": algorithm, "decor": decor_lr != 0,
                                 "decor_lr": decor_lr, "lr": lr, "epochs": epochs,
                                 "batch_size": batch_size, "seed": seed}
+    flags = {k: f"--{k.replace('_', '-')}" for k in settings} | {"decor": "--decor-lr"}
     for item in set_ or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise fail(f"--set {item!r}: expected KEY=VALUE")
+        if key.strip() in flags:  # one place for each setting: its flag
+            raise fail(f"--set {key.strip()}: give it with {flags[key.strip()]}")
+        if key.strip() in RESERVED:
+            raise fail(f"--set {key.strip()}: train runs one configuration; name, description, "
+                       "select, prune and grids belong in a spec (corrgd sweep SPEC); name "
+                       "its sweep with --sweep")
         try:
             settings[key.strip()] = load_value(value)
         except yaml.YAMLError as e:

@@ -94,7 +94,11 @@ def test_commands_on_an_unknown_sweep_change_nothing(folder: Path, command: list
     (["--db", "r.sqlite", "--sweep", "a/b"], ["--sweep", "'a/b' is not allowed"]),
     (["--db", "r.sqlite", "--sweep", "../../escape"], ["--sweep", "not allowed"]),
     (["--sweep", "alone"], ["--sweep", "give --db too"]),
-    (["--set", "lr=[0.1, 0.01]"], ["--set lr", "one value only"]),
+    (["--set", "hidden=[[8], [16]]"], ["--set hidden", "one value only"]),
+    (["--set", "lr=0.1"], ["--set lr: give it with --lr"]),  # one place for each setting
+    (["--set", "decor=true"], ["--set decor: give it with --decor-lr"]),
+    (["--set", "grids=[{seed: 1}, {seed: 2}]"], ["--set grids", "belong in a spec"]),
+    (["--db", "r.sqlite", "--set", "name=foo"], ["--set name", "--sweep"]),
     (["--data-dir", "tiny.yaml"], ["--data-dir", "not a folder"]),
 ])
 def test_train_is_validated_as_a_spec_is(folder: Path, args: list[str],
@@ -397,7 +401,7 @@ def test_pruning_by_a_validation_metric_needs_a_validation_split(folder: Path,
         assert_refused(bad(folder, *args), "bad.yaml", "prune.metric", "validation split",
                        "val_size")
     assert_refused(bad(folder, "train", "--epochs", "3", "--set", "prune={}"),
-                   "corrgd train", "prune.metric", "val_size")
+                   "--set prune", "train runs one configuration")
     (folder / "ok.yaml").write_text(BASE + "lr: [1.0e-3, 1.0e-2]\nprune: {metric: "
                                     "test_acc}\n")
     assert cli("sweep", "ok.yaml", "--dry-run", cwd=folder).exit_code == 0
