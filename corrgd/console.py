@@ -199,11 +199,22 @@ class EpochLines:
 
 def terminal(stderr: bool = False) -> Console:
     """The console the CLI prints on. Piped or captured (a script, a log, SLURM) it has no
-    terminal width to fit: tables keep their natural width and lines are not wrapped."""
-    out = Console(stderr=stderr)
-    if not out.is_terminal and not os.environ.get("COLUMNS"):
-        out = Console(stderr=stderr, width=10_000, soft_wrap=True)
+    terminal width to fit: tables keep their natural width and lines are not wrapped. A
+    COLUMNS that is not a width of at least `MIN_COLUMNS` is ignored (0 printed nothing)."""
+    environ = dict(os.environ)
+    if not _is_width(environ.get("COLUMNS", "")):
+        environ.pop("COLUMNS", None)
+    out = Console(stderr=stderr, _environ=environ)
+    if not out.is_terminal and "COLUMNS" not in environ:
+        out = Console(stderr=stderr, width=10_000, soft_wrap=True, _environ=environ)
     return out
+
+
+MIN_COLUMNS = 20
+
+
+def _is_width(text: str) -> bool:
+    return text.strip().isdigit() and int(text) >= MIN_COLUMNS
 
 
 def cell(column: str, value: Any) -> str:

@@ -234,6 +234,16 @@ def test_an_export_onto_the_database_itself_is_refused(folder: Path) -> None:
     assert open_db(url).run_counts("tiny")["total"] == 4
 
 
+@pytest.mark.parametrize("columns", ["0", "1", "abc"])
+def test_a_columns_that_is_no_width_is_ignored(folder: Path, columns: str) -> None:
+    assert "sweep tiny: 4 runs" in _corrgd(folder, "sweep", "tiny.yaml", "--dry-run",
+                                           columns=columns)
+    env = {**os.environ, "COLUMNS": columns}
+    done = subprocess.run([sys.executable, "-m", "corrgd", "status", "--db", "nope.sqlite"],
+                          cwd=folder, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "no results database at nope.sqlite" in done.stderr
+
+
 def test_a_standalone_worker_prints_each_epoch_and_run(folder: Path) -> None:
     enqueue(folder)
     out = _corrgd(folder, "worker", "--db", db_url(folder))
