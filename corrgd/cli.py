@@ -715,9 +715,7 @@ def show(
     if figure:
         from corrgd.results.reports.commands import run_figure
 
-        with _writing("--out"):
-            path = run_figure(details, out / "figures")
-        console.print(f"wrote {path}")
+        _reporting(lambda: console.print(f"wrote {run_figure(details, out / 'figures')}"))
 
 
 @app.command()

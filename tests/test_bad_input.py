@@ -244,6 +244,13 @@ def test_a_columns_that_is_no_width_is_ignored(folder: Path, columns: str) -> No
     assert done.returncode == 2 and "no results database at nope.sqlite" in done.stderr
 
 
+def test_the_figure_of_a_run_without_epochs_is_refused(folder: Path) -> None:
+    enqueue(folder)
+    assert_refused(bad(folder, "show", "1", "--figure", "--db", db_url(folder)),
+                   "run 1 has logged no epochs yet", "status queued")
+    assert not (folder / "results/figures").exists()
+
+
 def test_a_standalone_worker_prints_each_epoch_and_run(folder: Path) -> None:
     enqueue(folder)
     out = _corrgd(folder, "worker", "--db", db_url(folder))

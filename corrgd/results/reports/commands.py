@@ -238,7 +238,11 @@ def sweep_figure(db: ResultsDB, sweeps: list[str], *, metrics: tuple[str, ...] |
 
 
 def run_figure(details: RunDetails, out_dir: Path) -> Path:
-    """One run's loss and accuracy per epoch and split, as a PNG."""
+    """One run's loss and accuracy per epoch and split, as a PNG; ReportError for a run
+    without epochs."""
+    if details.curves.empty:
+        raise ReportError(f"run {details.run_id} has logged no epochs yet, so no figure to "
+                          f"draw (status {details.life['status']})")
     import matplotlib
 
     matplotlib.use("Agg")
