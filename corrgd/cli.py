@@ -1002,6 +1002,8 @@ def report(
         raise fail("--pruned: figures only (a table never chooses a pruned run)")
     if compare and len(set(compare)) < len(compare):
         raise fail(f"--compare: {', '.join(compare)}: each sweep once")
+    if compare and sweep is not None:
+        raise fail("--sweep: --compare names the sweeps of its figure itself")
     if compare and len(compare) < 2:
         raise fail("--compare: give two sweeps or more, e.g. --compare A --compare B")
     if list_:  # works before any sweep ran: every sweep is then "not in database"

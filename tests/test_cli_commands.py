@@ -170,6 +170,15 @@ def test_report_compare_puts_two_sweeps_in_one_figure(results: tuple[Path, str])
     assert {"small: BP", "other: BP", "small: FA+decor", "other: FA+decor"} <= curves
     one = cli("report", "--compare", "small", "--db", url, cwd=folder)
     assert one.exit_code == 2
+    with_sweep = cli("report", "--compare", "small", "--compare", "other", "--sweep", "small",
+                     "--db", url, cwd=folder)
+    assert with_sweep.exit_code == 2 and "--compare names the sweeps" in with_sweep.stderr
+    (folder / "later.yaml").write_text(SPEC.replace("name: small", "name: later"))
+    assert cli("sweep", "later.yaml", "--db", url, "--enqueue-only", cwd=folder).exit_code == 0
+    empty = cli("report", "--compare", "small", "--compare", "later", "--db", url, "--out",
+                str(folder / "empty"), cwd=folder)
+    assert empty.exit_code == 2 and "sweep later has logged no epochs yet" in empty.stderr
+    assert not (folder / "empty").exists()
 
 
 def test_train_with_db_logs_a_sweep_of_one(tmp_path: Path) -> None:

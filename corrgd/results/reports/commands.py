@@ -219,7 +219,14 @@ def sweep_figure(db: ResultsDB, sweeps: list[str], *, metrics: tuple[str, ...] |
     frame = curve_frame(curves, epochs, metrics)
     if frame.empty and epochs.empty:
         raise ReportError(f"figure {figure_id}: no epochs logged yet in sweep "
-                          f"{', '.join(present)}; start workers with `corrgd worker`")
+                          f"{', '.join(present)}; see `corrgd status --sweep "
+                          f"{present[0]}`")
+    silent = sorted(set(present) - set(runs.loc[runs["run_id"].isin(epochs["run_id"]),
+                                                 "sweep"]))
+    if by_sweep and silent:
+        raise ReportError(f"--compare: sweep {', '.join(silent)} has logged no epochs yet, so "
+                          f"there is nothing to compare; see `corrgd status --sweep "
+                          f"{silent[0]}`")
     if frame.empty and not any(is_diagnostic(m) for m in metrics):
         raise ReportError(f"--metric {', '.join(metrics)}: sweep {', '.join(present)} logged "
                           f"no such rows, only the splits {', '.join(sorted(set(epochs['split'])))}"
