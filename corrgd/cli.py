@@ -140,21 +140,14 @@ def _open_db(url: str | None, *, readonly: bool = False) -> Any:
     in-memory SQLite database is refused: it would live and die with one process, and each
     worker would get an empty one of its own."""
     from corrgd.storage import StorageError, open_db
-    from corrgd.storage.engine import resolve_url, sqlite_path
+    from corrgd.storage.engine import URL_FORMS, results_url, sqlite_path
 
     if url is not None and not url.strip():
-        raise fail(f"{_db_source(url)}: empty; give an SQLite file (PATH or sqlite:///PATH) "
-                   "or postgresql+psycopg://USER:PW@HOST/DB")
+        raise fail(f"{_db_source(url)}: empty; {URL_FORMS}")
     try:
-        resolved = resolve_url(url)
-    except ValueError as e:  # corrgd's own refusal names what is allowed
+        resolved = results_url(url)
+    except ValueError as e:  # names what is allowed
         raise fail(f"{_db_source(url)}: {e}") from None
-    except Exception as e:  # not a URL SQLAlchemy can parse
-        raise fail(f"{_db_source(url)}: {str(e).splitlines()[0]}; give an SQLite file (PATH "
-                   "or sqlite:///PATH) or postgresql+psycopg://USER:PW@HOST/DB") from None
-    if resolved.get_backend_name() == "sqlite" and sqlite_path(resolved) is None:
-        raise fail(f"{_db_source(url)}: an in-memory database lives and dies with one "
-                   "process; corrgd's workers and reports need a file: PATH or sqlite:///PATH")
 
     try:
         return open_db(url, readonly=readonly)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import URL, Engine, create_engine, event, make_url
+from sqlalchemy.exc import ArgumentError
 
 from corrgd.storage import DEFAULT_URL, ENV_VAR
 from corrgd.storage.errors import MissingDatabase, ReadOnlyDatabase
@@ -32,13 +33,21 @@ WRITE_OPTIONS = {BEGIN_OPTION: "IMMEDIATE"}
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
+URL_FORMS = "give an SQLite file (PATH or sqlite:///PATH) or postgresql+psycopg://USER:PW@HOST/DB"
+
+
 def resolve_url(url: str | URL | None = None) -> URL:
     """The URL to use: ``url``, else ``$CORRGD_DB``, else the default SQLite file. A plain
-    path (no ``scheme://``) is an SQLite file."""
+    path (no ``scheme://``) is an SQLite file. ValueError for a URL that is not one or of
+    a database corrgd does not support."""
     given = url or os.environ.get(ENV_VAR) or DEFAULT_URL
     if isinstance(given, str) and "://" not in given:
         given = f"sqlite:///{given}"
-    resolved = make_url(given)
+    try:
+        resolved = make_url(given)
+    except (ArgumentError, ValueError) as e:  # ValueError: a port that is not a number
+        raise ValueError(f"not a database URL ({str(e).splitlines()[0]}); {URL_FORMS}") \
+            from None
     if resolved.get_backend_name() not in SUPPORTED_BACKENDS:
         raise ValueError(
             f"unsupported database {resolved.get_backend_name()!r}: use sqlite:///PATH "
@@ -47,6 +56,17 @@ def resolve_url(url: str | URL | None = None) -> URL:
     if resolved.get_backend_name() == "sqlite" and resolved.query:
         raise ValueError(f"an SQLite database takes no options ({'&'.join(resolved.query)}): "
                          "give its file, PATH or sqlite:///PATH")
+    return resolved
+
+
+def results_url(url: str | None = None) -> URL:
+    """`resolve_url` for a results database that workers and reports share: also a
+    ValueError for an in-memory SQLite database, which lives and dies with one process
+    (each worker would get an empty one of its own)."""
+    resolved = resolve_url(url)
+    if resolved.get_backend_name() == "sqlite" and sqlite_path(resolved) is None:
+        raise ValueError("an in-memory database lives and dies with one process; corrgd's "
+                         "workers and reports need a file: PATH or sqlite:///PATH")
     return resolved
 
 

@@ -23,5 +23,6 @@ The papers' figure ids, and the figures computed on the spot, are in
 from __future__ import annotations
 
 
-class ReportError(Exception):
-    """A report cannot be made; the message is one line for the user."""
+class ReportError(ValueError):
+    """A report cannot be made; the message is one line for the user. A `ValueError`: what
+    was asked for (a sweep, a metric, ...) does not fit the results."""
