@@ -393,6 +393,9 @@ def test_a_database_on_a_read_only_file_system_is_read_and_never_written(
     ("select: {from: {a: 1}}", ["select.from", "name of a sweep"]),
     ("select: {from: 5}", ["select.from", "name of a sweep", "got 5"]),
     ("select: {from: grid, metric: [val_acc]}", ["select.metric", "val_acc, val_loss"]),
+    ("select: {from: grid}\nlr: [0.1, 0.01]", ["lr: select takes lr from sweep 'grid'"]),
+    ("select: {from: grid, params: [decor_lr]}\ngrids: [{decor_lr: 0.1}]",
+     ["grids[0].decor_lr (or decor_lr): select takes decor_lr"]),
     ("description: {a: 1}", ["description", "must be text"]),
     ("name: off", ["name", "the bool false", "in quotes"]),
     ("true: 1", ["bad.yaml: true: unknown field"]),  # as YAML writes it, not Python's True
@@ -491,6 +494,15 @@ def test_an_unsupported_database_url_is_one_line_where_a_spec_selects(folder: Pa
                  ["report", "--list"]):
         assert_refused(bad(folder, *args, "--db", "foo://bar"), "--db foo://bar",
                        "unsupported database 'foo'")
+
+
+def test_select_from_a_sweep_that_is_not_there_says_so(folder: Path) -> None:
+    enqueue(folder)
+    (folder / "sel.yaml").write_text(BASE + "select: {from: nosuch}\n")
+    for url in (db_url(folder), "sqlite:///none.sqlite"):
+        assert_refused(bad(folder, "sweep", "sel.yaml", "--dry-run", "--db", url),
+                       "select.from: no sweep 'nosuch' in the results database",
+                       "(sweeps: tiny)" if url == db_url(folder) else "(sweeps: none)")
 
 
 @pytest.mark.parametrize("args", [["status"], ["report", "--figure", "tiny"],

@@ -127,7 +127,8 @@ def test_a_number_with_an_exponent_and_no_dot_is_a_number_as_in_yaml_1_2() -> No
 
 @pytest.mark.parametrize("text,value", [("1e-3", 0.001), ("-2.5E+2", -250.0), ("1_0e1", 100.0),
                                         ("'1e-3'", "1e-3"), (".e5", ".e5"), ("1e", "1e"),
-                                        ("e5", "e5"), ("1.0e-3", 0.001), ("7", 7)])
+                                        ("e5", "e5"), ("1.0e-3", 0.001), ("7", 7),
+                                        ("+.5", 0.5), ("-.5", -0.5), ("1.2.3", "1.2.3")])
 def test_load_value_reads_exponents_and_leaves_other_text(text: str, value: object) -> None:
     from corrgd.spec.sweeps import load_value
 

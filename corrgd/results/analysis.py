@@ -121,13 +121,16 @@ def selection_lookup(db: Any) -> Callable[[str, str], list[tuple[dict, dict]]]:
     """For `sweeps.expand`: (source sweep, metric) -> [(curve conditions, {lr, decor_lr})].
 
     `db` is anything with `runs_frame(sweep)` and `epochs_frame(sweep, diagnostics=)`
-    (a `ResultsDB`), or None; an unknown source sweep gives no entries, and neither does a
-    curve without an eligible run (all its runs diverged, failed or are unfinished).
+    (a `ResultsDB`), or None (no database yet); an unknown source sweep is a LookupError
+    saying which sweeps there are, and a curve without an eligible run (all its runs
+    diverged, failed or are unfinished) gives no entry.
     """
 
     def lookup(source: str, metric: str) -> list[tuple[dict, dict]]:
-        if db is None or source not in set(db.list_sweeps()["sweep"]):
-            return []
+        names = [] if db is None else list(db.list_sweeps()["sweep"])
+        if source not in names:
+            raise LookupError(f"no sweep {source!r} in the results database (sweeps: "
+                              f"{', '.join(names) or 'none'})")
         runs = db.runs_frame(source)
         best = best_params(runs, db.epochs_frame(source, diagnostics=False), metric)
         keys = [c for c in best.columns if c not in _RESULT_COLUMNS]

@@ -296,7 +296,8 @@ def _plain_number(name: str, value: Any, given: Any) -> None:
     if isinstance(value, str):
         quoted = _looks_numeric(value)
         raise FieldError(name, f"must be a number, not the text {value!r}{whole}" + (
-            ": YAML reads a quoted number as text; remove the quotes" if quoted else ""))
+            " (YAML reads a quoted number as text: if it is quoted, remove the quotes)"
+            if quoted else ""))
     if isinstance(value, float) and not math.isfinite(value):
         raise FieldError(name, f"must be a finite number, not {value}{whole}")
 

@@ -58,7 +58,8 @@ NAME_RULE = ("a sweep name names folders: use 1 to 100 characters from A-Z a-z 0
 CONFIRM_ABOVE = 10_000  # runs; enqueuing more asks first (`needs_confirmation`)
 
 # best(source_sweep, metric) -> [(curve conditions {dataset: .., network: .., algorithm: ..,
-#                                  decor: .., and any other axis}, {"lr": .., "decor_lr": ..})]
+#                                  decor: .., and any other axis}, {"lr": .., "decor_lr": ..})];
+# LookupError for a source sweep the database does not have
 BestParamsLookup = Callable[[str, str], list[tuple[dict[str, Any], dict[str, float]]]]
 
 
@@ -133,6 +134,7 @@ def parse_spec(text: str, *, source: str = "<spec>", default_name: str = "sweep"
     if select is not None:
         _check_select(select, source)
         _check_metric_task(select.get("metric", "val_acc"), grids, source, "select.metric")
+        _check_selected_unset(select, grids, source, "grids" in doc)
     prune = _pruning(doc["prune"], grids, source) if "prune" in doc else None
     description = doc.get("description") or ""
     if not isinstance(description, str):
@@ -163,11 +165,12 @@ class SpecLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore
         return super().construct_mapping(node, deep=deep)
 
 
-# A number with an exponent and no dot: 1e-3, 2E+5, .5e1. add_implicit_resolver copies the
-# inherited resolvers first, so YAML's own SafeLoader is left as it is.
+# YAML 1.2's floats that 1.1 reads as text: an exponent without a dot (1e-3, 2E+5) and a
+# sign before a leading dot (+.5). Integers match YAML's own resolver first. add_implicit_
+# resolver copies the inherited resolvers first, so YAML's own SafeLoader is left as it is.
 SpecLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?$"),
     list("-+0123456789."))
 
 
@@ -237,6 +240,18 @@ def _check_select(select: Any, source: str) -> None:
             or not all(isinstance(p, str) and p in SELECTED_PARAMS for p in params)):
         raise SpecError(source, "select.params",
                         f"must be a list drawn from: {', '.join(SELECTED_PARAMS)}")
+
+
+def _check_selected_unset(select: dict, grids: list[Grid], source: str, listed: bool) -> None:
+    """A setting `select` takes from another sweep is not given here too: it would be
+    replaced without a word."""
+    for i, grid in enumerate(grids):
+        for param in select.get("params", SELECTED_PARAMS):
+            if param in grid.settings:
+                where = f"grids[{i}].{param} (or {param})" if listed else param
+                raise SpecError(source, where, f"select takes {param} from sweep "
+                                               f"{select['from']!r}; leave it out here, or "
+                                               "out of select.params")
 
 
 def _pruning(value: Any, grids: list[Grid], source: str) -> Pruning:
@@ -518,7 +533,10 @@ def _selection(sweep: Sweep, best_params: BestParamsLookup | None) -> list:
     source, metric = sweep.select["from"], sweep.select.get("metric", "val_acc")
     if best_params is None:
         raise SpecError(sweep.source, "select.from", "needs a results database to read from")
-    chosen = best_params(source, metric)
+    try:
+        chosen = best_params(source, metric)
+    except LookupError as e:  # no such sweep
+        raise SpecError(sweep.source, "select.from", str(e)) from None
     if not chosen:
         raise SpecError(sweep.source, "select.from",
                         f"sweep {source!r} has no finished runs to select {metric} from "
