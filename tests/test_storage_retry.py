@@ -80,3 +80,19 @@ def test_backoff_delay_is_capped() -> None:
     assert all(0.5 <= backoff_delay(30, base_delay=0.05, max_delay=1.0) <= 1.0 for _ in range(50))
     with pytest.raises(ValueError):
         retry_transient(attempts=0)
+
+
+def test_a_retry_is_logged_in_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[int] = []
+
+    @retry_transient(attempts=2, sleep=lambda _: None)
+    def flaky() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise locked()  # SQLAlchemy's text: 3 lines ([SQL: ...], Background on ...)
+
+    with caplog.at_level("WARNING"):
+        flaky()
+    (record,) = caplog.records
+    assert "database is locked" in record.getMessage()
+    assert "\n" not in record.getMessage() and "[SQL" not in record.getMessage()

@@ -92,7 +92,7 @@ def retry_transient(
                         attempt + 1,
                         attempts,
                         delay,
-                        exc,
+                        _first_line(exc),
                     )
                     sleep(delay)
             raise AssertionError("unreachable")
@@ -100,3 +100,9 @@ def retry_transient(
         return wrapper
 
     return decorate
+
+
+def _first_line(exc: BaseException) -> str:
+    """An error's first line: SQLAlchemy's add the statement and a link on lines of their
+    own ("[SQL: BEGIN IMMEDIATE]", "Background on this error at ...")."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
