@@ -297,6 +297,23 @@ def _check_kernels() -> None:
         raise fail(str(e)) from None
 
 
+SLURM_FLAGS = ("partition", "gpus_per_job", "cpus_per_job", "time", "array_parallelism",
+               "slurm_folder", "wait")
+LOCAL_FLAGS = ("devices",)  # a SLURM task's device follows --gpus-per-job
+
+
+def _check_executor_flags(ctx: typer.Context, executor: str) -> None:
+    """A flag given for the other executor is refused: it would be ignored."""
+    from typer._click.core import ParameterSource
+
+    other, wanted = (SLURM_FLAGS, "slurm") if executor == "local" else (LOCAL_FLAGS, "local")
+    for name in other:
+        if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE:
+            flag = "--wait/--no-wait" if name == "wait" else f"--{name.replace('_', '-')}"
+            raise fail(f"{flag}: applies with --executor {wanted} only (this sweep runs with "
+                       f"--executor {executor})")
+
+
 def _check_slurm() -> None:
     missing = [c for c in ("sbatch", "squeue", "sacct") if shutil.which(c) is None]
     if missing:
@@ -306,6 +323,7 @@ def _check_slurm() -> None:
 
 @app.command()
 def sweep(
+    ctx: typer.Context,
     spec: Annotated[Path, typer.Argument(help="YAML sweep spec, e.g. sweeps/quickstart.yaml")],
     db: DbOption = None,
     workers: Annotated[int | None, typer.Option(
@@ -351,7 +369,8 @@ def sweep(
         raise fail(f"--executor: {executor!r} is not one of: local, slurm")
     if dry_run and enqueue_only:
         raise fail("--dry-run and --enqueue-only: give one of them (a dry run writes nothing)")
-    _check_positive("--workers", workers, strict=False)
+    _check_executor_flags(ctx, executor)
+    _check_positive("--workers", workers, strict=False, most=MOST_THREADS)
     _check_positive("--group-size", group_size, strict=False, most=MOST_MEMBERS)
     _check_positive("--max-attempts", max_attempts, strict=False, most=MOST_ATTEMPTS)
     _check_positive("--lease", lease, most=MOST_LEASE)

@@ -75,13 +75,13 @@ def test_plan_counts_distinct_runs(text: str) -> None:
 
 def test_plan_with_a_selection_that_reads_a_per_member_axis() -> None:
     """A selection whose conditions read sigma2 (swept in its source) picks per value."""
-    text = BASE + ("algorithm: np\nsigma2: [1.0e-6, 1.0e-4]\nlr: [1.0e-3, 1.0e-2]\n"
+    text = BASE + ("algorithm: np\nsigma2: [1.0e-6, 1.0e-4]\n"
                    "seed: [0, 1, 2]\nselect: {from: grid}\n")
     chosen = [({"dataset": "digits", "network": "mlp", "algorithm": "np", "decor": False,
                 "sigma2": s}, {"lr": lr, "decor_lr": 0.0}) for s, lr in ((1e-6, 1e-3),
                                                                          (1e-4, 1e-3))]
     counted = assert_plan_is_expand(parse_spec(text, source="s.yaml"), lambda s, m: chosen)
-    assert counted.runs == 2 * 3  # the lr axis collapses to the selected one
+    assert counted.runs == 2 * 3  # one selected lr per sigma2
 
 
 def random_spec(rng: random.Random) -> str:
