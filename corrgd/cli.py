@@ -610,8 +610,17 @@ def worker(
         console.print(f"{sum(database.requeue_failed(n) for n in names)} failed runs back "
                       "in the queue")
     from corrgd.console import EpochLines
+    from corrgd.run.launch import reclaim_orphans
     from corrgd.run.worker import Worker
 
+    # runs of workers that are gone (killed here, or a SLURM job that ended) are resumed
+    # now, not after their lease
+    for name in [sweep] if sweep else list(database.list_sweeps()["sweep"]):
+        released, failed = reclaim_orphans(database, name, max_attempts)
+        if released or failed:
+            console.print(f"sweep {name}: {released} runs of dead workers back in the queue"
+                          + (f", {failed} failed: their workers died {max_attempts} times"
+                             if failed else ""))
     w = Worker(database, sweep=sweep, device=device, lease_seconds=lease,
                data_dir=data_dir, checkpoint_dir=checkpoint_dir, group_size=group_size,
                max_attempts=max_attempts, events=EpochLines(console), threads=threads,

@@ -251,6 +251,24 @@ def test_the_figure_of_a_run_without_epochs_is_refused(folder: Path) -> None:
     assert not (folder / "results/figures").exists()
 
 
+def test_a_worker_resumes_the_runs_of_a_killed_worker_at_once(folder: Path) -> None:
+    """A worker killed here leaves its runs 'running'; the next `corrgd worker` gives them
+    back to the queue at start (as `corrgd sweep` does) instead of waiting out the lease."""
+    import socket
+
+    enqueue(folder)
+    url = db_url(folder)
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead = f"{socket.gethostname()}:{int(done.stdout)}"
+    open_db(url).claim_group(dead, "cpu", sweep="tiny", lease_seconds=3600, max_members=2)
+    result = cli("worker", "--db", url, "--checkpoint-dir", str(folder / "ck"), cwd=folder)
+    assert result.exit_code == 0, result.output
+    assert "sweep tiny: 2 runs of dead workers back in the queue" in result.output
+    assert "4 runs finished" in result.output
+    assert set(open_db(url).runs_frame("tiny")["status"]) == {"done"}
+
+
 def test_a_standalone_worker_prints_each_epoch_and_run(folder: Path) -> None:
     enqueue(folder)
     out = _corrgd(folder, "worker", "--db", db_url(folder))
