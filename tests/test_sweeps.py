@@ -70,7 +70,7 @@ def test_invalid_specs_name_file_field_and_allowed(text: str, field: str, allowe
 
 def test_select_takes_lrs_per_curve_and_fails_without_finished_runs() -> None:
     text = ("dataset: digits\nnetwork: mlp\nalgorithm: [bp, fa]\ndecor: [false, true]\n"
-            "decor_lr: 1.0e-3\nseed: [0, 1]\nselect: {from: grid, metric: val_acc}\n")
+            "seed: [0, 1]\nselect: {from: grid, metric: val_acc}\n")
     chosen = [({"dataset": "digits", "network": "mlp", "algorithm": a, "decor": d},
                {"lr": lr, "decor_lr": 1e-4 if d else 0.0})
               for a, lr in (("bp", 1e-2), ("fa", 1e-3)) for d in (False, True)]
