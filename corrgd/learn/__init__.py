@@ -12,6 +12,7 @@ databases or the command line.
     models.py      build them
     training.py    one training step, one evaluation
     diagnostics.py what an epoch logs besides loss and accuracy
+    checks.py      the constructors' parameter checks (a clear error, at the edge)
 
 This package imports nothing itself, so `corrgd.learn.architectures` loads without torch.
 """

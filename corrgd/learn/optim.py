@@ -17,6 +17,7 @@ group later, or resumed from a checkpoint of another epoch, train on beside the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -24,15 +25,21 @@ import torch
 from torch import Tensor, nn
 from torch.optim.adam import adam
 
+from corrgd.learn.checks import check_integer, check_number
 from corrgd.learn.kernels import gpu_kernels
+
+# the values each hyperparameter may take: (low, high, the ends allowed) for `check_number`
+_RANGES = {"lr": (0, math.inf, "neither"), "eps": (0, math.inf, "neither"),
+           "beta1": (0, 1, "left"), "beta2": (0, 1, "left"), "momentum": (0, 1, "left")}
 
 
 def _per_member(values: float | Sequence[float], members: int, name: str) -> list[float]:
-    out = [float(values)] * members if isinstance(values, int | float) else \
-        [float(v) for v in values]
-    if len(out) != members:
-        raise ValueError(f"{name}: {len(out)} values for {members} members")
-    return out
+    given = [values] * members if isinstance(values, int | float | str) else list(values)
+    if len(given) != members:
+        raise ValueError(f"{name}: {len(given)} values for {members} members")
+    for v in given:
+        check_number(name, v, *_RANGES[name])
+    return [float(v) for v in given]
 
 
 class MemberOptimizer:
@@ -41,6 +48,7 @@ class MemberOptimizer:
     state_names: tuple[str, ...] = ()
 
     def __init__(self, params: Iterable[nn.Parameter], members: int, **hyper: Any) -> None:
+        check_integer("members", members)
         self.params = list(params)
         if not self.params:
             raise ValueError("no parameters to optimise")
@@ -144,6 +152,8 @@ class MemberAdam(MemberOptimizer):
                  eps: float | Sequence[float] = 1e-8) -> None:
         pairs = [tuple(betas)] * members if isinstance(betas[0], int | float) else \
             [tuple(b) for b in betas]  # type: ignore[arg-type]
+        if any(len(b) != 2 for b in pairs):
+            raise ValueError(f"betas must be pairs (beta1, beta2), got {betas!r}")
         super().__init__(params, members, lr=lr, beta1=[b[0] for b in pairs],
                          beta2=[b[1] for b in pairs], eps=eps)
         self._views_key: tuple[Any, ...] | None = None  # see _member_views

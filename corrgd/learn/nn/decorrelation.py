@@ -36,6 +36,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from corrgd.learn.checks import check_integer, check_number
+
 Rule = Literal["crgd", "copi"]
 UpdateOrder = Literal["CM", "MC"]
 
@@ -71,12 +73,12 @@ class DecorSettings:
     def __post_init__(self) -> None:
         if self.rule not in ("crgd", "copi"):
             raise ValueError(f"decorrelation rule must be 'crgd' or 'copi', got {self.rule!r}")
-        if self.lr < 0:
-            raise ValueError(f"decorrelation lr must be >= 0, got {self.lr}")
-        if self.sample_frac is not None and not 0 < self.sample_frac <= 1:
-            raise ValueError(f"sample_frac must be in (0, 1], got {self.sample_frac}")
+        check_number("decorrelation lr", self.lr, 0)  # 0: no decorrelation layer
+        if self.sample_frac is not None:
+            check_number("sample_frac", self.sample_frac, 0, 1, closed="right")
         if self.update_order not in ("CM", "MC"):
             raise ValueError(f"update_order must be 'CM' or 'MC', got {self.update_order!r}")
+        check_number("running-mean momentum", self.momentum, 0, 1, closed="both")
 
     @property
     def enabled(self) -> bool:
@@ -115,6 +117,12 @@ class Decorrelation(nn.Module):
     def __init__(self, dim: int, settings: DecorSettings, mean_dim: int | None = None,
                  members: int = 1) -> None:
         super().__init__()
+        check_integer("dim", dim)
+        check_integer("members", members)
+        if mean_dim is not None:
+            check_integer("mean_dim", mean_dim)
+        if not isinstance(settings, DecorSettings):
+            raise TypeError(f"settings must be DecorSettings, got {settings!r}")
         if not settings.enabled:
             raise ValueError("a Decorrelation layer needs lr > 0; lr 0 means no layer")
         self.dim = dim

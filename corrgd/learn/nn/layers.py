@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from corrgd.learn.checks import check_integer
 from corrgd.learn.nn import feedback as ops
 from corrgd.learn.nn.decorrelation import Decorrelation, DecorSettings, subsample_size
 
@@ -49,6 +50,15 @@ def fold_is_cheaper(n_rows: int, d_out: int, *, input_grad: bool, weight_grad: b
     the inputs takes one forward and one for the input gradient.
     """
     return d_out * (1 + weight_grad) < n_rows * (1 + input_grad)
+
+
+def _check_options(decor: object, members: object, generators: Generators) -> None:
+    """Refuse a `decor`, `members` or `generators` that no layer can take."""
+    if decor is not None and not isinstance(decor, DecorSettings):
+        raise TypeError(f"decor must be DecorSettings or None, got {decor!r}")
+    check_integer("members", members)
+    if generators is not None and len(generators) != members:
+        raise ValueError(f"generators: {len(generators)} for {members} members")
 
 
 class DecorLayer(nn.Module):
@@ -166,6 +176,9 @@ class DecorLinear(DecorLayer):
     def __init__(self, in_features: int, out_features: int, decor: DecorSettings | None = None,
                  bias: bool = True, members: int = 1, generators: Generators = None) -> None:
         super().__init__()
+        check_integer("in_features", in_features)
+        check_integer("out_features", out_features)
+        _check_options(decor, members, generators)
         self.in_features, self.out_features = in_features, out_features
         self._init((out_features, in_features), in_features, decor, bias, members,
                    generators=generators)
@@ -176,6 +189,9 @@ class DecorLinear(DecorLayer):
 
     def forward(self, x: Tensor, mean: Tensor | None = None) -> Tensor:
         """`mean`: the mean (G, in) to subtract while training (default: x's own)."""
+        if x.dim() != 3 or x.shape[0] != self.members or x.shape[2] != self.in_features:
+            raise ValueError(f"DecorLinear expects input of shape (members={self.members}, "
+                             f"batch, in_features={self.in_features}), got {tuple(x.shape)}")
         W, B, b = self.weight, self.feedback, self.bias
         if self.decor is not None:
             x, mu = self._demean(x, mean)
@@ -221,6 +237,12 @@ class DecorConv2d(DecorLayer):
                  padding: int = 0, decor: DecorSettings | None = None, bias: bool = True,
                  members: int = 1, generators: Generators = None) -> None:
         super().__init__()
+        check_integer("in_channels", in_channels)
+        check_integer("out_channels", out_channels)
+        check_integer("kernel_size", kernel_size)
+        check_integer("stride", stride)
+        check_integer("padding", padding, 0)
+        _check_options(decor, members, generators)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         shape = (out_channels, in_channels, kernel_size, kernel_size)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from corrgd.learn.checks import check_integer
 from corrgd.learn.nn.layers import DecorConv2d, DecorLayer, DecorLinear
 
 NEGATIVE_SLOPE = 0.01
@@ -47,6 +48,9 @@ class Trace:
 class Block(nn.Module):
     def __init__(self, layer: DecorLayer, *, activation: bool = True, pool: int = 0) -> None:
         super().__init__()
+        if not isinstance(layer, DecorLayer):
+            raise TypeError(f"layer must be a DecorLinear or DecorConv2d, got {layer!r}")
+        check_integer("pool", pool, 0)
         self.layer = layer
         self.activation = activation
         self.pool = pool
@@ -76,6 +80,10 @@ class Block(nn.Module):
 class Net(nn.Module):
     def __init__(self, blocks: Sequence[Block], input_shape: tuple[int, ...]) -> None:
         super().__init__()
+        if not blocks:
+            raise ValueError("a Net needs at least one block")
+        for size in input_shape:
+            check_integer(f"every size of input_shape {tuple(input_shape)}", size)
         self.blocks = nn.ModuleList(blocks)
         self.input_shape = tuple(input_shape)
 

@@ -18,13 +18,14 @@ group, alone included.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from corrgd.learn import streams
+from corrgd.learn.checks import check_integer
 from corrgd.learn.losses import LossFn
 from corrgd.learn.nn.network import Net, Trace
 
@@ -56,7 +57,13 @@ class LearningRule:
 
     def __init__(self, seed: int | Sequence[int] = 0) -> None:
         # the run seed of every member: the rule's random streams derive from it
-        self.seeds = [int(seed)] if isinstance(seed, int) else [int(s) for s in seed]
+        seeds = list(seed) if isinstance(seed, Iterable) and not isinstance(seed, str) \
+            else [seed]
+        if not seeds:
+            raise ValueError("seed: a rule needs one seed per member, got none")
+        for s in seeds:
+            check_integer("seed", s, 0)
+        self.seeds = [int(s) for s in seeds]
 
     @property
     def seed(self) -> int:

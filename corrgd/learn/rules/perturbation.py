@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from corrgd.learn import streams
+from corrgd.learn.checks import check_integer, check_number
 from corrgd.learn.losses import LossFn
 from corrgd.learn.nn.network import Net, Trace
 from corrgd.learn.rules.base import LearningRule, Step, member_targets
@@ -54,14 +55,14 @@ class NodePerturbation(LearningRule):
     def __init__(self, sigma2: float | Sequence[float] = 1e-6, samples: int = 1,
                  noisy_baseline: bool = False, seed: int | Sequence[int] = 0) -> None:
         super().__init__(seed)
-        variances = [float(sigma2)] * len(self.seeds) if isinstance(sigma2, int | float) \
-            else [float(v) for v in sigma2]
-        if len(variances) != len(self.seeds):
-            raise ValueError(f"{len(variances)} noise variances for {len(self.seeds)} members")
-        if min(variances) <= 0:
-            raise ValueError(f"noise variance sigma2 must be > 0, got {min(variances)}")
-        if samples < 1:
-            raise ValueError(f"noise samples must be >= 1, got {samples}")
+        given = [sigma2] * len(self.seeds) if isinstance(sigma2, int | float | str) \
+            else list(sigma2)
+        if len(given) != len(self.seeds):
+            raise ValueError(f"{len(given)} noise variances for {len(self.seeds)} members")
+        for v in given:
+            check_number("noise variance sigma2", v, 0, closed="neither")
+        variances = [float(v) for v in given]
+        check_integer("noise samples", samples)
         if noisy_baseline and not self.supports_noisy_baseline:
             raise ValueError(f"{self.name}: the noisy baseline needs noise at every layer")
         self.variances, self.samples, self.noisy_baseline = variances, samples, noisy_baseline
