@@ -269,6 +269,18 @@ def test_a_worker_resumes_the_runs_of_a_killed_worker_at_once(folder: Path) -> N
     assert set(open_db(url).runs_frame("tiny")["status"]) == {"done"}
 
 
+def test_selecting_by_a_split_the_runs_lack_says_why(folder: Path) -> None:
+    (folder / "nt.yaml").write_text("name: nt\ndataset: synthetic-correlated\n"
+                                    "data: {n_train: 200, n_test: 0}\nnetwork: mlp\n"
+                                    "hidden: [8]\nalgorithm: bp\nepochs: 1\n")
+    url = db_url(folder)
+    assert cli("sweep", "nt.yaml", "--db", url, "--workers", "1", cwd=folder).exit_code == 0
+    assert_refused(bad(folder, "best-params", "--metric", "test_acc", "--db", url),
+                   "no 'test' results", "no test split, e.g. n_test: 0")
+    assert_refused(bad(folder, "best-params", "--db", url),
+                   "no 'val' results", "val_size > 0")
+
+
 def test_a_standalone_worker_prints_each_epoch_and_run(folder: Path) -> None:
     enqueue(folder)
     out = _corrgd(folder, "worker", "--db", db_url(folder))

@@ -100,8 +100,10 @@ def best_params(db: ResultsDB, *, sweep: str | None, metric: str | None, out: Pa
     finished_ids = runs.loc[runs["status"].isin(FINISHED), "run_id"]
     if not finished_ids.empty and not (epochs["run_id"].isin(finished_ids)
                                        & (epochs["split"] == split)).any():
-        raise ReportError(f"sweep {name} has no {split!r} results to select by "
-                          f"(run with val_size > 0, or pick another --metric)")
+        why = {"val": "a val split needs val_size > 0 in the spec",
+               "test": "its runs have no test split, e.g. n_test: 0"}.get(split, "")
+        raise ReportError(f"sweep {name} has no {split!r} results to select by ({why}); pick "
+                          "another --metric")
     tables, messages = best_params_tables(runs, epochs, metric, name)
     paths = _show(tables, out, console)
     for line in messages:
