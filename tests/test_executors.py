@@ -366,3 +366,16 @@ def test_slurm_signalled_worker_releases_and_is_requeued(
         check=True,
     ).stdout.split()
     assert history[0] == "REQUEUED"
+
+
+def test_a_worker_whose_parent_is_gone_ends_without_a_traceback() -> None:
+    """`corrgd sweep` killed (kill -9): its local workers finish their runs, then find the
+    pipe to it broken when they say how they ended; nobody is left to tell."""
+    import multiprocessing as mp
+
+    from corrgd.run.executors.local import _tell
+
+    reader, writer = mp.Pipe(duplex=False)
+    reader.close()
+    _tell(writer, ("ok", 1))  # no BrokenPipeError
+    writer.close()

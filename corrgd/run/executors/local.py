@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
@@ -35,12 +36,12 @@ def _child_main(fn: WorkerFn, kwargs: dict[str, Any], conn: Connection) -> None:
     try:
         value = fn(**kwargs)
     except BaseException as e:
-        conn.send(("error", (traceback.format_exc(), _picklable(e))))
+        _tell(conn, ("error", (traceback.format_exc(), _picklable(e))))
         if isinstance(e, WorkerStopped):  # the parent tells the user
             conn.close()
             os._exit(1)
         raise
-    conn.send(("ok", value))
+    _tell(conn, ("ok", value))
     conn.close()
     # The worker's work is saved and its result sent: skip Python's shutdown, which after
     # training tears torch's modules down for about 0.4 s while the sweep waits. What of it
@@ -51,6 +52,13 @@ def _child_main(fn: WorkerFn, kwargs: dict[str, Any], conn: Connection) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def _tell(conn: Connection, message: tuple) -> None:
+    """Send the parent how the worker ended; a parent that is gone (killed: the pipe is
+    broken) has nobody to tell, and what the worker did is in the database."""
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        conn.send(message)
 
 
 def _picklable(e: BaseException) -> BaseException | None:
