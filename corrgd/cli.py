@@ -1049,4 +1049,3 @@ def report(
         _reporting(lambda: report_figure(str(figure), lambda: _open_db(db, readonly=True),
                                          sweep=sweep, lrs=lrs, out=out, console=console,
                                          metric=metric, pruned=pruned))
-
