@@ -551,3 +551,20 @@ def test_download_runs_under_a_socket_timeout_and_restores_it() -> None:
     assert seen == [7.0] and socket.getdefaulttimeout() == before
     assert reason == "download failed: RuntimeError: Error downloading x: Tried mirror, got: 404"
     assert download_module.try_download(lambda: None, "http://localhost/f", timeout=7.0) is None
+
+
+def test_scaled_pixels_are_float32_whatever_the_default_dtype_was() -> None:
+    """The per-channel stats are cached: made under a float64 default (as a float64 test
+    sets it) they must not turn later float32 batches into float64."""
+    from corrgd.data.transforms import _channel_stats, scale_pixels
+
+    _channel_stats.cache_clear()
+    pixels = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)
+    stats = ((0.5, 0.4, 0.3), (0.2, 0.2, 0.2))
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        assert scale_pixels(pixels, 255.0, *stats).dtype == torch.float32
+    finally:
+        torch.set_default_dtype(default)
+    assert scale_pixels(pixels, 255.0, *stats).dtype == torch.float32

@@ -26,11 +26,12 @@ def scale_pixels(
 @functools.lru_cache(maxsize=16)
 def _channel_stats(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
                    ) -> tuple[Tensor, Tensor]:
-    """Per-channel mean and std as (1, C, 1, 1) tensors on `device`, made once: a training
-    step copies nothing from the host."""
+    """Per-channel mean and std as float32 (1, C, 1, 1) tensors on `device`, made once: a
+    training step copies nothing from the host. float32 whatever torch's default dtype was
+    when they were made (the cache would hand float64 ones on to float32 batches)."""
     shape = (1, len(mean), 1, 1)
-    return (torch.tensor(mean, device=device).view(shape),
-            torch.tensor(std, device=device).view(shape))
+    return (torch.tensor(mean, dtype=torch.float32, device=device).view(shape),
+            torch.tensor(std, dtype=torch.float32, device=device).view(shape))
 
 
 def center_crop(xb: Tensor, size: int) -> Tensor:
