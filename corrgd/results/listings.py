@@ -123,10 +123,11 @@ def runs_table(db: ResultsDB, sweep: str | None = None, statuses: list[str] | No
         if key not in table:
             raise KeyError(key)
         numeric = table[key].map(_is_number).all() and len(table)
-        for value in values:
-            if numeric and not _is_number(_parsed(value)):
+        wanted = [(value, _parsed(value)) for value in values]  # parsed once, not per row
+        for value, parsed in wanted:
+            if numeric and not _is_number(parsed):
                 raise ValueError(f"{key}: {value!r} is not a number, and {key} is")
-        table = table[[any(_matches(v, value) for value in values) for v in table[key]]]
+        table = table[[any(_matches(v, *w) for w in wanted) for v in table[key]]]
     return table.reset_index(drop=True)
 
 
@@ -142,9 +143,9 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _matches(cell: Any, wanted: str) -> bool:
-    """Whether a cell holds the value `wanted` names (YAML, as a spec writes it)."""
-    value = _parsed(wanted)
+def _matches(cell: Any, wanted: str, value: Any) -> bool:
+    """Whether a cell holds the value `wanted` names (YAML, as a spec writes it; `value`:
+    as `_parsed` reads it)."""
     if _is_number(value) and _is_number(cell):
         return math.isclose(float(cell), float(value), rel_tol=1e-9)
     return cell == value or text(cell) == wanted
