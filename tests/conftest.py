@@ -32,7 +32,10 @@ def float64() -> Iterator[None]:
 @pytest.fixture
 def single_thread() -> Iterator[None]:
     """Run on one intra-op thread: the tiny tensors of the maths tests gain nothing from
-    more, and lose a lot when the machine's cores are busy with other work."""
+    more, and lose a lot when the machine's cores are busy with other work. Tests that
+    compare a member with its run alone bit for bit need it too: with two threads, MKL
+    splits a small product like (10 x 64)(64 x 16) across them for a group of one and not
+    for a larger group (measured on an AVX2 CPU), which rounds it otherwise."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -204,8 +204,9 @@ def test_a_pruned_grid_stops_members_inside_their_group_and_the_rest_train_on_bi
     (tmp_path / "full.yaml").write_text(GRID.format(name="full"))
     (tmp_path / "pruned.yaml").write_text(GRID.format(name="pruned")
                                           + "prune: {metric: val_acc, reduction: 3}\n")
-    _sweep(tmp_path, "full", "--workers", "1")
-    _sweep(tmp_path, "pruned", "--workers", "1")  # all six in one group
+    # one worker, one thread: bitwise comparisons (tests/conftest.py: single_thread)
+    _sweep(tmp_path, "full", "--workers", "1", "--threads", "1")
+    _sweep(tmp_path, "pruned", "--workers", "1", "--threads", "1")  # all six in one group
     db = open_db(f"sqlite:///{tmp_path / 'r.sqlite'}")
     full, pruned = db.runs_frame("full"), db.runs_frame("pruned")
     assert set(full["status"]) == {"done"}
@@ -235,7 +236,7 @@ def test_a_pruned_grid_stops_members_inside_their_group_and_the_rest_train_on_bi
     survivor = float(pruned.loc[pruned["status"] == "done", "lr"].iloc[0])
     table = (tmp_path / "out" / "tables" / "best-params-pruned-detail.csv").read_text()
     assert f"{survivor:g}" in table or f"{survivor}" in table, table
-    _sweep(tmp_path, "pruned", "--workers", "1")
+    _sweep(tmp_path, "pruned", "--workers", "1", "--threads", "1")
     after = open_db(f"sqlite:///{tmp_path / 'r.sqlite'}").runs_frame("pruned")
     assert after["status"].tolist() == pruned["status"].tolist()
     assert after["attempts"].tolist() == [1] * 6  # nothing claimed or trained again
@@ -253,9 +254,10 @@ def test_a_shrunk_group_is_refilled_from_the_queue_and_every_run_keeps_its_numbe
     prune = "prune: {metric: val_acc, reduction: 3}\n"
     for name, text in (("full", grid), ("refilled", grid + prune), ("claimed", grid + prune)):
         (tmp_path / f"{name}.yaml").write_text(text.replace("name: {name}", f"name: {name}"))
-    _sweep(tmp_path, "full", "--workers", "1", "--group-size", "4")
-    _sweep(tmp_path, "refilled", "--workers", "1", "--group-size", "4")
-    _sweep(tmp_path, "claimed", "--workers", "1", "--group-size", "4", "--no-refill")
+    one = ("--workers", "1", "--threads", "1", "--group-size", "4")  # bitwise: one thread
+    _sweep(tmp_path, "full", *one)
+    _sweep(tmp_path, "refilled", *one)
+    _sweep(tmp_path, "claimed", *one, "--no-refill")
     db = open_db(f"sqlite:///{tmp_path / 'r.sqlite'}")
     runs = {name: db.runs_frame(name) for name in ("full", "refilled", "claimed")}
     assert runs["refilled"]["group_id"].nunique() == 1  # one claim, refilled 8 times over

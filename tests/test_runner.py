@@ -26,6 +26,8 @@ from corrgd.run.runner import (
 from corrgd.spec.config import RunConfig
 from corrgd.storage import MetricRow
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # bitwise comparisons (conftest)
+
 CONFIG = dict(dataset="digits", network="mlp", hidden=[32], algorithm="bp", decor=True,
               decor_lr=1e-3, lr=1e-3, epochs=4, batch_size=64, val_size=200, seed=3)
 
