@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from queue_helper import claim_one
 from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from corrgd.spec.config import canonical_json, config_hash
 from corrgd.storage import (
@@ -203,6 +203,23 @@ def test_pickled_db_reopens(db: ResultsDB) -> None:
     try:
         assert len(clone.runs_frame()) == 2
     finally:
+        clone.close()
+
+
+def test_a_read_only_handle_writes_nothing_and_reopens_read_only(db: ResultsDB) -> None:
+    """SQLite opens the file with query_only; PostgreSQL makes every transaction read-only.
+    A pickled read-only handle comes back read-only (it reopened read-write before)."""
+    db.add_sweep("s", "spec", make_runs(2))
+    readonly = open_db(db.url, readonly=True)
+    clone = pickle.loads(pickle.dumps(readonly))
+    try:
+        for handle in (readonly, clone):
+            assert handle.readonly and len(handle.runs_frame()) == 2
+            with pytest.raises(DBAPIError, match="read-?only"):
+                handle.add_sweep("t", "spec", make_runs(1))
+        assert db.list_sweeps()["sweep"].tolist() == ["s"]
+    finally:
+        readonly.close()
         clone.close()
 
 

@@ -11,6 +11,7 @@ import os
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import URL, ColumnElement, Connection, Engine, func
@@ -37,7 +38,7 @@ def open_db(url: str | URL | None = None, *, readonly: bool = False) -> ResultsD
     ``url`` defaults to ``$CORRGD_DB``, else ``sqlite:///results/corrgd.sqlite``
     (the folder is created). Use ``postgresql+psycopg://USER:PW@HOST:PORT/DB``
     for a shared server. Each process must open its own ``ResultsDB`` (pickling
-    one re-opens it from its URL in the receiving process).
+    one re-opens it from its URL in the receiving process, read-only if it was).
 
     ``readonly`` (status, reports): create and change nothing; a missing SQLite file is
     :class:`MissingDatabase`, a schema older than this corrgd's :class:`SchemaTooOld`.
@@ -52,7 +53,7 @@ def open_db(url: str | URL | None = None, *, readonly: bool = False) -> ResultsD
     except BaseException:
         engine.dispose()
         raise
-    return ResultsDB(engine, resolved.render_as_string(hide_password=False))
+    return ResultsDB(engine, resolved.render_as_string(hide_password=False), readonly=readonly)
 
 
 @retry_transient()
@@ -64,9 +65,10 @@ def _in_transaction(engine: Engine, fn: Callable[[Connection], R]) -> R:
 class ResultsDB:
     """A handle on the results database. Thread-safe; not to be shared across processes."""
 
-    def __init__(self, engine: Engine, url: str) -> None:
+    def __init__(self, engine: Engine, url: str, *, readonly: bool = False) -> None:
         self.engine = engine
         self.url = url
+        self.readonly = readonly
         self.backend = engine.dialect.name  # "sqlite" or "postgresql"
         self._write_engine = engine.execution_options(**WRITE_OPTIONS)
         # Reads that span several queries (e.g. epochs_frame) see one snapshot.
@@ -112,7 +114,7 @@ class ResultsDB:
         self.close()
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (open_db, (self.url,))
+        return (partial(open_db, readonly=self.readonly), (self.url,))
 
     def __repr__(self) -> str:
         return f"ResultsDB({self.engine.url!r})"
@@ -224,8 +226,7 @@ class ResultsDB:
         return queries.sweep_counts(self)
 
     def run_counts(self, sweep: str) -> dict[str, int]:
-        """One sweep's runs per status (queued, running, done, failed, diverged,
-        cancelled) and in all (total)."""
+        """One sweep's runs per status (`RunStatus`), cancelled and in all (total)."""
         from corrgd.storage import queries
 
         return queries.run_counts(self, sweep)

@@ -74,7 +74,8 @@ def make_engine(url: str | URL | None = None, *, readonly: bool = False) -> Engi
     """Create an engine for ``url`` (see :func:`resolve_url`), configured per backend.
 
     ``readonly``: for commands that only read; an SQLite file must exist already
-    (:class:`MissingDatabase` otherwise) and is opened read-only, creating nothing.
+    (:class:`MissingDatabase` otherwise) and is opened read-only, creating nothing; on
+    PostgreSQL every transaction is read-only.
     """
     resolved = resolve_url(url)
     if resolved.get_backend_name() == "sqlite":
@@ -82,7 +83,15 @@ def make_engine(url: str | URL | None = None, *, readonly: bool = False) -> Engi
     # No pool_pre_ping: a pooled connection the server dropped fails the transaction,
     # which is then retried on a fresh connection (see retry.py), without a round
     # trip before every transaction.
-    return create_engine(resolved, json_serializer=dumps_jsonable)
+    connect_args = {"options": _with_option(resolved, "-c default_transaction_read_only=on")
+                    } if readonly else {}
+    return create_engine(resolved, json_serializer=dumps_jsonable, connect_args=connect_args)
+
+
+def _with_option(url: URL, option: str) -> str:
+    """The URL's libpq `options` (e.g. ``-csearch_path=...``) and `option` after them."""
+    given = url.query.get("options", ())
+    return " ".join([*([given] if isinstance(given, str) else given), option])
 
 
 def sqlite_path(url: URL) -> Path | None:
