@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from cli_helper import cli
 
-from corrgd.spec.sweeps import load_spec
+from corrgd.spec.sweeps import load_spec, parse_spec
 from corrgd.storage import open_db
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
@@ -137,6 +137,19 @@ def test_a_spec_selecting_regression_runs_by_accuracy_is_one_line(tmp_path: Path
     (line,) = result.stderr.strip().splitlines()
     assert "regacc.yaml" in line and "select.metric" in line and "val_loss" in line
     assert not (tmp_path / "r.sqlite").exists()
+
+
+def test_select_ranks_regression_runs_by_their_loss_unless_told() -> None:
+    """As `prune:` does: a regression spec's `select:` without a metric takes val_loss (it
+    took val_acc, then refused it as an accuracy on regression data)."""
+    spec = ("name: reg\ndataset: diabetes\nalgorithm: bp\nnetwork: mlp\nloss: mse\n"
+            "val_size: 50\nselect: {from: other}\n")
+    assert parse_spec(spec).select == {"from": "other", "metric": "val_loss"}
+    assert parse_spec(spec.replace("{from: other}", "{from: other, metric: test_loss}")
+                      ).select == {"from": "other", "metric": "test_loss"}
+    classification = ("name: c\ndataset: digits\nnetwork: mlp\nalgorithm: bp\n"
+                      "select: {from: other}\n")
+    assert parse_spec(classification).select == {"from": "other", "metric": "val_acc"}
 
 
 def test_the_sarcos_specs_expand() -> None:

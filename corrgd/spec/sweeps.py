@@ -133,7 +133,8 @@ def parse_spec(text: str, *, source: str = "<spec>", default_name: str = "sweep"
     select = doc.get("select")
     if select is not None:
         _check_select(select, source)
-        _check_metric_task(select.get("metric", "val_acc"), grids, source, "select.metric")
+        select = {"metric": _default_metric(grids), **select}
+        _check_metric_task(select["metric"], grids, source, "select.metric")
         _check_selected_unset(select, grids, source, "grids" in doc)
     prune = _pruning(doc["prune"], grids, source) if "prune" in doc else None
     description = doc.get("description") or ""
@@ -268,7 +269,7 @@ def _pruning(value: Any, grids: list[Grid], source: str) -> Pruning:
             raise SpecError(source, f"prune.{key}", unknown_field(str(key), keys, "key"))
     metric = value.get("metric")
     if metric is None:
-        metric = "val_loss" if _regression_data(grids) else "val_acc"
+        metric = _default_metric(grids)
     if not isinstance(metric, str) or metric not in PRUNE_METRICS:
         raise SpecError(source, "prune.metric",
                         f"{metric!r} is not one of: {', '.join(PRUNE_METRICS)}")
@@ -281,6 +282,11 @@ def _pruning(value: Any, grids: list[Grid], source: str) -> Pruning:
                             f"must be an integer >= {least} (got {number!r})")
     return Pruning(metric, value.get("min_epochs", Pruning.min_epochs),
                    value.get("reduction", Pruning.reduction))
+
+
+def _default_metric(grids: list[Grid]) -> str:
+    """What `select:` and `prune:` rank by unless told: val_acc; val_loss for regression."""
+    return "val_loss" if _regression_data(grids) else "val_acc"
 
 
 def _check_metric_task(metric: str, grids: list[Grid], source: str, where: str) -> None:
@@ -530,7 +536,7 @@ def _subtract(box: Box, other: Box) -> list[Box]:
 
 def _selection(sweep: Sweep, best_params: BestParamsLookup | None) -> list:
     assert sweep.select is not None
-    source, metric = sweep.select["from"], sweep.select.get("metric", "val_acc")
+    source, metric = sweep.select["from"], sweep.select["metric"]
     if best_params is None:
         raise SpecError(sweep.source, "select.from", "needs a results database to read from")
     try:
