@@ -35,9 +35,9 @@ import pandas as pd
 from corrgd.results import analysis
 from corrgd.results.reports import ReportError, source
 from corrgd.results.reports.best_params import best_frame
-from corrgd.results.reports.curves import LRS_MODES, choose_settings, label_runs
+from corrgd.results.reports.curves import LRS_MODES, choose_settings, label_runs, logs_accuracy
 from corrgd.results.reports.envelopes import CSV_COLUMNS, curve_frame
-from corrgd.results.reports.peaks import logs_accuracy, peak_frame
+from corrgd.results.reports.peaks import peak_frame
 from corrgd.spec.config import AXIS_COLUMNS
 
 if TYPE_CHECKING:
@@ -249,7 +249,8 @@ def peaks(sweep: str | None = None, db: ResultsDB | str | None = None, *,
 def diagnostics(sweep: str | None = None, db: ResultsDB | str | None = None) -> pd.DataFrame:
     """The per-layer diagnostics of training epochs, one row per run, epoch and layer.
 
-    Columns: run_id, epoch, layer, the run's axes, then one column per logged
+    Columns: run_id, epoch, layer (from 1, as in ``corrgd report --metric NAME@L`` and
+    ``corrgd export``), the run's axes, then one column per logged
     statistic (``offdiag_corr``, ``gain``, ``norm_ratio``, ``angle_to_bp``, and for
     feedback alignment ``feedback_angle``, ...). Empty (with the columns run_id, epoch,
     split, layer and the axes) where none are logged: a spec with ``diagnostics: false``,
@@ -264,7 +265,7 @@ def diagnostics(sweep: str | None = None, db: ResultsDB | str | None = None) -> 
     axes = ["sweep", *AXIS_COLUMNS]
     records = [{"run_id": r.run_id, "epoch": r.epoch, "split": r.split, "layer": i, **stats}
                for r in rows.itertuples(index=False)
-               for i, stats in enumerate((r.diagnostics or {}).get("layers", []))]
+               for i, stats in enumerate((r.diagnostics or {}).get("layers", []), start=1)]
     long = pd.DataFrame.from_records(records, columns=["run_id", "epoch", "split", "layer"]
                                      if not records else None)
     info = frame[["run_id", *axes]].drop_duplicates("run_id")

@@ -130,9 +130,14 @@ def _db_source(url: str | None) -> str:
     """Where the database URL came from, for error messages."""
     if url is None:
         return f"the default database ({DEFAULT_URL})"
-    if os.environ.get(ENV_VAR) == url and not any(a.startswith("--db") for a in sys.argv):
+    if _from_env(ENV_VAR, "--db", url):
         return f"{ENV_VAR}={url}"
     return f"--db {url}"
+
+
+def _from_env(variable: str, flag: str, value: str | None) -> bool:
+    """Whether `value` came from the environment `variable`, not from `flag`."""
+    return os.environ.get(variable) == value and not any(a.startswith(flag) for a in sys.argv)
 
 
 def _open_db(url: str | None, *, readonly: bool = False) -> Any:
@@ -268,8 +273,7 @@ def _check_data(source: str, configs: Any, data_dir: str | None) -> None:
 
 def _check_data_dir(data_dir: str | None) -> None:
     """A data folder that exists must be a folder (a missing one is created on download)."""
-    source = "CORRGD_DATA" if os.environ.get("CORRGD_DATA") == data_dir and not any(
-        a.startswith("--data-dir") for a in sys.argv) else "--data-dir"
+    source = "CORRGD_DATA" if _from_env("CORRGD_DATA", "--data-dir", data_dir) else "--data-dir"
     _check_folder(source, data_dir, "data sets live in")
 
 
@@ -504,8 +508,7 @@ def _open_for(url: str | None, sweep: str | None, *, named: str = "--sweep") -> 
     refused without creating anything."""
     probe = _open_db(url, readonly=True)
     try:
-        if sweep is not None and not _has_sweep(probe, sweep):
-            raise _no_such_sweep(probe, sweep, named)
+        _require_sweep(probe, sweep, named)
     finally:
         probe.close()
     return _open_db(url)
@@ -513,6 +516,12 @@ def _open_for(url: str | None, sweep: str | None, *, named: str = "--sweep") -> 
 
 def _has_sweep(database: Any, name: str) -> bool:
     return name in set(database.list_sweeps()["sweep"])
+
+
+def _require_sweep(database: Any, sweep: str | None, named: str = "--sweep") -> None:
+    """Refuse a `sweep` (given, not None) that the database does not hold."""
+    if sweep is not None and not _has_sweep(database, sweep):
+        raise _no_such_sweep(database, sweep, named)
 
 
 def _check_same_sweep(database: Any, parsed: Any, spec: Path, extend: bool,
@@ -648,8 +657,7 @@ def status(
     from corrgd.console import print_status
 
     database = _open_db(db, readonly=True)
-    if sweep is not None and not _has_sweep(database, sweep):
-        raise _no_such_sweep(database, sweep)
+    _require_sweep(database, sweep)
     print_status(console, database, sweep)
 
 
@@ -691,8 +699,7 @@ def runs(
             raise fail(f"--where {item!r}: expected AXIS=VALUE")
         filters.setdefault(key.strip(), []).append(value.strip())
     database = _open_db(db, readonly=True)
-    if sweep is not None and not _has_sweep(database, sweep):
-        raise _no_such_sweep(database, sweep)
+    _require_sweep(database, sweep)
     try:
         table = runs_table(database, sweep, status_, filters)
     except ValueError as e:
@@ -767,8 +774,7 @@ def export(
     if stored is not None and to.resolve() == stored.resolve():
         raise fail(f"--to {to}: that is the results database itself; give another file, "
                    "e.g. all.csv")
-    if sweep is not None and not _has_sweep(database, sweep):
-        raise _no_such_sweep(database, sweep)
+    _require_sweep(database, sweep)
     from corrgd.storage.files import write_atomic
 
     frame = export_frame(database, sweep)
@@ -907,6 +913,7 @@ def _train_one(database: Any, parsed: Any, config: Any, *, device: str, data_dir
     from corrgd.console import EpochLines
     from corrgd.data import DataNotFoundError
     from corrgd.run.worker import Worker
+    from corrgd.storage import FINAL_STATUSES
 
     console.print(f"[bold]{config.label}[/] on {config.dataset}/{config.network}, "
                   f"lr {config.lr:g}" + (f", decor lr {config.decor_lr:g}" if config.decor else ""))
@@ -918,7 +925,7 @@ def _train_one(database: Any, parsed: Any, config: Any, *, device: str, data_dir
         raise fail(str(e)) from None
     _enqueue(database, parsed, [config])
     run = database.runs_frame(parsed.name).iloc[0]
-    if run["status"] in ("done", "diverged", "pruned", "failed"):
+    if run["status"] in FINAL_STATUSES:
         console.print(f"sweep {escape(parsed.name)}: its run has finished already, "
                       f"{run['status']} (corrgd show {run['run_id']})", highlight=False)
         return 0 if run["status"] == "done" else 1
@@ -1004,7 +1011,8 @@ def report(
                          "val_acc]")]
     = None,
     lrs: Annotated[str, typer.Option(
-        help="Curves with several LRs: best (by mean peak val_acc over seeds) or all")]
+        help="Curves with several LRs: best (by mean peak val_acc over seeds; val_loss for "
+             "regression) or all")]
     = "best",
     pruned: Annotated[bool, typer.Option(
         "--pruned", help="Figures: draw the runs successive halving stopped too (they are "

@@ -324,4 +324,6 @@ def test_valid_calls_return_the_frames_they_did(url: str) -> None:
     assert best[["lr", "score", "peak_epoch"]].values.tolist() == [[1e-3, pytest.approx(0.76), 2]]
     diagnostics = api.diagnostics("full", db=url)
     assert len(diagnostics) == 4 * 3 * 2  # runs x epochs x layers (train rows only)
+    first = diagnostics[diagnostics["layer"] == 1]  # layers count from 1, as in export
+    assert set(diagnostics["layer"]) == {1, 2} and set(first["offdiag_corr"]) == {0.5}
     assert set(diagnostics["offdiag_corr"]) == {0.5, 0.25}

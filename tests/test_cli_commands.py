@@ -372,8 +372,8 @@ def _malloc_probe(setup: str, folder: Path) -> tuple[float, float]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 @pytest.mark.parametrize("setup", ["from corrgd.run.malloc import keep_freed_memory; "
                                    "assert keep_freed_memory()",
-                                   "from corrgd.run.worker import run_worker; "
-                                   "run_worker('sqlite:///' + sys.argv[1] + '/q.sqlite')"],
+                                   "from corrgd.run.worker import WorkerTask; "
+                                   "WorkerTask()('sqlite:///' + sys.argv[1] + '/q.sqlite')"],
                          ids=["keep_freed_memory", "worker"])
 def test_a_worker_keeps_freed_memory_for_the_next_tensors(setup: str, tmp_path: Path) -> None:
     """glibc serves large blocks with mmap and gives them back when freed, so each new

@@ -2,7 +2,7 @@
 
 The SLURM tests need the single-node cluster of tests/services/slurm.sh (`start` it once);
 they find it through $SLURM_CONF or /tmp/corrgd-slurm/slurm.conf and are skipped otherwise.
-The worker functions below stand in for corrgd.run.worker.run_worker: module-level, so that
+The worker functions below stand in for corrgd.run.worker.WorkerTask: module-level, so that
 spawned processes and SLURM jobs can import them (the SLURM fixture puts tests/ on PYTHONPATH).
 """
 

@@ -45,8 +45,6 @@ def _per_member(values: float | Sequence[float], members: int, name: str) -> lis
 class MemberOptimizer:
     """Shared plumbing: parameters, per-member hyperparameters, per-member state."""
 
-    state_names: tuple[str, ...] = ()
-
     def __init__(self, params: Iterable[nn.Parameter], members: int, **hyper: Any) -> None:
         check_integer("members", members)
         self.params = list(params)

@@ -25,9 +25,8 @@ from corrgd.run.cores import cores, cpu_workers_running, fair_threads
 from corrgd.run.devices import default_devices
 from corrgd.run.faults import DiskFull, full_disk
 from corrgd.run.liveness import slurm_jobs, worker_gone
-from corrgd.storage import ResultsDB
+from corrgd.storage import FINAL_STATUSES, ResultsDB
 
-FINISHED = ("done", "failed", "diverged", "pruned")
 REPLACEMENTS = 3  # local workers started in place of dead ones, per worker planned
 
 
@@ -220,13 +219,13 @@ def _follow(db: ResultsDB, sweep: str, launch: Launch, *, max_attempts: int | No
 def progress(db: ResultsDB, sweep: str) -> Tick:
     """The sweep's runs, epochs done of all, and the last training row of each running run."""
     runs = db.runs_frame(sweep)
-    finished = runs["status"].isin(FINISHED)
+    ended = runs["status"].isin(FINAL_STATUSES)
     epochs_total = int(sum(c["epochs"] + 1 for c in runs["config"]))
     epochs_done = int(sum(
-        c["epochs"] + 1 if f else max(0, int(le) + 1)
-        for c, le, f in zip(runs["config"], runs["last_epoch"], finished, strict=True)))
+        c["epochs"] + 1 if e else max(0, int(le) + 1)
+        for c, le, e in zip(runs["config"], runs["last_epoch"], ended, strict=True)))
     counts = runs["status"].value_counts().to_dict()
-    summary = (f"runs {int(finished.sum())}/{len(runs)} done"
+    summary = (f"runs {int(ended.sum())}/{len(runs)} ended"
                + "".join(f", {counts[s]} {s}" for s in ("running", "failed", "diverged", "pruned")
                          if counts.get(s)))
     running = runs[runs["status"] == "running"]

@@ -64,10 +64,6 @@ log = logging.getLogger(__name__)
 DIAGNOSTIC_SAMPLES = 256  # batch the per-epoch diagnostics are measured on
 CHECK_EVERY = 10  # steps between loss checks (NaN) and progress reports
 
-def group_key(config: RunConfig) -> str:
-    """Runs with equal keys can train as one group (`RunConfig.group_key`)."""
-    return config.group_key()
-
 
 @dataclass
 class RunResult:
@@ -204,13 +200,10 @@ def data_key(config: RunConfig) -> tuple:
 def learning_rates(config: RunConfig, epoch: int) -> tuple[float, float, float]:
     """(forward LR, decor LR, conv decor LR) of training epoch `epoch` (1-based): the
     `first_epoch_*` values in epoch 1 where set."""
-    conv = config.decor_conv_lr or config.decor_lr
-    if epoch == 1 and config.first_epoch_decor_lr:
-        conv = config.decor_conv_lr or config.first_epoch_decor_lr
-    if epoch == 1:
-        return (config.first_epoch_lr or config.lr,
-                config.first_epoch_decor_lr or config.decor_lr, conv)
-    return config.lr, config.decor_lr, conv
+    first = epoch == 1
+    lr = (first and config.first_epoch_lr) or config.lr
+    decor_lr = (first and config.first_epoch_decor_lr) or config.decor_lr
+    return lr, decor_lr, config.decor_conv_lr or decor_lr
 
 
 # --- a group ---------------------------------------------------------------------------------
@@ -219,7 +212,7 @@ class Group:
 
     def __init__(self, configs: Sequence[RunConfig], data: DataSplits, device: torch.device,
                  members: Sequence[int] | None = None) -> None:
-        if len({group_key(c) for c in configs}) != 1:
+        if len({c.group_key() for c in configs}) != 1:
             raise ValueError("a group's configs must differ only in " + ", ".join(PER_MEMBER))
         if data.val is not None:
             raise ValueError("pass the whole training split (val None): each run holds out "
@@ -241,7 +234,7 @@ class Group:
 
     def extend(self, other: Group) -> None:
         """Take on the members of `other`, a group of runs like these, after this one's."""
-        if group_key(other.shared) != group_key(self.shared):
+        if other.shared.group_key() != self.shared.group_key():
             raise ValueError("a group's configs must differ only in " + ", ".join(PER_MEMBER))
         self.net.extend_members(other.net)
         self.rule.extend_members(other.rule)

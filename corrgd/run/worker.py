@@ -43,11 +43,10 @@ if TYPE_CHECKING:
     from corrgd.run.runner import MemberEpoch, Refill
 
 # The training stack (torch, corrgd.run.runner) is imported where a group is trained, not with
-# this module: the CLI imports `WorkerTask` to start workers, and must not wait seconds for
-# torch before it can.
+# this module: the CLI and `corrgd.run.launch` import it to start workers, and must not wait
+# seconds for torch before they can.
 
 log = logging.getLogger(__name__)
-
 
 
 class Interrupted(Exception):
@@ -354,14 +353,3 @@ class WorkerTask:
             helper = threading.Thread(target=self.worker.release, daemon=True)
             helper.start()
             helper.join(timeout)
-
-
-def run_worker(db_url: str | None = None, *, sweep: str | None = None, device: str = "cpu",
-               lease_seconds: float = DEFAULT_LEASE, max_runs: int | None = None,
-               stop: threading.Event | None = None, data_dir: str | None = None,
-               checkpoint_dir: str | Path = DEFAULT_CHECKPOINT_DIR,
-               group_size: int | None = None) -> int:
-    """Drain the queue in this process; returns the number of runs finished."""
-    return WorkerTask()(db_url, sweep=sweep, device=device, lease_seconds=lease_seconds,
-                        max_runs=max_runs, stop=stop, data_dir=data_dir,
-                        checkpoint_dir=str(checkpoint_dir), group_size=group_size)

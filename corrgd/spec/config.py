@@ -198,10 +198,6 @@ class RunConfig(BaseModel):
         """The settings of `ARCHITECTURE_OPTIONS` this run sets, for `layer_shapes`."""
         return {k: v for k in ARCHITECTURE_OPTIONS if (v := getattr(self, k)) is not None}
 
-    def canonical(self) -> str:
-        """The run's identity: its settings as canonical JSON (`canonical_json`)."""
-        return canonical_json(self.model_dump(mode="json"))
-
     def hash(self) -> str:
         return config_hash(self.model_dump(mode="json"))
 

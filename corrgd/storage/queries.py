@@ -118,8 +118,8 @@ def sweep_counts(db: ResultsDB) -> pd.DataFrame:
 
 
 def run_counts(db: ResultsDB, sweep: str) -> dict[str, int]:
-    """One sweep's runs per status (queued, running, done, failed, diverged, cancelled) and
-    in all (total); zeros for a sweep that is not there."""
+    """One sweep's runs per status (`RunStatus`), cancelled and in all (total); zeros for a
+    sweep that is not there."""
     counts = sweep_counts(db)
     row = counts[counts["sweep"] == sweep]
     return {k: int(row[k].iloc[0]) if not row.empty else 0

@@ -18,7 +18,7 @@ only layer `l`'s weights.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -147,12 +147,6 @@ class Net(nn.Module):
             if layer.decor is not None:
                 rate = conv_lr if conv_lr is not None and isinstance(layer, DecorConv2d) else lr
                 layer.decor.lr.copy_(torch.as_tensor(rate, dtype=layer.decor.lr.dtype))
-
-    def set_decorrelation_settings(self, **changes: object) -> None:
-        """Replace fields of every decorrelation layer's settings (e.g. `update_order`)."""
-        for layer in self.layers:
-            if layer.decor is not None:
-                layer.decor.settings = replace(layer.decor.settings, **changes)
 
     @property
     def decorrelated(self) -> bool:

@@ -24,6 +24,7 @@ from corrgd.results.reports.curves import (
     by_sweep_lines,
     choose_settings,
     label_runs,
+    logs_accuracy,
     selection_metric,
 )
 from corrgd.results.reports.envelopes import (
@@ -32,7 +33,7 @@ from corrgd.results.reports.envelopes import (
     curve_frame,
     is_diagnostic,
 )
-from corrgd.results.reports.peaks import logs_accuracy, peak_table
+from corrgd.results.reports.peaks import peak_table
 from corrgd.results.reports.registry import TABLES
 from corrgd.results.reports.tables import Table, to_rich, write_table
 from corrgd.storage.files import write_atomic

@@ -37,14 +37,14 @@ def select_rule(metric: str = SELECT_METRIC) -> str:
             "then the smaller decor_lr")
 
 
-SELECT_RULE = select_rule()
+def logs_accuracy(epochs: pd.DataFrame) -> bool:
+    """False for regression runs: they log a loss and no accuracy."""
+    return "accuracy" in epochs and bool(epochs["accuracy"].notna().any())
 
 
 def selection_metric(epochs: pd.DataFrame) -> str:
     """val_acc; val_loss for regression runs, which log no accuracy."""
-    if "accuracy" in epochs and epochs["accuracy"].notna().any():
-        return SELECT_METRIC
-    return "val_loss"
+    return SELECT_METRIC if logs_accuracy(epochs) else "val_loss"
 
 
 @dataclass
@@ -156,7 +156,7 @@ def _ranks(frame: pd.DataFrame, columns: list[str]) -> list[int]:
 def choose_settings(curves: Curves, epochs: pd.DataFrame, lrs: str = "best") -> Curves:
     """Where a curve has runs at several (lr, decor_lr), keep the best or label each.
 
-    ``lrs="best"``: keep, per curve, the setting chosen by :data:`SELECT_RULE`
+    ``lrs="best"``: keep, per curve, the setting chosen by ``select_rule(selection_metric(epochs))``
     (failed runs do not count, and a setting with a run that diverged is not eligible; a
     curve without validation results, or whose every setting diverged, keeps all its
     settings, with a note). ``lrs="all"``: keep every run; lines of curves with
@@ -213,10 +213,3 @@ def choose_settings(curves: Curves, epochs: pd.DataFrame, lrs: str = "best") -> 
 def _lr_text(lr: float, decor_lr: float, decor: bool) -> str:
     text = f"lr {labels.format_lr(lr)}"
     return text + (f", decor lr {labels.format_lr(decor_lr)}" if decor else "")
-
-
-def selected_settings(curves: Curves) -> pd.DataFrame:
-    """One row per line: panel, curve, line, lr, decor_lr (what a figure or table shows)."""
-    columns = ["panel", "curve", "line", "lr", "decor_lr"]
-    return (curves.runs.sort_values(["panel_rank", "curve_rank", "lr", "decor_lr"])
-            [columns].drop_duplicates().reset_index(drop=True))

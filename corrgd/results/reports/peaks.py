@@ -12,16 +12,11 @@ import pandas as pd
 
 from corrgd.results.analysis import FINISHED, peak_scores
 from corrgd.results.reports import labels, progress
-from corrgd.results.reports.curves import choose_settings, label_runs
+from corrgd.results.reports.curves import choose_settings, label_runs, logs_accuracy
 from corrgd.results.reports.tables import BOLD, Table
 
 SPLITS = ("train", "test")
 SPREAD = "± sample standard deviation over seeds (ddof 1)"
-
-
-def logs_accuracy(epochs: pd.DataFrame) -> bool:
-    """False for regression runs: they log a loss and no accuracy."""
-    return "accuracy" in epochs and bool(epochs["accuracy"].notna().any())
 
 
 def peak_frame(runs: pd.DataFrame, epochs: pd.DataFrame, lrs: str = "best"

@@ -1,7 +1,8 @@
 """How complete each curve of a sweep is, for reports on sweeps still running.
 
-A run is *finished* when it is ``done`` or ``diverged`` (`corrgd.results.analysis.FINISHED`),
-or when successive halving stopped it (``pruned``): it will train no further.
+A run has *ended* (`ENDED`) when it will train no further: it is ``done`` or ``diverged``
+(`corrgd.results.analysis.FINISHED`), or successive halving stopped it (``pruned``). A
+``failed`` run has not: a rerun of the sweep trains it again.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from corrgd.results.reports import ReportError
+from corrgd.results.reports.progress import ENDED
 
 if TYPE_CHECKING:
     from corrgd.storage import ResultsDB
@@ -53,7 +54,7 @@ def load(db: ResultsDB, sweep: str, *, diagnostics: bool = False
 
 
 def completion(db: ResultsDB) -> dict[str, tuple[int, int]]:
-    """Per sweep: (finished runs, total runs); finished = done, diverged or pruned."""
+    """Per sweep: (runs that have ended, total runs); ended: `progress.ENDED`."""
     counts = db.sweep_counts()
-    return {str(r["sweep"]): (int(r["done"] + r["diverged"] + r["pruned"]), int(r["total"]))
+    return {str(r["sweep"]): (int(sum(r[s] for s in ENDED)), int(r["total"]))
             for _, r in counts.iterrows()}

@@ -2,7 +2,7 @@
 
 executor = make_executor("local", devices=["cuda:0", "cuda:1"])
 executor = make_executor("slurm", partition="gpu", gpus_per_job=1, time="04:00:00")
-handles = executor.launch(run_worker, [{"db_url": url, "sweep": "mnist"}] * 2)
+handles = executor.launch(WorkerTask(), [{"db_url": url, "sweep": "mnist"}] * 2)
 results = executor.wait(handles)           # or slurm_job_states([h.job_id for h in handles])
 """
 

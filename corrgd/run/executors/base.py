@@ -1,7 +1,7 @@
 """What every executor offers: launch worker functions somewhere, wait for them, cancel them.
 
-A *worker function* is something like :func:`corrgd.run.worker.run_worker`: it takes keyword
-arguments only, drains the shared run queue and returns how many runs it finished.
+A *worker function* is something like a :class:`corrgd.run.worker.WorkerTask`: it is called
+with keyword arguments, drains the shared run queue and returns how many runs it finished.
 """
 
 from __future__ import annotations
@@ -46,10 +46,6 @@ class WorkerResult:
     exit_code: int | None = None  # process exit code, where known
     error: str | None = None  # traceback or scheduler message when it did not complete
     exception: BaseException | None = None  # what the worker function raised, where known
-
-    @property
-    def ok(self) -> bool:
-        return self.state == "COMPLETED"
 
 
 @runtime_checkable
