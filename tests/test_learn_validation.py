@@ -121,3 +121,26 @@ def test_wrong_input_shape_names_the_expected_one():
     with pytest.raises(ValueError, match="in_features=4"):
         net(torch.zeros(5, 6))
     assert net(torch.zeros(5, 4)).shape == (2, 5, 3)
+
+
+@pytest.mark.parametrize("shape,needle", [
+    ((2, 2, 1, 5, 5), "members=1"),  # a member the layer lacks was dropped without a word
+    ((2, 1, 5, 5), r"got \(2, 1, 5, 5\)"),  # no member axis
+    ((1, 2, 3, 5, 5), "in_channels=1"),
+    ((1, 2, 1, 2, 5), "H and W at least 3"),  # smaller than the kernel
+])
+def test_a_conv_layer_names_the_input_shape_it_expects(shape, needle):
+    for decor in (None, ON):
+        with pytest.raises(ValueError, match=needle):
+            DecorConv2d(1, 2, 3, decor=decor)(torch.randn(shape))
+    assert DecorConv2d(1, 2, 3, padding=1)(torch.randn(1, 2, 1, 1, 1)).shape == (1, 2, 2, 1, 1)
+
+
+def test_a_decorrelation_update_on_an_empty_batch_is_refused_and_changes_nothing():
+    """It divided by the rows: the matrix turned NaN for good, without an error."""
+    for layer, empty in ((DecorLinear(4, 3, ON), torch.zeros(1, 0, 4)),
+                         (DecorConv2d(1, 2, 3, decor=ON), torch.zeros(1, 0, 1, 5, 5))):
+        before = layer.decor.matrix.clone()
+        with pytest.raises(ValueError, match="at least one sample"):
+            layer.update_decorrelation(empty)
+        assert torch.equal(layer.decor.matrix, before)

@@ -135,6 +135,11 @@ class DecorLayer(nn.Module):
         mu = self.batch_mean(x) if given is None else given
         return mu if self.decor.settings.mean_in_graph else mu.detach()
 
+    def check_input(self, x: Tensor) -> None:
+        """A ValueError naming the shape expected, unless batch x has it: a few integer
+        comparisons per step (a wrong member count would drop members without a word)."""
+        raise NotImplementedError
+
     def batch_mean(self, x: Tensor) -> Tensor:
         """The mean of batch x (G, n, ...) that this layer's μ is made of: (G, m)."""
         raise NotImplementedError
@@ -151,6 +156,10 @@ class DecorLayer(nn.Module):
         """One step of the decorrelation rule on this layer's input batch x; the running
         mean moves towards the batch's μ (in eval mode μ is the running mean: it stays)."""
         if self.decor is not None:
+            self.check_input(x)
+            if x.shape[1] == 0:  # the rule divides by the rows: NaN, for good
+                raise ValueError(f"{type(self).__name__}: a decorrelation update needs a "
+                                 "batch of at least one sample, got none")
             rows, raw, mean = self.decor_rows(x, self.decor.settings.fraction)
             self.decor.update(rows, raw)
             if mean is not None:
@@ -189,9 +198,7 @@ class DecorLinear(DecorLayer):
 
     def forward(self, x: Tensor, mean: Tensor | None = None) -> Tensor:
         """`mean`: the mean (G, in) to subtract while training (default: x's own)."""
-        if x.dim() != 3 or x.shape[0] != self.members or x.shape[2] != self.in_features:
-            raise ValueError(f"DecorLinear expects input of shape (members={self.members}, "
-                             f"batch, in_features={self.in_features}), got {tuple(x.shape)}")
+        self.check_input(x)
         W, B, b = self.weight, self.feedback, self.bias
         if self.decor is not None:
             x, mu = self._demean(x, mean)
@@ -200,6 +207,11 @@ class DecorLinear(DecorLayer):
             else:
                 x = self.decor.decorrelate(x, mu)
         return ops.linear(x, W, b, B)
+
+    def check_input(self, x: Tensor) -> None:
+        if x.dim() != 3 or x.shape[0] != self.members or x.shape[2] != self.in_features:
+            raise ValueError(f"DecorLinear expects input of shape (members={self.members}, "
+                             f"batch, in_features={self.in_features}), got {tuple(x.shape)}")
 
     def batch_mean(self, x: Tensor) -> Tensor:
         """The mean input."""
@@ -269,6 +281,7 @@ class DecorConv2d(DecorLayer):
 
     def forward(self, x: Tensor, mean: Tensor | None = None) -> Tensor:
         """`mean`: the mean to subtract while training (default: x's own)."""
+        self.check_input(x)
         W, B, b = self.weight, self.feedback, self.bias
         if self.decor is not None:
             x, mu = self._demean(x, mean)
@@ -277,6 +290,13 @@ class DecorConv2d(DecorLayer):
             else:
                 return self._unfolded(x, mu)
         return ops.conv2d(x, W, b, self.stride, self.padding, B)
+
+    def check_input(self, x: Tensor) -> None:
+        if (x.dim() != 5 or x.shape[0] != self.members or x.shape[2] != self.in_channels
+                or min(x.shape[3:]) + 2 * self.padding < self.kernel_size):
+            raise ValueError(f"DecorConv2d expects input of shape (members={self.members}, "
+                             f"batch, in_channels={self.in_channels}, H, W), H and W at least "
+                             f"{self.kernel_size - 2 * self.padding}, got {tuple(x.shape)}")
 
     def batch_mean(self, x: Tensor) -> Tensor:
         """The mean patch, or the per-channel mean (`channel_mean`)."""
