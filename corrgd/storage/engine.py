@@ -10,6 +10,7 @@ failing half-way through (see :data:`WRITE_OPTIONS`).
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -33,21 +34,30 @@ WRITE_OPTIONS = {BEGIN_OPTION: "IMMEDIATE"}
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
+URL_WITHOUT_SLASHES = re.compile(r"(sqlite|postgres(ql)?(\+\w+)?|file):", re.IGNORECASE)
 URL_FORMS = "give an SQLite file (PATH or sqlite:///PATH) or postgresql+psycopg://USER:PW@HOST/DB"
 
 
 def resolve_url(url: str | URL | None = None) -> URL:
     """The URL to use: ``url``, else ``$CORRGD_DB``, else the default SQLite file. A plain
-    path (no ``scheme://``) is an SQLite file. ValueError for a URL that is not one or of
-    a database corrgd does not support."""
+    path (no ``scheme://``) is an SQLite file; a leading ~ in a file's path is a home.
+    ValueError for a URL that is not one or of a database corrgd does not support."""
     given = url or os.environ.get(ENV_VAR) or DEFAULT_URL
     if isinstance(given, str) and "://" not in given:
+        if URL_WITHOUT_SLASHES.match(given):  # sqlite:x.sqlite made a file of that name
+            raise ValueError(f"a URL without '//' ({given.partition(':')[0]}:...); "
+                             f"{URL_FORMS}")
         given = f"sqlite:///{given}"
     try:
         resolved = make_url(given)
     except (ArgumentError, ValueError) as e:  # ValueError: a port that is not a number
         raise ValueError(f"not a database URL ({str(e).splitlines()[0]}); {URL_FORMS}") \
             from None
+    if resolved.get_backend_name() == "sqlite" and (resolved.database or "").startswith("~"):
+        home = os.path.expanduser(resolved.database or "")
+        if home.startswith("~"):  # ~name of no user: it would make a folder named so
+            raise ValueError(f"no home folder for {home.split('/')[0]}; {URL_FORMS}")
+        resolved = resolved.set(database=home)
     if resolved.get_backend_name() not in SUPPORTED_BACKENDS:
         raise ValueError(
             f"unsupported database {resolved.get_backend_name()!r}: use sqlite:///PATH "
