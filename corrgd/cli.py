@@ -220,12 +220,13 @@ def _check_slurm_options(time: str, gpus_per_job: int, cpus_per_job: int,
     _check_positive("--array-parallelism", array_parallelism, strict=False)
 
 
-def _check_devices(flag: str, devices: list[str]) -> None:
-    """Every device a worker would use exists here: cpu, or a CUDA GPU that is present."""
-    from corrgd.run.devices import device_problem
+def _check_devices(flag: str, devices: list[str], *, here: bool = True) -> None:
+    """Every device a worker would use is a device name and (`here`) exists here: cpu, or
+    a CUDA GPU that is present."""
+    from corrgd.run.devices import device_name_problem, device_problem
 
     for device in devices:
-        if problem := device_problem(device):
+        if problem := (device_problem if here else device_name_problem)(device):
             raise fail(f"{flag}: {problem}")
 
 
@@ -274,21 +275,41 @@ def _check_data(source: str, configs: Any, data_dir: str | None) -> None:
 def _check_data_dir(data_dir: str | None) -> None:
     """A data folder that exists must be a folder (a missing one is created on download)."""
     source = "CORRGD_DATA" if _from_env("CORRGD_DATA", "--data-dir", data_dir) else "--data-dir"
-    _check_folder(source, data_dir, "data sets live in")
+    _check_folder(source, data_dir, "data sets live in", expand=True)
 
 
-def _check_folder(flag: str, folder: str | None, what: str) -> None:
+def _check_folder(flag: str, folder: str | None, what: str, *, expand: bool = False) -> None:
     """A folder flag's path is a folder where it exists, and where it does not, its nearest
-    existing parent is (it is created on first use)."""
+    existing parent is (it is created on first use); `expand`: a leading ~ is a home."""
     if folder is None:
         return
     if not folder.strip():  # Path('') is the current folder
         raise fail(f"{flag}: empty; give the folder {what}")
-    path = Path(folder)
-    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    try:
+        path = Path(folder).expanduser() if expand else Path(folder)
+        existing = _nearest_existing(path)
+    except RuntimeError as e:  # expanduser: ~name of no user
+        raise fail(f"{flag} {folder}: {str(e).rstrip('.').lower()}; give the folder {what}"
+                   ) from None
+    except OSError as e:  # a name too long, a loop of links
+        raise fail(f"{flag} {folder}: {e.strerror or e}; give the folder {what}") from None
+    if existing is not None and existing.is_symlink() and not existing.exists():
+        raise fail(f"{flag} {folder}: {existing} is a link to {os.readlink(existing)}, which "
+                   f"does not exist; give the folder {what}")
     if existing is not None and not existing.is_dir():
         where = "" if existing == path else f" ({existing} is a file)"
         raise fail(f"{flag} {folder}: not a folder{where}; give the folder {what}")
+
+
+def _nearest_existing(path: Path) -> Path | None:
+    """`path` or its nearest parent that exists (a link counts, where it points or not)."""
+    for candidate in (path, *path.parents):
+        try:
+            os.lstat(candidate)
+        except (FileNotFoundError, NotADirectoryError):  # missing, or under a file
+            continue
+        return candidate
+    return None
 
 
 def _check_kernels() -> None:
@@ -385,8 +406,8 @@ def sweep(
     if devices is not None and "" in [d.strip() for d in devices.split(",")]:
         raise fail(f"--devices {devices!r}: an empty device; give cpu, cuda or cuda:N, "
                    "comma-separated")
-    if executor == "local" and devices and not dry_run:
-        _check_devices("--devices", devices.split(","))
+    if executor == "local" and devices:  # a dry run checks the names, not the GPUs
+        _check_devices("--devices", devices.split(","), here=not dry_run)
     if executor == "slurm":
         _check_slurm_options(time, gpus_per_job, cpus_per_job, array_parallelism)
     if executor == "slurm" and not dry_run:
@@ -642,7 +663,8 @@ def worker(
 
 def _no_such_sweep(database: Any, sweep: str, named: str = "--sweep") -> typer.Exit:
     """`named`: how the user gave the sweep (a flag, or "sweep" for an argument)."""
-    return fail(f"{named} {sweep if sweep.strip() else repr(sweep)}: no such sweep; sweeps: "
+    shown = sweep if sweep and sweep.strip() == sweep and sweep.isprintable() else repr(sweep)
+    return fail(f"{named} {shown}: no such sweep; sweeps: "
                 f"{', '.join(database.list_sweeps()['sweep']) or 'none yet'}")
 
 
@@ -816,8 +838,12 @@ def delete(
 
     database = _open_for(db, sweep, named="sweep")
     n = int(database.list_sweeps().set_index("sweep").loc[sweep, "n_runs"])
-    if not yes and not typer.confirm(f"delete sweep {sweep} and its {n} runs?"):
-        raise typer.Exit(1)
+    try:
+        if not yes and not typer.confirm(f"delete sweep {sweep} and its {n} runs?"):
+            raise typer.Exit(1)
+    except typer.Abort:  # no answer: stdin is closed (a script, a pipe)
+        raise fail(f"delete {sweep}: no answer to the question (stdin closed); give --yes "
+                   "to delete without asking") from None
     try:
         deleted = database.delete_sweep(sweep)
     except SweepBusy as e:
@@ -867,10 +893,15 @@ def train(
                                 "decor_lr": decor_lr, "lr": lr, "epochs": epochs,
                                 "batch_size": batch_size, "seed": seed}
     flags = {k: f"--{k.replace('_', '-')}" for k in settings} | {"decor": "--decor-lr"}
+    given: dict[str, str] = {}
     for item in set_ or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise fail(f"--set {item!r}: expected KEY=VALUE")
+        if key.strip() in given:
+            raise fail(f"--set {key.strip()}: given twice ({given[key.strip()]}, {value}); "
+                       "give it once")
+        given[key.strip()] = value
         if key.strip() in flags:  # one place for each setting: its flag
             raise fail(f"--set {key.strip()}: give it with {flags[key.strip()]}")
         if key.strip() in RESERVED:

@@ -41,6 +41,7 @@ def folder(tmp_path: Path) -> Path:
     ("batch_size: true", ["batch_size", "a number, not true"]),
     ("np_samples: false", ["np_samples", "a number, not false"]),
     ("np_samples: 1000000000", ["np_samples", "less than or equal to 10000"]),
+    ("grids: [{epochs: 99999999999999999999999}]", ["epochs", "less than or equal to 1000000"]),
     ("padding: 1", ["padding", "no conv layers", "convnet"]),
     ("momentum: 2", ["momentum", "less than 1"]),
     ("seed: '1'", ["seed", "not the text '1'", "remove the quotes"]),
@@ -96,6 +97,7 @@ def test_commands_on_an_unknown_sweep_change_nothing(folder: Path, command: list
     (["--sweep", "alone"], ["--sweep", "give --db too"]),
     (["--set", "hidden=[[8], [16]]"], ["--set hidden", "one value only"]),
     (["--set", "lr=0.1"], ["--set lr: give it with --lr"]),  # one place for each setting
+    (["--set", "hidden=[8]", "--set", "hidden=[16]"], ["--set hidden: given twice ([8], [16])"]),
     (["--set", "decor=true"], ["--set decor: give it with --decor-lr"]),
     (["--set", "grids=[{seed: 1}, {seed: 2}]"], ["--set grids", "belong in a spec"]),
     (["--db", "r.sqlite", "--set", "name=foo"], ["--set name", "--sweep"]),
@@ -506,6 +508,8 @@ def test_flags_typer_cannot_parse_are_one_line(folder: Path, args: list[str],
      ["--devices: applies with --executor local only"]),
     (["sweep", "tiny.yaml", "--workers", "99999999999999"], ["--workers", "at most 1,024"]),
     (["sweep", "tiny.yaml", "--devices", "cpu,", "--dry-run"], ["--devices", "empty device"]),
+    (["sweep", "tiny.yaml", "--devices", "bogus", "--dry-run"], ["--devices", "not a device"]),
+    (["sweep", "tiny.yaml", "--devices", "cuda:", "--dry-run"], ["--devices", "not a device"]),
     (["train", "--epochs", "1", "--db", "r.sqlite", "--sweep", ""],
      ["corrgd train --sweep", "name", "non-empty"]),
     # an empty folder would be the current one: checkpoints, data or reports written there
@@ -521,6 +525,44 @@ def test_flag_values_that_would_fail_deep_inside_are_refused_first(
     before = sorted(p.name for p in folder.iterdir())
     assert_refused(bad(folder, *args), *needles)
     assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_a_folder_flag_through_a_dangling_link_or_a_name_too_long_is_refused(
+        folder: Path) -> None:
+    """The folder check looked for the nearest parent that exists: a link to nothing, or a
+    loop of links, does not 'exist', so it passed, and every run then failed in the worker
+    (FileExistsError), after the database was made; a name too long was a traceback."""
+    (folder / "gone").symlink_to(folder / "nowhere" / "x")
+    (folder / "loop1").symlink_to(folder / "loop2")
+    (folder / "loop2").symlink_to(folder / "loop1")
+    long = "x" * 300
+    cases = [
+        (["sweep", "tiny.yaml", "--checkpoint-dir", "gone"], ["gone is a link to", "nowhere"]),
+        (["sweep", "tiny.yaml", "--checkpoint-dir", "gone/sub"], ["gone is a link to"]),
+        (["worker", "--checkpoint-dir", "gone"], ["gone is a link to"]),
+        (["train", "--epochs", "1", "--data-dir", "gone"], ["--data-dir gone", "a link to"]),
+        (["sweep", "tiny.yaml", "--checkpoint-dir", "loop1/sub"],
+         ["--checkpoint-dir loop1/sub", "Too many levels of symbolic links"]),
+        (["sweep", "tiny.yaml", "--checkpoint-dir", long], ["File name too long"]),
+        (["sweep", "tiny.yaml", "--data-dir", long, "--dry-run"], ["File name too long"]),
+        (["train", "--epochs", "1", "--data-dir", "~nosuchuser/x"],
+         ["--data-dir ~nosuchuser/x", "home directory"]),
+    ]
+    before = sorted(p.name for p in folder.iterdir())
+    for args, needles in cases:
+        assert_refused(bad(folder, *args), *needles)
+    assert sorted(p.name for p in folder.iterdir()) == before  # no database, no folder
+
+
+def test_a_database_under_a_home_folder_is_there_not_in_a_folder_named_tilde(
+        folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(folder / "home"))
+    (folder / "home").mkdir()
+    for url in ("~/a.sqlite", "sqlite:///~/b.sqlite"):
+        assert cli("sweep", "tiny.yaml", "--enqueue-only", "--db", url, cwd=folder
+                   ).exit_code == 0
+    assert sorted(p.name for p in (folder / "home").glob("*.sqlite")) == ["a.sqlite", "b.sqlite"]
+    assert not (folder / "~").exists()
 
 
 def test_an_unsupported_database_url_is_one_line_where_a_spec_selects(folder: Path) -> None:
@@ -575,6 +617,7 @@ def test_a_job_array_sbatch_refuses_is_one_line_and_its_runs_stay_queued(folder:
 
 @pytest.mark.parametrize("args,needles", [
     (["cancel", ""], ["sweep ''", "no such sweep", "tiny"]),
+    (["cancel", "tiny "], ["sweep 'tiny '", "no such sweep"]),  # a space one cannot see
     (["delete", "", "--yes"], ["sweep ''", "no such sweep"]),
     (["runs", "--where", "bogus=1"], ["--where", "'bogus'", "columns: run_id, sweep"]),
     (["runs", "--where", "seed=abc"], ["--where seed", "'abc' is not a number"]),
@@ -585,6 +628,12 @@ def test_a_job_array_sbatch_refuses_is_one_line_and_its_runs_stay_queued(folder:
     (["export", "--to", "tiny.yaml/x.csv"], ["--to", "tiny.yaml is a file, not a folder"]),
     (["sweep", "tiny.yaml", "--enqueue-only", "--db", "tiny.yaml/r.sqlite"],
      ["tiny.yaml/r.sqlite", "tiny.yaml is a file, not a folder"]),
+    # a URL typed without '//' made a file named 'sqlite:x.sqlite' (file: read as in-memory)
+    (["sweep", "tiny.yaml", "--enqueue-only", "--db", "sqlite:x.sqlite"],
+     ["--db sqlite:x.sqlite", "a URL without '//'", "sqlite:///PATH"]),
+    (["status", "--db", "file:x.sqlite"], ["--db file:x.sqlite", "a URL without '//'"]),
+    (["sweep", "tiny.yaml", "--enqueue-only", "--db", "sqlite:///~nosuchuser/r.sqlite"],
+     ["no home folder for ~nosuchuser"]),  # it made a folder named ~nosuchuser
 ])
 def test_messages_name_what_the_user_gave(folder: Path, args: list[str],
                                           needles: list[str]) -> None:

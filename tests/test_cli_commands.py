@@ -249,6 +249,9 @@ def test_delete_asks_then_removes_a_sweep(tmp_path: Path) -> None:
     cli("sweep", "small.yaml", "--db", url, "--enqueue-only", cwd=tmp_path)
     no = cli("delete", "small", "--db", url, cwd=tmp_path, input="n\n")
     assert no.exit_code == 1 and "small" in set(open_db(url).list_sweeps()["sweep"])
+    closed = cli("delete", "small", "--db", url, cwd=tmp_path, input="")  # was 'Aborted.'
+    assert closed.exit_code == 2 and "give --yes" in closed.stderr
+    assert "small" in set(open_db(url).list_sweeps()["sweep"])
     yes = cli("delete", "small", "--db", url, "--yes", cwd=tmp_path)
     assert yes.exit_code == 0 and "deleted sweep small and its 8 runs" in yes.output
     assert open_db(url).list_sweeps().empty

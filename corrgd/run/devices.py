@@ -26,14 +26,20 @@ def default_devices() -> list[str]:
     return [f"cuda:{i}" for i in range(gpu_count())] or ["cpu"]
 
 
+def device_name_problem(device: str) -> str | None:
+    """Why `device` is not a device name (None when it is): cpu, cuda or cuda:N."""
+    name, colon, index = device.partition(":")
+    if name == "cpu" and not colon or name == "cuda" and (not colon or index.isdigit()):
+        return None
+    return f"{device!r} is not a device; allowed: cpu, cuda, cuda:N"
+
+
 def device_problem(device: str) -> str | None:
     """Why `device` cannot run a worker here (None when it can): cpu, cuda or cuda:N of a
     GPU this machine has."""
-    name, _, index = device.partition(":")
-    if name == "cpu" and not index:
-        return None
-    if name != "cuda" or (index and not index.isdigit()):
-        return f"{device!r} is not a device; allowed: cpu, cuda, cuda:N"
+    if (problem := device_name_problem(device)) or device == "cpu":
+        return problem
+    index = device.partition(":")[2]
     count = gpu_count()
     if count == 0:
         return f"{device} needs a CUDA GPU and this machine has none; use cpu"

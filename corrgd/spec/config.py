@@ -126,7 +126,7 @@ class RunConfig(BaseModel):
     betas: tuple[float, float] = (0.9, 0.999)  # reference code: (0.9, 0.9999)
     eps: float = Field(1e-8, gt=0)
     momentum: float = Field(0.0, ge=0, lt=1)
-    epochs: int = Field(10, ge=0)
+    epochs: int = Field(10, ge=0, le=1_000_000)  # a bound: 10**23 was taken, and trained on
     batch_size: int = Field(256, gt=0)
     seed: int = Field(0, ge=0, lt=SEED_LIMIT)
     # bookkeeping
