@@ -102,8 +102,10 @@ def _db_label(db: str | None) -> str:
 def _database(db: ResultsDB | str | None) -> Iterator[ResultsDB]:
     """`db` (checked by `_check_db`), opened read-only where it is a URL: a missing or
     empty file, or an in-memory database, is refused and nothing is created."""
+    from sqlalchemy.exc import DBAPIError
+
     from corrgd.storage import ResultsDB, StorageError, open_db
-    from corrgd.storage.engine import results_url
+    from corrgd.storage.engine import driver_error, results_url
 
     if isinstance(db, ResultsDB):
         yield db
@@ -117,6 +119,8 @@ def _database(db: ResultsDB | str | None) -> Iterator[ResultsDB]:
         opened = open_db(resolved, readonly=True)
     except StorageError as e:  # missing, empty, foreign, older or newer schema
         raise type(e)(f"{where}: {e}") from None
+    except DBAPIError as e:  # not a database, a server that does not answer
+        raise StorageError(f"{where}: {driver_error(e)}") from None
     try:
         yield opened
     finally:

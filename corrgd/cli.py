@@ -145,7 +145,7 @@ def _open_db(url: str | None, *, readonly: bool = False) -> Any:
     in-memory SQLite database is refused: it would live and die with one process, and each
     worker would get an empty one of its own."""
     from corrgd.storage import StorageError, open_db
-    from corrgd.storage.engine import URL_FORMS, results_url, sqlite_path
+    from corrgd.storage.engine import URL_FORMS, driver_error, results_url, sqlite_path
 
     if url is not None and not url.strip():
         raise fail(f"{_db_source(url)}: empty; {URL_FORMS}")
@@ -163,8 +163,7 @@ def _open_db(url: str | None, *, readonly: bool = False) -> Any:
 
         if what := full_disk(e, sqlite_path(resolved)):
             raise _disk_full(DiskFull.of(what, e)) from None
-        raise fail(f"{_db_source(url)}: {type(e).__name__}: "
-                   f"{str(e).splitlines()[0]}") from None
+        raise fail(f"{_db_source(url)}: {driver_error(e)}") from None
 
 
 @contextmanager

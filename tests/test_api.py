@@ -32,6 +32,7 @@ from corrgd.storage import (
     ResultsDB,
     RunSpec,
     SchemaTooOld,
+    StorageError,
     open_db,
 )
 
@@ -163,6 +164,8 @@ def refused_databases() -> list[Any]:
         pytest.param("sqlite:///zero.sqlite", SchemaTooOld, r"db='sqlite:///zero.sqlite': it holds",
                      id="zero-bytes-url"),
         pytest.param(".", MissingDatabase, r"db='.': . is a folder", id="folder"),
+        pytest.param("text.sqlite", StorageError, r"db='text.sqlite': not an SQLite database",
+                     id="not-a-database"),  # was SQLAlchemy's error, its SQL and a link
         pytest.param("sqlite://", ValueError, r"db='sqlite://': an in-memory database",
                      id="in-memory"),
         pytest.param("sqlite:///:memory:", ValueError, r"db='sqlite:///:memory:': an in-memory",
@@ -182,6 +185,7 @@ def refused_databases() -> list[Any]:
 def test_a_database_that_is_not_there_is_refused_and_nothing_made(
         empty_cwd: Path, name: str, db: str | None, error: type, message: str) -> None:
     (empty_cwd / "zero.sqlite").touch()
+    (empty_cwd / "text.sqlite").write_text("not a database\n" * 100)
     before = listing(empty_cwd)
     with pytest.raises(error, match=message):
         CALLS[name](db=None if db is None else db.format(cwd=empty_cwd))

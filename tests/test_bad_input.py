@@ -31,6 +31,8 @@ def folder(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("line,needles", [
     ("lr: .inf", ["lr", "finite"]),
+    ("decor: true", ["bad.yaml: decor_lr: must be > 0 when decor is true"]),  # was "spec:"
+    ("noisy_baseline: true", ["bad.yaml: noisy_baseline: applies to algorithm np or anp"]),
     ("eps: .nan", ["eps", "finite"]),
     ("sigma2: .inf", ["sigma2", "finite"]),
     ("lr: 1.0e400", ["lr", "finite"]),
@@ -632,6 +634,9 @@ def test_a_job_array_sbatch_refuses_is_one_line_and_its_runs_stay_queued(folder:
     (["sweep", "tiny.yaml", "--enqueue-only", "--db", "sqlite:x.sqlite"],
      ["--db sqlite:x.sqlite", "a URL without '//'", "sqlite:///PATH"]),
     (["status", "--db", "file:x.sqlite"], ["--db file:x.sqlite", "a URL without '//'"]),
+    (["status", "--db", "tiny.yaml"], ["--db tiny.yaml", "not an SQLite database"]),  # no SQL
+    (["status", "--db", "postgresql+psycopg2://u@h/d"],  # was ModuleNotFoundError: psycopg2
+     ["driver 'psycopg2' is not supported", "postgresql+psycopg://"]),
     (["sweep", "tiny.yaml", "--enqueue-only", "--db", "sqlite:///~nosuchuser/r.sqlite"],
      ["no home folder for ~nosuchuser"]),  # it made a folder named ~nosuchuser
 ])

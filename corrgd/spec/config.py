@@ -184,9 +184,10 @@ class RunConfig(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
         if self.decor and self.decor_lr <= 0:
-            raise ValueError("decor_lr must be > 0 when decor is true")
+            raise FieldError("decor_lr", f"must be > 0 when decor is true (got {self.decor_lr})")
         if self.noisy_baseline and self.algorithm not in ("np", "anp"):
-            raise ValueError("noisy_baseline applies to algorithm np or anp")
+            raise FieldError("noisy_baseline", "applies to algorithm np or anp (this run: "
+                                               f"{self.algorithm})")
         _check_data_options(self)
         _check_architecture_options(self)
         _check_val_size(self)

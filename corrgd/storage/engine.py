@@ -63,6 +63,11 @@ def resolve_url(url: str | URL | None = None) -> URL:
             f"unsupported database {resolved.get_backend_name()!r}: use sqlite:///PATH "
             "or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB"
         )
+    if resolved.drivername == "postgresql":  # SQLAlchemy's default driver, psycopg2, is
+        resolved = resolved.set(drivername="postgresql+psycopg")  # not installed: psycopg is
+    if resolved.get_backend_name() == "postgresql" and resolved.get_driver_name() != "psycopg":
+        raise ValueError(f"driver {resolved.get_driver_name()!r} is not supported: use "
+                         "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB")
     if resolved.get_backend_name() == "sqlite" and resolved.query:
         raise ValueError(f"an SQLite database takes no options ({'&'.join(resolved.query)}): "
                          "give its file, PATH or sqlite:///PATH")
@@ -78,6 +83,17 @@ def results_url(url: str | None = None) -> URL:
         raise ValueError("an in-memory database lives and dies with one process; corrgd's "
                          "workers and reports need a file: PATH or sqlite:///PATH")
     return resolved
+
+
+def driver_error(error: Exception) -> str:
+    """A database driver's error in one line, without SQLAlchemy's SQL and link: what the
+    driver said (an SQLite file that is no database says so)."""
+    said = str(getattr(error, "orig", None) or error).strip().splitlines()
+    text = said[0] if said else type(error).__name__
+    if isinstance(getattr(error, "orig", None), sqlite3.DatabaseError) and (
+            "not a database" in text or "malformed" in text):
+        return f"not an SQLite database, or a damaged one ({text})"
+    return f"{type(getattr(error, 'orig', None) or error).__name__}: {text}"
 
 
 def make_engine(url: str | URL | None = None, *, readonly: bool = False) -> Engine:
