@@ -597,6 +597,18 @@ def test_a_database_missing_one_of_corrgds_tables_is_refused(folder: Path,
                    "schema is incomplete", "no table epoch_metrics")
 
 
+@pytest.mark.parametrize("args", [["status"], ["runs"], ["sweep", "tiny.yaml", "--enqueue-only"]])
+def test_a_database_missing_one_of_corrgds_columns_is_refused(folder: Path,
+                                                              args: list[str]) -> None:
+    """A dropped column was a 95-line traceback (no such column: runs.attempts)."""
+    enqueue(folder)
+    with sqlite3.connect(folder / "results" / "corrgd.sqlite") as conn:
+        conn.execute("ALTER TABLE runs DROP COLUMN attempts")
+    conn.close()
+    assert_refused(bad(folder, *args, "--db", db_url(folder)), "--db",
+                   "schema is incomplete", "no column runs.attempts")
+
+
 def test_a_job_array_sbatch_refuses_is_one_line_and_its_runs_stay_queued(folder: Path) -> None:
     tools = folder / "bin"  # a SLURM client whose sbatch says no, as for a bad partition
     tools.mkdir()

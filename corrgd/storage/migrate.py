@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import Connection, Engine, Inspector, inspect, text
 
 from corrgd.storage.engine import WRITE_OPTIONS
 from corrgd.storage.errors import DamagedDatabase, ForeignDatabase, SchemaTooNew, SchemaTooOld
@@ -57,7 +57,10 @@ def _current(engine: Engine) -> str | None:
     newest revision that lacks some of corrgd's tables :class:`DamagedDatabase`."""
     with engine.connect() as connection:
         current = current_revision(connection)
-        tables = set(inspect(connection).get_table_names())
+        inspector = inspect(connection)
+        tables = set(inspector.get_table_names())
+        missing_columns = _missing_columns(inspector, tables) if current == REVISIONS[-1] \
+            else []
         connection.rollback()
     if current is None and tables:
         shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
@@ -69,7 +72,22 @@ def _current(engine: Engine) -> str | None:
         raise DamagedDatabase(
             f"corrgd's schema is incomplete: no table {', '.join(missing)} (changed outside "
             "corrgd?); restore the database from a copy, or give a new one")
+    if missing_columns:
+        raise DamagedDatabase(
+            f"corrgd's schema is incomplete: no column {', '.join(missing_columns)} (changed "
+            "outside corrgd?); restore the database from a copy, or give a new one")
     return current
+
+
+def _missing_columns(inspector: Inspector, tables: set[str]) -> list[str]:
+    """TABLE.COLUMN of each column of corrgd's `tables` that the database lacks (one query
+    for all tables)."""
+    mine = sorted(set(Base.metadata.tables) & tables)
+    have = {(key[1], column["name"])
+            for key, columns in inspector.get_multi_columns(filter_names=mine).items()
+            for column in columns}
+    return [f"{table}.{c.name}" for table in mine for c in Base.metadata.tables[table].columns
+            if (table, c.name) not in have]
 
 
 def check_not_foreign(engine: Engine) -> None:
