@@ -30,6 +30,7 @@ from corrgd.console import terminal
 from corrgd.run import DEFAULT_CHECKPOINT_DIR, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS
 from corrgd.spec.sweeps import CONFIRM_ABOVE, SpecError
 from corrgd.storage import DEFAULT_URL, ENV_VAR
+from corrgd.storage.errors import DamagedDatabase
 
 console = terminal()
 err_console = terminal(stderr=True)
@@ -74,6 +75,9 @@ class CorrgdGroup(typer.core.TyperGroup):
         except typer.Abort:
             err_console.print("Aborted.", highlight=False)
             sys.exit(1)
+        except DamagedDatabase as e:  # found while reading: a run changed by hand
+            error_line(f"the results database: {e}")
+            sys.exit(2)
         sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -724,7 +728,7 @@ def runs(
     try:
         table = runs_table(database, sweep, status_, filters)
     except ValueError as e:
-        raise fail(f"--where {e}") from None
+        raise fail(f"--where {e}" if filters else str(e)) from None
     except KeyError as e:
         columns = runs_table(database, sweep, status_, {}).columns
         raise fail(f"--where: {e.args[0]!r} is not a column of the runs; columns: "

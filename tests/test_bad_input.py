@@ -609,6 +609,18 @@ def test_a_database_missing_one_of_corrgds_columns_is_refused(folder: Path,
                    "schema is incomplete", "no column runs.attempts")
 
 
+@pytest.mark.parametrize("args", [["status"], ["runs"], ["show", "1"], ["export", "--to", "x.csv"],
+                                  ["report", "--figure", "tiny"]])
+def test_a_run_whose_stored_config_is_not_json_is_named(folder: Path, args: list[str]) -> None:
+    """It was a JSONDecodeError traceback, and `runs` blamed a --where it was not given."""
+    enqueue(folder)
+    with sqlite3.connect(folder / "results" / "corrgd.sqlite") as conn:
+        conn.execute("UPDATE runs SET config = 'not json' WHERE id = 1")
+    conn.close()
+    assert_refused(bad(folder, *args, "--db", db_url(folder)),
+                   "run 1: its stored config is not valid JSON")
+
+
 def test_a_job_array_sbatch_refuses_is_one_line_and_its_runs_stay_queued(folder: Path) -> None:
     tools = folder / "bin"  # a SLURM client whose sbatch says no, as for a bad partition
     tools.mkdir()

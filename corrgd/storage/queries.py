@@ -17,6 +17,7 @@ import pandas as pd
 from sqlalchemy import Connection, Select, func, select
 
 from corrgd.spec.config import AXIS_COLUMNS
+from corrgd.storage.errors import DamagedDatabase
 from corrgd.storage.models import EpochMetric, Run, RunStatus, Sweep
 from corrgd.storage.queue import sweep_id_of
 
@@ -117,6 +118,15 @@ def sweep_counts(db: ResultsDB) -> pd.DataFrame:
     return counts.reset_index()
 
 
+def _config(run_id: int, text: str) -> dict:
+    """A run's stored config; DamagedDatabase where it is not JSON (changed outside corrgd)."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        raise DamagedDatabase(f"run {run_id}: its stored config is not valid JSON (changed "
+                              "outside corrgd?); restore the database from a copy") from None
+
+
 def run_counts(db: ResultsDB, sweep: str) -> dict[str, int]:
     """One sweep's runs per status (`RunStatus`), cancelled and in all (total); zeros for a
     sweep that is not there."""
@@ -151,7 +161,8 @@ def runs_frame(db: ResultsDB, sweep: str | None = None) -> pd.DataFrame:
         stmt = _runs_stmt(conn, sweep, *_RUN_COLUMNS, Sweep.cancelled_at, Run.config,
                           Run.axes)
         frame = _frame(conn, stmt)
-        frame["config"] = [json.loads(text) for text in frame["config"]]
+        frame["config"] = [_config(run, text) for run, text in zip(frame["run_id"],
+                                                                    frame["config"], strict=True)]
         return frame
 
     frame = db.read(query)
