@@ -144,3 +144,31 @@ def test_a_decorrelation_update_on_an_empty_batch_is_refused_and_changes_nothing
         with pytest.raises(ValueError, match="at least one sample"):
             layer.update_decorrelation(empty)
         assert torch.equal(layer.decor.matrix, before)
+
+
+@pytest.mark.parametrize("make,needle", [
+    (lambda: DecorLinear(4, 3, bias="no"), "bias must be True or False"),  # 'no' gave a bias
+    (lambda: DecorConv2d(1, 2, 3, bias=1), "bias must be True or False"),
+    (lambda: Block(DecorLinear(4, 3), activation="off"), "activation must be True or False"),
+    (lambda: DecorSettings(lr=0.1, demean="no"), "demean must be True, False or None"),
+    (lambda: DecorSettings(lr=0.1, channel_mean=1), "channel_mean must be True or False"),
+])
+def test_a_flag_takes_true_or_false_only(make, needle):
+    with pytest.raises(TypeError, match=needle):
+        make()
+
+
+def test_a_pool_after_a_dense_layer_is_refused_when_built():
+    """It failed at the first forward pass, deep in max_pool2d."""
+    with pytest.raises(ValueError, match="a pool follows a conv layer"):
+        Block(DecorLinear(4, 3), pool=2)
+
+
+@pytest.mark.parametrize("x,needle", [
+    (torch.zeros(1, 5, 4, dtype=torch.float64), "dtype torch.float32, got torch.float64"),
+    (torch.zeros(1, 5, 4, dtype=torch.int64), "got torch.int64"),  # mean(): could not infer
+    ([[0.0] * 4] * 5, "got list"),  # 'list' object has no attribute 'dim'
+])
+def test_a_layer_names_the_dtype_it_expects(x, needle):
+    with pytest.raises(TypeError, match=needle):
+        DecorLinear(4, 3, ON)(x)

@@ -22,6 +22,14 @@ def check_integer(name: str, value: object, minimum: int = 1) -> None:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
+def check_flag(name: str, value: object, *, none: bool = False) -> None:
+    """Refuse anything but True or False (or None where `none`) for parameter `name`: a
+    TypeError (a text like 'no' is true to Python)."""
+    if not (isinstance(value, bool) or none and value is None):
+        allowed = "True, False or None" if none else "True or False"
+        raise TypeError(f"{name} must be {allowed}, got {value!r}")
+
+
 def check_number(name: str, value: object, low: float, high: float = math.inf,
                  closed: str = "left") -> None:
     """Refuse anything but a finite number from `low` to `high` for parameter `name`; `closed`

@@ -36,7 +36,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from corrgd.learn.checks import check_integer, check_number
+from corrgd.learn.checks import check_flag, check_integer, check_number
 
 Rule = Literal["crgd", "copi"]
 UpdateOrder = Literal["CM", "MC"]
@@ -79,6 +79,9 @@ class DecorSettings:
         if self.update_order not in ("CM", "MC"):
             raise ValueError(f"update_order must be 'CM' or 'MC', got {self.update_order!r}")
         check_number("running-mean momentum", self.momentum, 0, 1, closed="both")
+        check_flag("demean", self.demean, none=True)
+        check_flag("channel_mean", self.channel_mean)
+        check_flag("mean_in_graph", self.mean_in_graph)
 
     @property
     def enabled(self) -> bool:

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from corrgd.learn.checks import check_integer
+from corrgd.learn.checks import check_flag, check_integer
 from corrgd.learn.nn import feedback as ops
 from corrgd.learn.nn.decorrelation import Decorrelation, DecorSettings, subsample_size
 
@@ -52,8 +52,10 @@ def fold_is_cheaper(n_rows: int, d_out: int, *, input_grad: bool, weight_grad: b
     return d_out * (1 + weight_grad) < n_rows * (1 + input_grad)
 
 
-def _check_options(decor: object, members: object, generators: Generators) -> None:
-    """Refuse a `decor`, `members` or `generators` that no layer can take."""
+def _check_options(decor: object, members: object, generators: Generators,
+                   bias: object) -> None:
+    """Refuse a `decor`, `members`, `generators` or `bias` that no layer can take."""
+    check_flag("bias", bias)
     if decor is not None and not isinstance(decor, DecorSettings):
         raise TypeError(f"decor must be DecorSettings or None, got {decor!r}")
     check_integer("members", members)
@@ -140,6 +142,15 @@ class DecorLayer(nn.Module):
         comparisons per step (a wrong member count would drop members without a word)."""
         raise NotImplementedError
 
+    def _check_tensor(self, x: object) -> None:
+        """A TypeError unless x is a tensor of the weights' dtype (under autocast: any
+        floating dtype)."""
+        if not isinstance(x, Tensor) or not x.is_floating_point() or (
+                x.dtype != self.weight.dtype and not torch.is_autocast_enabled(x.device.type)):
+            got = x.dtype if isinstance(x, Tensor) else type(x).__name__
+            raise TypeError(f"{type(self).__name__} expects a tensor of dtype "
+                            f"{self.weight.dtype}, got {got}")
+
     def batch_mean(self, x: Tensor) -> Tensor:
         """The mean of batch x (G, n, ...) that this layer's μ is made of: (G, m)."""
         raise NotImplementedError
@@ -187,7 +198,7 @@ class DecorLinear(DecorLayer):
         super().__init__()
         check_integer("in_features", in_features)
         check_integer("out_features", out_features)
-        _check_options(decor, members, generators)
+        _check_options(decor, members, generators, bias)
         self.in_features, self.out_features = in_features, out_features
         self._init((out_features, in_features), in_features, decor, bias, members,
                    generators=generators)
@@ -209,6 +220,7 @@ class DecorLinear(DecorLayer):
         return ops.linear(x, W, b, B)
 
     def check_input(self, x: Tensor) -> None:
+        self._check_tensor(x)
         if x.dim() != 3 or x.shape[0] != self.members or x.shape[2] != self.in_features:
             raise ValueError(f"DecorLinear expects input of shape (members={self.members}, "
                              f"batch, in_features={self.in_features}), got {tuple(x.shape)}")
@@ -254,7 +266,7 @@ class DecorConv2d(DecorLayer):
         check_integer("kernel_size", kernel_size)
         check_integer("stride", stride)
         check_integer("padding", padding, 0)
-        _check_options(decor, members, generators)
+        _check_options(decor, members, generators, bias)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         shape = (out_channels, in_channels, kernel_size, kernel_size)
@@ -292,6 +304,7 @@ class DecorConv2d(DecorLayer):
         return ops.conv2d(x, W, b, self.stride, self.padding, B)
 
     def check_input(self, x: Tensor) -> None:
+        self._check_tensor(x)
         if (x.dim() != 5 or x.shape[0] != self.members or x.shape[2] != self.in_channels
                 or min(x.shape[3:]) + 2 * self.padding < self.kernel_size):
             raise ValueError(f"DecorConv2d expects input of shape (members={self.members}, "

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from corrgd.learn.checks import check_integer
+from corrgd.learn.checks import check_flag, check_integer
 from corrgd.learn.nn.layers import DecorConv2d, DecorLayer, DecorLinear
 
 NEGATIVE_SLOPE = 0.01
@@ -51,6 +51,9 @@ class Block(nn.Module):
         if not isinstance(layer, DecorLayer):
             raise TypeError(f"layer must be a DecorLinear or DecorConv2d, got {layer!r}")
         check_integer("pool", pool, 0)
+        check_flag("activation", activation)
+        if pool and not isinstance(layer, DecorConv2d):
+            raise ValueError(f"pool: {pool}, after a dense layer; a pool follows a conv layer")
         self.layer = layer
         self.activation = activation
         self.pool = pool
