@@ -75,7 +75,11 @@ def test_float32_angles_degrade_for_tiny_noise(layer2: pd.DataFrame) -> None:
     51.67° at 1e-13 and 70.83° at 1e-14; NP 79.06°, ANP 76.42° at 1e-14 and NP 100.38°,
     ANP 99.17°, INP 84.54° at 1e-16 (seed 1: INP +15° at 1e-13, +36° at 1e-14; NP, ANP
     +12°, +8° at 1e-14 and +24°, +14° at 1e-16). In this IEEE float32 arithmetic the
-    breakdown starts near σ² = 1e-12 (INP) and 1e-14 (NP, ANP), not at the paper's 1e-7."""
+    breakdown starts near σ² = 1e-12 (INP) and 1e-14 (NP, ANP), not at the paper's 1e-7.
+    How far it goes depends on the CPU's float32 kernels: the numbers above are an AVX-512
+    Xeon's; on an AVX2 AMD EPYC (seed 0), the same 1e-6 values, then INP 34.57° at 1e-13
+    and 54.51° at 1e-14, NP 72.59°, ANP 67.58° at 1e-14, and NP 97.95°, ANP 94.45°, INP
+    62.70° at 1e-16. The bounds below hold on both."""
     f32 = layer2["float32"]
     stable = f32.loc[[1e-4, 1e-5, 1e-6]]
     for rule in RULES:
@@ -84,10 +88,9 @@ def test_float32_angles_degrade_for_tiny_noise(layer2: pd.DataFrame) -> None:
     assert f32.loc[1e-13, "inp"] > reference["inp"] + 10
     assert f32.loc[1e-14, "inp"] > reference["inp"] + 20
     for rule in ("np", "anp"):
-        assert f32.loc[1e-14, rule] > reference[rule] + 4
+        assert f32.loc[1e-14, rule] > reference[rule] + 2
     for rule in RULES:
-        assert f32.loc[1e-16, rule] > reference[rule] + 10
-        assert f32.loc[1e-16, rule] > 75  # little left of the BP direction
+        assert f32.loc[1e-16, rule] > reference[rule] + 20
     # float64 at the same σ² stays where it was
     for rule in RULES:
         assert abs(layer2.loc[1e-16, ("float64", rule)]
