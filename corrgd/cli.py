@@ -667,7 +667,7 @@ def worker(
 def _no_such_sweep(database: Any, sweep: str, named: str = "--sweep") -> typer.Exit:
     """`named`: how the user gave the sweep (a flag, or "sweep" for an argument)."""
     shown = sweep if sweep and sweep.strip() == sweep and sweep.isprintable() else repr(sweep)
-    return fail(f"{named} {shown}: no such sweep; sweeps: "
+    return fail(f"{named}{'' if named.endswith('=') else ' '}{shown}: no such sweep; sweeps: "
                 f"{', '.join(database.list_sweeps()['sweep']) or 'none yet'}")
 
 
@@ -723,8 +723,13 @@ def runs(
         if not sep:
             raise fail(f"--where {item!r}: expected AXIS=VALUE")
         filters.setdefault(key.strip(), []).append(value.strip())
+    for state in filters.get("status", []):
+        if state not in SHOWN_STATUSES:
+            raise fail(f"--where status: {state!r} is not one of: {', '.join(SHOWN_STATUSES)}")
     database = _open_db(db, readonly=True)
     _require_sweep(database, sweep)
+    for name in filters.get("sweep", []):
+        _require_sweep(database, name, "--where sweep=")
     try:
         table = runs_table(database, sweep, status_, filters)
     except ValueError as e:

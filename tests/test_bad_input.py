@@ -646,7 +646,12 @@ def test_a_job_array_sbatch_refuses_is_one_line_and_its_runs_stay_queued(folder:
     (["cancel", "tiny "], ["sweep 'tiny '", "no such sweep"]),  # a space one cannot see
     (["delete", "", "--yes"], ["sweep ''", "no such sweep"]),
     (["runs", "--where", "bogus=1"], ["--where", "'bogus'", "columns: run_id, sweep"]),
-    (["runs", "--where", "seed=abc"], ["--where seed", "'abc' is not a number"]),
+    (["runs", "--where", "seed=abc"], ["--where seed", "'abc' is not a finite number"]),
+    # values no run can have matched nothing, without a word
+    (["runs", "--where", "seed=1e400"], ["--where seed", "'1e400' is not a finite number"]),
+    (["runs", "--where", "decor=maybe"], ["--where decor", "'maybe' is not true or false"]),
+    (["runs", "--where", "status=bogus"], ["--where status", "'bogus' is not one of"]),
+    (["runs", "--where", "sweep=nope"], ["--where sweep=nope: no such sweep", "tiny"]),
     (["export", "--to", ".csv"], ["--to .csv", "a file name ending in .csv"]),
     (["status", "--db", "sqlite:///r.sqlite?mode=ro"], ["takes no options (mode)"]),
     (["sweep", "tiny.yaml", "--enqueue-only", "--db", "."], ["--db .", "it is a folder"]),

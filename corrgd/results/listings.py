@@ -123,10 +123,13 @@ def runs_table(db: ResultsDB, sweep: str | None = None, statuses: list[str] | No
         if key not in table:
             raise KeyError(key)
         numeric = table[key].map(_is_number).all() and len(table)
+        flags = table[key].map(lambda v: isinstance(v, bool)).all() and len(table)
         wanted = [(value, _parsed(value)) for value in values]  # parsed once, not per row
         for value, parsed in wanted:
-            if numeric and not _is_number(parsed):
-                raise ValueError(f"{key}: {value!r} is not a number, and {key} is")
+            if numeric and not (_is_number(parsed) and math.isfinite(parsed)):
+                raise ValueError(f"{key}: {value!r} is not a finite number, and {key} is")
+            if flags and not isinstance(parsed, bool):
+                raise ValueError(f"{key}: {value!r} is not true or false, and {key} is")
         table = table[[any(_matches(v, *w) for w in wanted) for v in table[key]]]
     return table.reset_index(drop=True)
 
