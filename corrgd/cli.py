@@ -888,7 +888,8 @@ def train(
 
     import yaml
 
-    from corrgd.spec.sweeps import RESERVED, expand, load_value, parse_spec
+    from corrgd.spec.config import field_names
+    from corrgd.spec.sweeps import RESERVED, expand, load_value, parse_spec, unknown_field
 
     _check_kernels()
     _check_devices("--device", [device])
@@ -916,6 +917,9 @@ def train(
             raise fail(f"--set {key.strip()}: train runs one configuration; name, description, "
                        "select, prune and grids belong in a spec (corrgd sweep SPEC); name "
                        "its sweep with --sweep")
+        if key.strip() not in field_names():  # the spec's message would list fields --set
+            settable = [f for f in field_names() if f not in flags]  # does not take
+            raise fail(f"--set {key.strip() or repr(key)}: {unknown_field(key.strip(), settable)}")
         try:
             settings[key.strip()] = load_value(value)
         except yaml.YAMLError as e:

@@ -100,6 +100,8 @@ def test_commands_on_an_unknown_sweep_change_nothing(folder: Path, command: list
     (["--set", "hidden=[[8], [16]]"], ["--set hidden", "one value only"]),
     (["--set", "lr=0.1"], ["--set lr: give it with --lr"]),  # one place for each setting
     (["--set", "hidden=[8]", "--set", "hidden=[16]"], ["--set hidden: given twice ([8], [16])"]),
+    (["--set", "=1"], ["--set '': unknown field"]),  # it listed name, select, ... too
+    (["--set", "hiden=[8]"], ["--set hiden: unknown field; did you mean hidden?"]),
     (["--set", "decor=true"], ["--set decor: give it with --decor-lr"]),
     (["--set", "grids=[{seed: 1}, {seed: 2}]"], ["--set grids", "belong in a spec"]),
     (["--db", "r.sqlite", "--set", "name=foo"], ["--set name", "--sweep"]),
