@@ -43,6 +43,7 @@ def folder(tmp_path: Path) -> Path:
     ("batch_size: true", ["batch_size", "a number, not true"]),
     ("np_samples: false", ["np_samples", "a number, not false"]),
     ("np_samples: 1000000000", ["np_samples", "less than or equal to 10000"]),
+    ("batch_size: 99999999999999999999999", ["batch_size", "less than or equal to 100000000"]),
     ("grids: [{epochs: 99999999999999999999999}]", ["epochs", "less than or equal to 1000000"]),
     ("padding: 1", ["padding", "no conv layers", "convnet"]),
     ("momentum: 2", ["momentum", "less than 1"]),

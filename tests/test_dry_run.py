@@ -249,3 +249,15 @@ def test_an_estimate_reads_in_hours_minutes_or_seconds(seconds: float, text: str
     from corrgd.console import _duration
 
     assert _duration(seconds) == text
+
+
+def test_a_batch_larger_than_the_training_split_is_sized_as_the_whole_split() -> None:
+    """digits: 1437 training samples, 100 held out: a batch of 5000 is all 1337 of them (it
+    was sized as 5000, and 10**23 as quadrillions of GiB)."""
+    from corrgd.spec.sizing import member_bytes
+
+    def config(batch: int) -> RunConfig:
+        return RunConfig(dataset="digits", network="mlp", algorithm="bp", hidden=[8], val_size=100,
+                         batch_size=batch)
+    assert member_bytes(config(5000)) == member_bytes(config(1337)) > member_bytes(config(64))
+    assert step_macs(config(5000)) == step_macs(config(1337)) > step_macs(config(1336))

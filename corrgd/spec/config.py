@@ -127,10 +127,10 @@ class RunConfig(BaseModel):
     eps: float = Field(1e-8, gt=0)
     momentum: float = Field(0.0, ge=0, lt=1)
     epochs: int = Field(10, ge=0, le=1_000_000)  # a bound: 10**23 was taken, and trained on
-    batch_size: int = Field(256, gt=0)
+    batch_size: int = Field(256, gt=0, le=catalog.MOST_SAMPLES)  # more: the whole set anyway
     seed: int = Field(0, ge=0, lt=SEED_LIMIT)
     # bookkeeping
-    eval_batch_size: int = Field(1000, gt=0)
+    eval_batch_size: int = Field(1000, gt=0, le=catalog.MOST_SAMPLES)
     diagnostics: bool = True  # log decorrelation stats and update/BP angles per epoch
 
     @field_validator("dataset")

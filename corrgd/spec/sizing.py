@@ -61,10 +61,16 @@ def passes_per_sample(config: RunConfig, layers: int) -> float:
     return {"np": 3 + k, "anp": 3 + k, "inp": 3 + k * layers}.get(config.algorithm, 3)
 
 
+def batch_samples(config: RunConfig) -> int:
+    """Samples in a training batch: `batch_size`, or the training split where that is
+    smaller (a batch larger than the data is all of it)."""
+    return max(1, min(config.batch_size, dataset_shape(config).train - config.val_size))
+
+
 def step_macs(config: RunConfig) -> float:
     """MACs of one member's training step: a batch through its rule's passes."""
     macs, layers = forward_macs(config)
-    return config.batch_size * macs * passes_per_sample(config, layers)
+    return batch_samples(config) * macs * passes_per_sample(config, layers)
 
 
 def member_bytes(config: RunConfig) -> int:
@@ -80,7 +86,7 @@ def member_bytes(config: RunConfig) -> int:
     inputs = math.prod(dataset_shape(config).input_shape)
     passes = {"np": 2 + config.np_samples, "anp": 2 + config.np_samples,
               "inp": 1 + config.np_samples * len(layers)}.get(config.algorithm, 1)
-    train = config.batch_size * (2 * inputs + 6 * units * min(passes, 3))
+    train = batch_samples(config) * (2 * inputs + 6 * units * min(passes, 3))
     evaluation = config.eval_batch_size * (2 * inputs + 2 * units)
     return BYTES * (copies * params + decor + max(train, evaluation))
 
