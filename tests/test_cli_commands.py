@@ -81,6 +81,12 @@ def test_runs_filters_sorts_and_formats(results: tuple[Path, str]) -> None:
     assert "test acc peak (%)" in table.output  # headers wrap between words
     bad = cli("runs", "--db", url, "--sort", "nope", cwd=folder)
     assert bad.exit_code == 2 and "--sort" in bad.stderr
+    # a setting every run has but none sweeps (README: --where lr=1e-3) filters, and shows
+    for value, count in (("1e-3", 8), ("0.001", 8), ("1e-2", 0)):
+        lr = cli("runs", "--db", url, "--where", f"lr={value}", "--format", "json", cwd=folder)
+        assert lr.exit_code == 0, lr.output  # was: 'lr' is not a column of the runs
+        rows = json.loads(lr.stdout)
+        assert len(rows) == count and all(r["lr"] == 0.001 for r in rows)
 
 
 def test_show_prints_config_life_and_curves(results: tuple[Path, str]) -> None:

@@ -97,7 +97,8 @@ def runs_table(db: ResultsDB, sweep: str | None = None, statuses: list[str] | No
     (of ``epochs``), peak and final val/test accuracy (or loss), ``slurm_job`` (id and
     state, where runs ran on SLURM) and the first line of its error. ``where``: per axis,
     the values a run may have (as a spec writes them, e.g. lr: ["0.001", "1e-4"]; numbers
-    compare by value); a column of numbers and a value that is not one is a ValueError."""
+    compare by value; a setting that is not swept is shown as a column too); a column of
+    numbers and a value that is not one is a ValueError."""
     runs = db.runs_frame(sweep)
     if runs.empty:
         return pd.DataFrame(columns=["run_id", "sweep", "status"])
@@ -120,6 +121,9 @@ def runs_table(db: ResultsDB, sweep: str | None = None, statuses: list[str] | No
     if statuses:
         table = table[table["status"].isin(statuses)]
     for key, values in (where or {}).items():
+        if key not in table and all(key in c for c in runs["config"]):  # a setting not swept:
+            config = dict(zip(runs["run_id"], runs["config"], strict=True))  # shown too
+            table[key] = [config[run][key] for run in table["run_id"]]
         if key not in table:
             raise KeyError(key)
         numeric = table[key].map(_is_number).all() and len(table)
