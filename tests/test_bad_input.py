@@ -587,39 +587,32 @@ def test_select_from_a_sweep_that_is_not_there_says_so(folder: Path) -> None:
                        "(sweeps: tiny)" if url == db_url(folder) else "(sweeps: none)")
 
 
-@pytest.mark.parametrize("args", [["status"], ["report", "--figure", "tiny"],
+def damage(folder: Path, sql: str) -> None:
+    """Enqueue the tiny sweep, then change its database as no corrgd command would."""
+    enqueue(folder)
+    with sqlite3.connect(folder / "results" / "corrgd.sqlite") as conn:
+        conn.execute(sql)
+    conn.close()
+
+
+@pytest.mark.parametrize("args", [["status"], ["runs"], ["report", "--figure", "tiny"],
                                   ["best-params"], ["sweep", "tiny.yaml", "--enqueue-only"],
                                   ["worker"]])
-def test_a_database_missing_one_of_corrgds_tables_is_refused(folder: Path,
-                                                             args: list[str]) -> None:
-    enqueue(folder)
-    with sqlite3.connect(folder / "results" / "corrgd.sqlite") as conn:
-        conn.execute("DROP TABLE epoch_metrics")
-    conn.close()
+@pytest.mark.parametrize("sql,missing", [("DROP TABLE epoch_metrics", "no table epoch_metrics"),
+                                         ("ALTER TABLE runs DROP COLUMN attempts",
+                                          "no column runs.attempts")])  # was a traceback
+def test_a_database_missing_part_of_corrgds_schema_is_refused(folder: Path, args: list[str],
+                                                              sql: str, missing: str) -> None:
+    damage(folder, sql)
     assert_refused(bad(folder, *args, "--db", db_url(folder)), "--db",
-                   "schema is incomplete", "no table epoch_metrics")
-
-
-@pytest.mark.parametrize("args", [["status"], ["runs"], ["sweep", "tiny.yaml", "--enqueue-only"]])
-def test_a_database_missing_one_of_corrgds_columns_is_refused(folder: Path,
-                                                              args: list[str]) -> None:
-    """A dropped column was a 95-line traceback (no such column: runs.attempts)."""
-    enqueue(folder)
-    with sqlite3.connect(folder / "results" / "corrgd.sqlite") as conn:
-        conn.execute("ALTER TABLE runs DROP COLUMN attempts")
-    conn.close()
-    assert_refused(bad(folder, *args, "--db", db_url(folder)), "--db",
-                   "schema is incomplete", "no column runs.attempts")
+                   "schema is incomplete", missing)
 
 
 @pytest.mark.parametrize("args", [["status"], ["runs"], ["show", "1"], ["export", "--to", "x.csv"],
                                   ["report", "--figure", "tiny"]])
 def test_a_run_whose_stored_config_is_not_json_is_named(folder: Path, args: list[str]) -> None:
     """It was a JSONDecodeError traceback, and `runs` blamed a --where it was not given."""
-    enqueue(folder)
-    with sqlite3.connect(folder / "results" / "corrgd.sqlite") as conn:
-        conn.execute("UPDATE runs SET config = 'not json' WHERE id = 1")
-    conn.close()
+    damage(folder, "UPDATE runs SET config = 'not json' WHERE id = 1")
     assert_refused(bad(folder, *args, "--db", db_url(folder)),
                    "run 1: its stored config is not valid JSON")
 
