@@ -56,7 +56,7 @@ def test_grids_union_and_hash_is_stable() -> None:
     ("dataset: digits\nnetwork: mlp\nalgorithm: bp\nlr: -1\n", "lr", "greater than 0"),
     ("dataset: digits\nnetwork: mlp\nalgorithm: bp\nlr: fast\n", "lr", "not the text 'fast'"),
     ("dataset: digits\nnetwork: mlp\nalgorithm: bp\nseed: []\n", "seed", "empty grid"),
-    ("dataset: digits\nnetwork: mlp\nalgorithm: bp\ndecor: true\n", "spec", "decor_lr"),
+    ("dataset: digits\nnetwork: mlp\nalgorithm: bp\ndecor: true\n", "decor_lr", "> 0 when decor"),
     ("dataset: digits\nnetwork: mlp\nalgorithm: [bp\n", "line", "invalid YAML"),
     ("network: mlp\nalgorithm: bp\n", "dataset", "required"),
     ("dataset: digits\nnetwork: mlp\nalgorithm: bp\nselect: {from: g, metric: acc}\n",
