@@ -16,8 +16,9 @@ def _strict_mkl() -> None:
     if "MKL_CBWR" in os.environ:
         return
     try:
-        flags = next((set(line.split()) for line in Path("/proc/cpuinfo").read_text()
-                      .splitlines() if line.startswith("flags")), set())
+        with Path("/proc/cpuinfo").open() as cpuinfo:  # the first CPU's flags are enough
+            flags = next((set(line.split()) for line in cpuinfo if line.startswith("flags")),
+                         set())
     except OSError:  # not Linux: leave MKL as it is
         return
     if "sse4_2" in flags and "avx512f" not in flags:  # an x86 CPU without AVX-512

@@ -526,7 +526,7 @@ def _dry_run(parsed: Any, plan: Any, *, device: str, group_size: int | None) -> 
              assumed=assumed)
 
 
-def _open_for(url: str | None, sweep: str | None, *, named: str = "--sweep") -> Any:
+def _open_for(url: str | None, sweep: str | None, *, named: str = "--sweep ") -> Any:
     """The database for a command that changes an existing sweep (or, `sweep` None, works
     on what is queued): looked at read-only first, so that a missing database or sweep is
     refused without creating anything."""
@@ -542,7 +542,7 @@ def _has_sweep(database: Any, name: str) -> bool:
     return name in set(database.list_sweeps()["sweep"])
 
 
-def _require_sweep(database: Any, sweep: str | None, named: str = "--sweep") -> None:
+def _require_sweep(database: Any, sweep: str | None, named: str = "--sweep ") -> None:
     """Refuse a `sweep` (given, not None) that the database does not hold."""
     if sweep is not None and not _has_sweep(database, sweep):
         raise _no_such_sweep(database, sweep, named)
@@ -664,10 +664,11 @@ def worker(
                   else f"worker {w.id}: {n} runs finished")
 
 
-def _no_such_sweep(database: Any, sweep: str, named: str = "--sweep") -> typer.Exit:
-    """`named`: how the user gave the sweep (a flag, or "sweep" for an argument)."""
+def _no_such_sweep(database: Any, sweep: str, named: str = "--sweep ") -> typer.Exit:
+    """`named`: what came before the name where the user gave it ("--sweep ", "sweep " for
+    an argument, "--where sweep=")."""
     shown = sweep if sweep and sweep.strip() == sweep and sweep.isprintable() else repr(sweep)
-    return fail(f"{named}{'' if named.endswith('=') else ' '}{shown}: no such sweep; sweeps: "
+    return fail(f"{named}{shown}: no such sweep; sweeps: "
                 f"{', '.join(database.list_sweeps()['sweep']) or 'none yet'}")
 
 
@@ -822,7 +823,7 @@ def cancel(
 ) -> None:
     """Stop a sweep: its queued runs leave the queue, running ones stop at their next epoch
     end keeping what they wrote. `corrgd sweep SPEC` again resumes it."""
-    database = _open_for(db, sweep, named="sweep")
+    database = _open_for(db, sweep, named="sweep ")
     cancelled = database.cancel_sweep(sweep)
     queued, running = (cancelled.counts.get(s, 0) for s in ("queued", "running"))
     if cancelled.earlier is not None:
@@ -844,7 +845,7 @@ def delete(
     """Delete a sweep with its runs and their metrics (its checkpoints stay on disk)."""
     from corrgd.storage import SweepBusy
 
-    database = _open_for(db, sweep, named="sweep")
+    database = _open_for(db, sweep, named="sweep ")
     n = int(database.list_sweeps().set_index("sweep").loc[sweep, "n_runs"])
     try:
         if not yes and not typer.confirm(f"delete sweep {sweep} and its {n} runs?"):
